@@ -1,0 +1,122 @@
+"""What differs between database engines, behind one small interface.
+
+The diff engine compares two databases that may be of different kinds (MariaDB into PostgreSQL,
+PostgreSQL into SQLite). Everything it computes inside a database must therefore come out the same on
+every engine: the text of a row's identity, a timestamp as integer microseconds since the epoch, a
+60-bit hash of both, and the order of keys. Each adapter builds those expressions in its own SQL; the
+rest of the engine only ever sees SQLAlchemy expressions and Python integers.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from datetime import datetime
+from typing import Any, ClassVar
+
+import sqlalchemy as sa
+from sqlalchemy.engine import URL
+from sqlalchemy.sql.elements import ColumnElement
+
+from sync_pipeline.db.schema import is_timezone_aware
+from sync_pipeline.diff.window import Window
+
+
+def micros_divisor(precision: int) -> int:
+    """Divisor that truncates integer microseconds to ``precision`` fractional digits."""
+    return int(10 ** (6 - max(0, min(6, precision))))
+
+
+class Adapter(ABC):
+    """The per-engine pieces of a sync: session setup, in-database hashing, locking and ordering."""
+
+    name: ClassVar[str]
+
+    # -- connections -------------------------------------------------------------------------
+    def connect_args(self, url: URL, application_name: str) -> dict[str, Any]:
+        """Driver arguments that make every session use UTC."""
+        return {}
+
+    def install_hooks(self, engine: sa.Engine) -> None:  # noqa: B027 - optional hook, empty by default
+        """Attach engine events (SQLite registers its functions here)."""
+
+    # -- timestamps ----------------------------------------------------------------------------
+    def is_naive(self, type_: sa.types.TypeEngine[Any]) -> bool:
+        """Whether a timestamp column holds wall-clock times (read in the table's naive zone)."""
+        return not is_timezone_aware(type_)
+
+    def window_bounds(self, window: Window, *, naive: bool, zone: str) -> tuple[datetime, datetime]:
+        """The window's bounds as values to compare the ``updated_at`` column with."""
+        return window.bounds_in(zone, naive=naive)
+
+    # -- expressions ---------------------------------------------------------------------------
+    @abstractmethod
+    def epoch_micros(
+        self, column: ColumnElement[Any], *, naive: bool, zone: str, divisor: int
+    ) -> ColumnElement[int]:
+        """``column`` as integer microseconds since 1970-01-01 UTC, floored to a multiple of ``divisor``.
+
+        Comparing integers rather than timestamps makes MySQL DATETIME, PostgreSQL timestamptz and
+        SQLite text agree, and flooring at the coarser side's precision means sub-second precision
+        differences between engines are not reported as changes.
+        """
+
+    @abstractmethod
+    def row_hash(self, parts: list[ColumnElement[Any]]) -> ColumnElement[int]:
+        """A 60-bit integer: the first 15 hex digits of md5 of the parts' text joined by ``|``."""
+
+    def hash_sum(self, hashed: ColumnElement[int]) -> ColumnElement[Any]:
+        """The aggregate of row hashes over a range; compared modulo :data:`HASH_MODULUS`."""
+        return sa.func.sum(hashed)
+
+    def key_text(self, column: ColumnElement[Any]) -> ColumnElement[Any]:
+        """The key as text, identical across engines for integer and string keys."""
+        return sa.cast(column, sa.Text)
+
+    def ordered(self, column: ColumnElement[Any], *, is_string: bool) -> ColumnElement[Any]:
+        """``column`` for ORDER BY so that every engine sorts like Python (binary, code point order)."""
+        return column
+
+    # -- staging and merging --------------------------------------------------------------------
+    temp_table_ddl: ClassVar[str] = "CREATE TEMPORARY TABLE {name} AS {select}"
+    drop_temp_table_ddl: ClassVar[str] = "DROP TABLE IF EXISTS temp.{name}"
+
+    def create_stage(self, conn: sa.Connection, name: str, like: sa.Select[Any]) -> None:
+        """Create an empty session-private table with the columns (and exact types) of ``like``."""
+        self.drop_stage(conn, name)
+        select = like.where(sa.false()).compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True})
+        quoted = conn.dialect.identifier_preparer.quote(name)
+        conn.exec_driver_sql(self.temp_table_ddl.format(name=quoted, select=select))
+
+    def drop_stage(self, conn: sa.Connection, name: str) -> None:
+        """Drop a stage table if this session has one; never touches a permanent table."""
+        conn.exec_driver_sql(
+            self.drop_temp_table_ddl.format(name=conn.dialect.identifier_preparer.quote(name))
+        )
+
+    def copy_rows(self, conn: sa.Connection, stage: sa.Table, rows: list[tuple[Any, ...]]) -> None:
+        """Append rows to a stage table (batched multi-row INSERTs; PostgreSQL overrides with COPY)."""
+        if rows:
+            names = [column.name for column in stage.columns]
+            conn.execute(stage.insert(), [dict(zip(names, row, strict=True)) for row in rows])
+
+    @abstractmethod
+    def merge_statement(
+        self, target: sa.Table, stage: sa.Table, key_columns: list[str], ts_column: str
+    ) -> sa.Executable:
+        """One set-based upsert of every staged row into the target.
+
+        Never overwrites a target row whose ``updated_at`` is newer than the staged one (SPEC 4.9).
+        """
+
+    # -- locking -------------------------------------------------------------------------------
+    @abstractmethod
+    def acquire_lock(self, conn: sa.Connection, name: str, timeout_seconds: float) -> bool:
+        """Take the session-level lock ``name`` on ``conn``, waiting up to the timeout.
+
+        Returns whether it was taken. The lock must be released when the session ends, so a killed
+        process never leaves it behind.
+        """
+
+    @abstractmethod
+    def release_lock(self, conn: sa.Connection, name: str) -> None:
+        """Release a lock taken by :meth:`acquire_lock` on the same connection."""

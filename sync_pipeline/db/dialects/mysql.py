@@ -1,0 +1,84 @@
+"""MySQL and MariaDB (PyMySQL): md5 hashing in SQL, ``GET_LOCK``, binary collation for key order."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime
+from typing import Any, ClassVar
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
+from sqlalchemy.engine import URL
+from sqlalchemy.sql.elements import ColumnElement
+
+from sync_pipeline.db.dialects.base import Adapter
+from sync_pipeline.diff.window import Window
+
+
+def _lock_name(name: str) -> str:
+    # GET_LOCK names are limited to 64 characters; a digest keeps any table name within that.
+    return "sync_pipeline:" + hashlib.sha256(name.encode()).hexdigest()[:40]
+
+
+class MySQLAdapter(Adapter):
+    name: ClassVar[str] = "mysql"
+
+    def connect_args(self, url: URL, application_name: str) -> dict[str, Any]:
+        args: dict[str, Any] = {"init_command": "SET time_zone = '+00:00'"}
+        if "charset" not in url.query:
+            args["charset"] = "utf8mb4"
+        return args
+
+    def window_bounds(self, window: Window, *, naive: bool, zone: str) -> tuple[datetime, datetime]:
+        # TIMESTAMP columns are shown in the session's zone (UTC), and PyMySQL binds naive values.
+        return window.bounds_in(zone if naive else "UTC", naive=True)
+
+    def epoch_micros(
+        self, column: ColumnElement[Any], *, naive: bool, zone: str, divisor: int
+    ) -> ColumnElement[int]:
+        # DATETIME is naive (read in `zone`); TIMESTAMP is stored in UTC and shown in the session's
+        # zone, which is UTC here. CONVERT_TZ with a named zone needs the server's time zone tables.
+        instant = sa.func.convert_tz(column, zone, "+00:00") if naive and zone != "UTC" else column
+        micros: ColumnElement[Any] = sa.func.timestampdiff(
+            sa.literal_column("MICROSECOND"), sa.literal("1970-01-01 00:00:00"), instant
+        )
+        if divisor > 1:
+            micros = sa.func.floor(micros / divisor)
+        return sa.cast(micros, mysql.BIGINT)
+
+    def row_hash(self, parts: list[ColumnElement[Any]]) -> ColumnElement[int]:
+        digest = sa.func.substring(sa.func.md5(sa.func.concat_ws("|", *parts)), 1, 15)
+        return sa.cast(sa.func.conv(digest, 16, 10), mysql.INTEGER(unsigned=True))
+
+    def ordered(self, column: ColumnElement[Any], *, is_string: bool) -> ColumnElement[Any]:
+        if not is_string:
+            return column
+        return sa.cast(column, mysql.CHAR(charset="utf8mb4")).collate("utf8mb4_bin")
+
+    drop_temp_table_ddl: ClassVar[str] = "DROP TEMPORARY TABLE IF EXISTS {name}"
+
+    def merge_statement(
+        self, target: sa.Table, stage: sa.Table, key_columns: list[str], ts_column: str
+    ) -> sa.Executable:
+        names = [column.name for column in stage.columns]
+        stmt = mysql.insert(target).from_select(names, sa.select(*stage.columns))
+        ts = target.c[ts_column]
+        newer_or_same = sa.or_(ts.is_(None), ts <= stmt.inserted[ts_column])
+        # MySQL applies assignments left to right and later ones see earlier results, so the guard
+        # column is assigned last: every other column is decided against its old value.
+        ordered = [n for n in names if n not in key_columns and n != ts_column] + [ts_column]
+        return stmt.on_duplicate_key_update(
+            [(n, sa.func.IF(newer_or_same, stmt.inserted[n], target.c[n])) for n in ordered]
+        )
+
+    def acquire_lock(self, conn: sa.Connection, name: str, timeout_seconds: float) -> bool:
+        # GET_LOCK is held by the session and released when it ends: a killed sync leaves nothing.
+        got = conn.execute(
+            sa.select(sa.func.get_lock(_lock_name(name), max(0, int(timeout_seconds))))
+        ).scalar()
+        conn.commit()
+        return got == 1
+
+    def release_lock(self, conn: sa.Connection, name: str) -> None:
+        conn.execute(sa.select(sa.func.release_lock(_lock_name(name))))
+        conn.commit()

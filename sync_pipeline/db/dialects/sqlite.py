@@ -1,0 +1,132 @@
+"""SQLite, the embedded default: hashing through Python functions registered on each connection.
+
+SQLite has no md5 and stores timestamps as text, so the adapter registers three small functions that
+compute exactly what PostgreSQL and MySQL compute in SQL. They run inside the SQLite library, in the
+step's process, so nothing crosses a connection either way. Mutual exclusion is the database's own
+write lock: the writer opens ``BEGIN IMMEDIATE`` and holds it for the sync.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+from datetime import UTC, datetime
+from functools import lru_cache
+from typing import Any, ClassVar
+from zoneinfo import ZoneInfo
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import URL
+from sqlalchemy.sql.elements import ColumnElement
+
+from sync_pipeline.db.dialects.base import Adapter
+from sync_pipeline.diff.segments import HASH_MODULUS
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+BEGIN_OPTION = "sync_pipeline_sqlite_begin"
+
+
+@lru_cache(maxsize=64)
+def _zone(name: str) -> ZoneInfo:
+    return ZoneInfo(name)
+
+
+def epoch_micros(value: object, zone: str, divisor: int) -> int | None:
+    """Integer microseconds since the epoch of a SQLite timestamp (text as SQLAlchemy writes it)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        moment = datetime.fromisoformat(value)
+    elif isinstance(value, int | float):
+        moment = datetime.fromtimestamp(value, UTC)
+    else:
+        raise TypeError(f"not a timestamp: {type(value).__name__}")
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=_zone(zone))
+    delta = moment - _EPOCH
+    micros = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+    return micros // divisor
+
+
+def hash60(*parts: object) -> int:
+    """First 15 hex digits of md5 of the parts joined by ``|``: PostgreSQL's and MySQL's formula."""
+    text = "|".join("" if p is None else p.decode() if isinstance(p, bytes) else str(p) for p in parts)
+    return int(hashlib.md5(text.encode(), usedforsecurity=False).hexdigest()[:15], 16)
+
+
+class _HashSum:
+    """Sum of row hashes wrapped at 2**63, since SQLite's sum() raises on integer overflow."""
+
+    def __init__(self) -> None:
+        self.total = 0
+
+    def step(self, value: int | None) -> None:
+        if value is not None:
+            self.total = (self.total + value) % HASH_MODULUS
+
+    def finalize(self) -> int:
+        return self.total
+
+
+def _register(dbapi_connection: sqlite3.Connection, _record: object) -> None:
+    dbapi_connection.create_function("sp_epoch_us", 3, epoch_micros, deterministic=True)
+    dbapi_connection.create_function("sp_hash60", -1, hash60, deterministic=True)
+    dbapi_connection.create_aggregate("sp_hashsum", 1, _HashSum)
+    # Let SQLAlchemy, not the sqlite3 module, decide when transactions begin (SQLAlchemy's
+    # documented recipe), so the writer can take the write lock up front with BEGIN IMMEDIATE.
+    dbapi_connection.isolation_level = None
+
+
+def _begin(conn: sa.Connection) -> None:
+    mode = conn.get_execution_options().get(BEGIN_OPTION, "DEFERRED")
+    conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+class SQLiteAdapter(Adapter):
+    name: ClassVar[str] = "sqlite"
+
+    def connect_args(self, url: URL, application_name: str) -> dict[str, Any]:
+        return {"timeout": 30.0}
+
+    def install_hooks(self, engine: sa.Engine) -> None:
+        event.listen(engine, "connect", _register)
+        event.listen(engine, "begin", _begin)
+
+    def is_naive(self, type_: sa.types.TypeEngine[Any]) -> bool:
+        return True  # SQLite has no time zone type: every stored timestamp is a wall time
+
+    def epoch_micros(
+        self, column: ColumnElement[Any], *, naive: bool, zone: str, divisor: int
+    ) -> ColumnElement[int]:
+        return sa.func.sp_epoch_us(column, zone, divisor, type_=sa.BigInteger)
+
+    def row_hash(self, parts: list[ColumnElement[Any]]) -> ColumnElement[int]:
+        return sa.func.sp_hash60(*parts, type_=sa.BigInteger)
+
+    def hash_sum(self, hashed: ColumnElement[int]) -> ColumnElement[Any]:
+        return sa.func.sp_hashsum(hashed, type_=sa.BigInteger)
+
+    def merge_statement(
+        self, target: sa.Table, stage: sa.Table, key_columns: list[str], ts_column: str
+    ) -> sa.Executable:
+        names = [column.name for column in stage.columns]
+        # "WHERE true" keeps SQLite from reading ON CONFLICT as a join constraint of the SELECT.
+        stmt = sqlite_insert(target).from_select(names, sa.select(*stage.columns).where(sa.true()))
+        ts = target.c[ts_column]
+        return stmt.on_conflict_do_update(
+            index_elements=[target.c[k] for k in key_columns],
+            set_={name: stmt.excluded[name] for name in names if name not in key_columns},
+            where=sa.or_(ts.is_(None), ts <= stmt.excluded[ts_column]),
+        )
+
+    def acquire_lock(self, conn: sa.Connection, name: str, timeout_seconds: float) -> bool:
+        # The lock is the database's write lock, taken by BEGIN IMMEDIATE when the writer's
+        # transaction begins; here we only set how long that may wait.
+        conn.exec_driver_sql(f"PRAGMA busy_timeout = {max(1, int(timeout_seconds * 1000))}")
+        conn.commit()
+        return True
+
+    def release_lock(self, conn: sa.Connection, name: str) -> None:
+        """Nothing to do: the write lock ends with the transaction."""

@@ -1,0 +1,100 @@
+"""Opening database engines: the right driver, every session in UTC, credentials kept out of messages.
+
+Engines are created inside a sync (never while Dagster definitions load) and disposed when it ends,
+so a long-lived process holds no connection between runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import sqlalchemy as sa
+from sqlalchemy.engine import URL, make_url
+
+from sync_pipeline.db.dialects import adapter_for
+from sync_pipeline.errors import DatabaseUnavailable, SyncPipelineError
+
+# The drivers this project installs; a bare "postgresql://" or "mysql://" would otherwise pick
+# psycopg2 or mysqlclient, which are not dependencies.
+_DEFAULT_DRIVERS = {"postgresql": "psycopg", "mysql": "pymysql", "mariadb": "pymysql", "sqlite": "pysqlite"}
+
+
+def normalize_url(url: str | URL) -> URL:
+    """Parse ``url`` and pin the driver this project ships for its backend."""
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
+    if "+" not in parsed.drivername and backend in _DEFAULT_DRIVERS:
+        parsed = parsed.set(drivername=f"{backend}+{_DEFAULT_DRIVERS[backend]}")
+    return parsed
+
+
+def redact_url(url: str | URL) -> str:
+    """The URL with its password replaced by ``***``: the only form of a URL that may be printed."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except (sa.exc.ArgumentError, ValueError):
+        return "<unparseable URL>"
+
+
+def create_engine(url: str | URL, *, application_name: str = "sync_pipeline") -> sa.Engine:
+    """Create an engine whose sessions all run in UTC, with the dialect adapter's connection hooks."""
+    parsed = normalize_url(url)
+    adapter = adapter_for(parsed.get_backend_name())
+    engine = sa.create_engine(
+        parsed,
+        connect_args=adapter.connect_args(parsed, application_name),
+        pool_pre_ping=True,
+        hide_parameters=True,  # row values can be personal data: keep them out of exception text
+    )
+    adapter.install_hooks(engine)
+    return engine
+
+
+@contextmanager
+def open_engine(url: str | URL) -> Iterator[sa.Engine]:
+    """An engine that is always disposed, so no pooled connection outlives the unit of work."""
+    engine = create_engine(url)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+
+
+# SQLSTATEs (PostgreSQL) and error numbers (MySQL/MariaDB) after which a retry can succeed.
+_TRANSIENT_SQLSTATES = ("08", "40001", "40P01", "57P01", "57P02", "57P03", "53300")
+_TRANSIENT_MYSQL_CODES = {1040, 1053, 1205, 1213, 2002, 2003, 2006, 2013, 2055}
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether ``error`` (a DBAPI error, raw or wrapped by SQLAlchemy) may go away on a retry."""
+    if isinstance(error, sa.exc.DBAPIError):
+        if error.connection_invalidated:
+            return True
+        error = error.orig if error.orig is not None else error
+    sqlstate = getattr(error, "sqlstate", None)
+    if isinstance(sqlstate, str):
+        return sqlstate.startswith(_TRANSIENT_SQLSTATES)
+    args = getattr(error, "args", ())
+    if args and isinstance(args[0], int):
+        return args[0] in _TRANSIENT_MYSQL_CODES
+    message = str(error).lower()
+    if "database is locked" in message:
+        return True
+    # psycopg raises OperationalError without SQLSTATE when it cannot connect at all.
+    return type(error).__name__ == "OperationalError" and (
+        "connection" in message or "server closed" in message or "refused" in message
+    )
+
+
+def translate_error(error: BaseException, *, where: str) -> SyncPipelineError | None:
+    """A transient database error as :class:`DatabaseUnavailable`, so retries can tell it apart.
+
+    Returns ``None`` for errors that are not transient: those propagate unchanged. SQLAlchemy's
+    messages never include the password (it renders URLs redacted), and ``hide_parameters`` keeps
+    row values out of them.
+    """
+    if is_transient(error):
+        reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
+        return DatabaseUnavailable(f"{where}: {reason}")
+    return None

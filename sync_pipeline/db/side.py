@@ -1,0 +1,171 @@
+"""One side of a sync (the source or the target table) and every query the diff sends to it.
+
+All SQL is built with SQLAlchemy Core, so identifiers are quoted by the dialect whatever their name.
+Reads stream through server-side cursors in fixed-size chunks and close in ``finally``: nothing here
+holds more than one chunk of a window.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.sql.elements import ColumnElement
+
+from sync_pipeline.db.dialects import Adapter
+from sync_pipeline.db.schema import Family, TableName, family_of
+from sync_pipeline.diff.merge import Key
+from sync_pipeline.diff.segments import Checksum, KeyRange
+from sync_pipeline.diff.window import Window
+
+# SQLite allows 32766 bound parameters per statement; stay well inside every engine's limit.
+MAX_BOUND_PARAMETERS = 30_000
+
+
+@dataclass
+class TableSide:
+    """A live table plus how to read its keys and timestamps comparably with the other side."""
+
+    name: TableName
+    table: sa.Table
+    adapter: Adapter
+    key_columns: list[str]
+    ts_column: str
+    naive_zone: str
+    micros_divisor: int
+    live_filter: ColumnElement[bool] | None = None  # target: hide soft-deleted rows
+
+    # -- derived expressions --------------------------------------------------------------------
+    @property
+    def keys(self) -> list[sa.Column[Any]]:
+        return [self.table.c[name] for name in self.key_columns]
+
+    @property
+    def ts(self) -> sa.Column[Any]:
+        return self.table.c[self.ts_column]
+
+    @property
+    def naive(self) -> bool:
+        return self.adapter.is_naive(self.ts.type)
+
+    @property
+    def ts_micros(self) -> ColumnElement[int]:
+        return self.adapter.epoch_micros(
+            self.ts, naive=self.naive, zone=self.naive_zone, divisor=self.micros_divisor
+        )
+
+    @property
+    def single_integer_key(self) -> bool:
+        return len(self.key_columns) == 1 and family_of(self.keys[0].type) is Family.INTEGER
+
+    def key_families(self) -> list[Family]:
+        return [family_of(column.type) for column in self.keys]
+
+    def window_clause(self, window: Window) -> ColumnElement[bool]:
+        lo, hi = self.adapter.window_bounds(window, naive=self.naive, zone=self.naive_zone)
+        clause = sa.and_(self.ts >= lo, self.ts < hi)
+        if self.live_filter is not None:
+            clause = sa.and_(clause, self.live_filter)
+        return clause
+
+    def _range_clause(self, window: Window, krange: KeyRange) -> ColumnElement[bool]:
+        clause = self.window_clause(window)
+        if krange.lo is not None:
+            clause = sa.and_(clause, self.keys[0] >= krange.lo)
+        if krange.hi is not None:
+            clause = sa.and_(clause, self.keys[0] < krange.hi)
+        return clause
+
+    def _row_hash(self) -> ColumnElement[int]:
+        return self.adapter.row_hash([self.adapter.key_text(k) for k in self.keys] + [self.ts_micros])
+
+    def _key_in(self, keys: Sequence[Key]) -> ColumnElement[bool]:
+        if len(self.key_columns) == 1:
+            return self.keys[0].in_(list(keys))
+        return sa.tuple_(*self.keys).in_(list(keys))
+
+    def batch_size(self, chunk_size: int) -> int:
+        """Keys per ``IN (...)`` lookup: the chunk size, capped by the bound-parameter limit."""
+        return max(1, min(chunk_size, MAX_BOUND_PARAMETERS // len(self.key_columns)))
+
+    def _key_of(self, row: Sequence[Any]) -> Key:
+        n = len(self.key_columns)
+        return row[0] if n == 1 else tuple(row[:n])
+
+    # -- aggregates -----------------------------------------------------------------------------
+    def checksum(self, conn: sa.Connection, window: Window) -> tuple[Checksum, int | None, int | None]:
+        """Count and hash of the whole window, with its smallest and largest integer key."""
+        columns: list[ColumnElement[Any]] = [sa.func.count(), self.adapter.hash_sum(self._row_hash())]
+        if self.single_integer_key:
+            columns += [sa.func.min(self.keys[0]), sa.func.max(self.keys[0])]
+        row = conn.execute(sa.select(*columns).where(self.window_clause(window))).one()
+        lo = row[2] if self.single_integer_key else None
+        hi = row[3] if self.single_integer_key else None
+        return Checksum.of(row[0], row[1]), lo, hi
+
+    def bucket_checksums(
+        self, conn: sa.Connection, window: Window, krange: KeyRange, width: int
+    ) -> dict[int, Checksum]:
+        """Count and hash per bucket ``(key - lo) // width`` of an integer key range, in one query."""
+        bucket = ((self.keys[0] - krange.lo) // width).label("bucket")
+        stmt = (
+            sa.select(bucket, sa.func.count(), self.adapter.hash_sum(self._row_hash()))
+            .where(self._range_clause(window, krange))
+            .group_by(bucket)
+        )
+        return {int(b): Checksum.of(c, h) for b, c, h in conn.execute(stmt)}
+
+    def count_window(self, conn: sa.Connection, window: Window) -> int:
+        stmt = sa.select(sa.func.count()).select_from(self.table).where(self.window_clause(window))
+        return int(conn.execute(stmt).scalar_one())
+
+    def count_null_ts(self, conn: sa.Connection) -> int:
+        stmt = sa.select(sa.func.count()).select_from(self.table).where(self.ts.is_(None))
+        return int(conn.execute(stmt).scalar_one())
+
+    # -- streams and lookups --------------------------------------------------------------------
+    def key_stream(
+        self, conn: sa.Connection, window: Window, krange: KeyRange, chunk_size: int
+    ) -> Iterator[tuple[Key, int]]:
+        """``(key, updated_at micros)`` of a key range of the window, in binary key order."""
+        order = [
+            self.adapter.ordered(column, is_string=family_of(column.type) is Family.TEXT)
+            for column in self.keys
+        ]
+        stmt = (
+            sa.select(*self.keys, self.ts_micros).where(self._range_clause(window, krange)).order_by(*order)
+        )
+        result = conn.execution_options(stream_results=True, yield_per=chunk_size).execute(stmt)
+        n = len(self.key_columns)
+        try:
+            for partition in result.partitions():
+                if n == 1:
+                    for row in partition:
+                        yield row[0], row[1]
+                else:
+                    for row in partition:
+                        yield tuple(row[:n]), row[n]
+        finally:
+            result.close()
+
+    def lookup(self, conn: sa.Connection, keys: Sequence[Key]) -> dict[Key, int | None]:
+        """``updated_at`` micros (``None`` when NULL) of those keys that exist anywhere in the table."""
+        found: dict[Key, int | None] = {}
+        if not keys:
+            return found
+        stmt = sa.select(*self.keys, self.ts_micros).where(self._key_in(keys))
+        for row in conn.execute(stmt):
+            found[self._key_of(row)] = row[-1]
+        return found
+
+    def fetch_rows(
+        self, conn: sa.Connection, keys: Sequence[Key], columns: list[str]
+    ) -> Iterator[tuple[Any, ...]]:
+        """Full rows (in ``columns`` order) of those keys that still exist."""
+        if not keys:
+            return
+        stmt = sa.select(*(self.table.c[name] for name in columns)).where(self._key_in(keys))
+        for row in conn.execute(stmt):
+            yield tuple(row)

@@ -1,0 +1,46 @@
+"""What one partition sync did, as one value that becomes Dagster metadata and CLI output."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass
+class SyncStats:
+    """Counts of one partition sync.
+
+    ``inserted + updated + deleted`` are the rows the sync changed in the target. ``updated`` includes
+    rows that moved into the window from an earlier one (``moved_in``) and rows that left the window for
+    a later one and were brought to their current version (``moved_out``).
+    """
+
+    inserted: int = 0
+    updated: int = 0
+    deleted: int = 0
+    unchanged: int = 0
+    source_rows: int = 0  # source rows in the window
+    target_rows: int = 0  # target rows in the window after the sync
+    target_rows_before: int = 0
+    null_updated_at: int = 0  # source rows with NULL updated_at: in no window, reported not lost
+    moved_in: int = 0
+    moved_out: int = 0
+    kept_deleted: int = 0  # vanished from the source but kept, as delete_mode=ignore asks
+    skipped_newer: int = 0  # target already had a newer version: never overwritten
+    vanished_during_sync: int = 0  # deleted in the source between the key scan and the row fetch
+    rows_fetched: int = 0  # full source rows read
+    keys_scanned: int = 0  # (key, updated_at) pairs streamed from both sides
+    ranges_compared: int = 0  # key ranges whose count and hash were compared in the databases
+    ranges_differing: int = 0
+    dry_run: bool = False
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def changed(self) -> int:
+        return self.inserted + self.updated + self.deleted
+
+    def add_time(self, phase: str, seconds: float) -> None:
+        self.timings[phase] = round(self.timings.get(phase, 0.0) + seconds, 4)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)

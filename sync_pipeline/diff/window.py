@@ -1,0 +1,56 @@
+"""The hourly window of one partition, as UTC instants."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+PARTITION_KEY_FORMAT = "%Y-%m-%d-%H:%M"  # Dagster's hourly partition key format
+
+
+@dataclass(frozen=True)
+class Window:
+    """``[start, end)`` in UTC; one hourly partition's rows are those whose ``updated_at`` falls inside."""
+
+    start: datetime
+    end: datetime
+
+    def __post_init__(self) -> None:
+        if self.start.tzinfo is None or self.end.tzinfo is None:
+            raise ValueError("window bounds must be timezone-aware")
+        if self.end <= self.start:
+            raise ValueError(f"empty window: {self.start} .. {self.end}")
+        object.__setattr__(self, "start", self.start.astimezone(UTC))
+        object.__setattr__(self, "end", self.end.astimezone(UTC))
+
+    @classmethod
+    def hour_starting(cls, start: datetime) -> Window:
+        return cls(start, start.astimezone(UTC) + timedelta(hours=1))
+
+    @classmethod
+    def from_partition_key(cls, key: str, timezone: str = "UTC") -> Window:
+        """The window of a Dagster hourly partition key such as ``2026-11-30-08:00``."""
+        try:
+            local = datetime.strptime(key, PARTITION_KEY_FORMAT)
+        except ValueError:
+            raise ValueError(
+                f"partition key {key!r} is not of the form YYYY-MM-DD-HH:MM (e.g. 2026-11-30-08:00)"
+            ) from None
+        return cls.hour_starting(local.replace(tzinfo=ZoneInfo(timezone)))
+
+    def partition_key(self, timezone: str = "UTC") -> str:
+        return self.start.astimezone(ZoneInfo(timezone)).strftime(PARTITION_KEY_FORMAT)
+
+    def bounds_in(self, zone: str, *, naive: bool) -> tuple[datetime, datetime]:
+        """The bounds to compare a column with: wall times in ``zone`` for a naive column."""
+        if not naive:
+            return self.start, self.end
+        tz = ZoneInfo(zone)
+        return (
+            self.start.astimezone(tz).replace(tzinfo=None),
+            self.end.astimezone(tz).replace(tzinfo=None),
+        )
+
+    def __str__(self) -> str:
+        return f"[{self.start.isoformat()}, {self.end.isoformat()})"

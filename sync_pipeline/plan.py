@@ -1,0 +1,171 @@
+"""Checking a table's config against the live databases, before anything is written.
+
+The plan reflects both tables, proves that the configured key and ``updated_at`` columns exist and
+match, that the target can receive the source's columns, and decides how the two sides are compared
+(precision of timestamps, whether keys can be hashed in the database). The sync runs it first; the
+``sync-pipeline validate`` command runs it alone. It creates the target table when it is missing and
+the caller allows it, and nothing else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from sync_pipeline.config import DeleteMode, TableConfig
+from sync_pipeline.db.dialects import adapter_for, micros_divisor
+from sync_pipeline.db.schema import (
+    Family,
+    TableName,
+    build_target_table,
+    check_compatible,
+    family_of,
+    reflect,
+    require_columns,
+    timestamp_precision,
+)
+from sync_pipeline.db.side import TableSide
+from sync_pipeline.db.values import converter, row_converter
+from sync_pipeline.errors import SchemaError
+
+_HASHABLE_KEYS = {Family.INTEGER, Family.TEXT}
+
+
+@dataclass
+class SyncPlan:
+    """Both live tables and how to compare and copy between them."""
+
+    config: TableConfig
+    source: TableSide
+    target: TableSide | None  # None only when the target is missing and may not be created
+    columns: list[str]
+    convert: Callable[[tuple[Any, ...]], tuple[Any, ...]]
+    hash_compare: bool
+    created_target: bool
+
+    @property
+    def soft_delete_column(self) -> str | None:
+        return self.config.soft_delete_column if self.config.delete_mode is DeleteMode.SOFT else None
+
+
+def plan_sync(config: TableConfig, source: sa.Engine, target: sa.Engine, *, create_target: bool) -> SyncPlan:
+    """Reflect and check both tables; create the target from the source's columns if allowed."""
+    source_name = TableName(config.source.table, config.source.schema_, "source", config.source.connection)
+    target_name = TableName(config.target.table, config.target.schema_, "target", config.target.connection)
+    with source.connect() as conn:
+        source_table = reflect(conn, source_name)
+    if source_table is None:
+        raise SchemaError(f"{source_name} does not exist")
+    require_columns(source_table, source_name, config.primary_key, "primary_key")
+    require_columns(source_table, source_name, [config.updated_at], "updated_at")
+    columns = list(config.columns) if config.columns else [c.name for c in source_table.columns]
+    require_columns(source_table, source_name, columns, "columns")
+    _require_timestamp(source_table, source_name, config.updated_at, source.dialect.name)
+    soft = config.soft_delete_column if config.delete_mode is DeleteMode.SOFT else None
+    if soft is not None and soft in columns:
+        columns.remove(soft)
+
+    created = False
+    with target.connect() as conn:
+        target_table = reflect(conn, target_name)
+        if target_table is None and create_target:
+            extra = [] if soft is None else [_soft_delete_column(soft)]
+            definition = build_target_table(
+                source_table, target_name, target.dialect.name, columns, config.primary_key, extra
+            )
+            sa.Index(f"ix_{target_name.table}_{config.updated_at}"[:60], definition.c[config.updated_at])
+            definition.create(conn)
+            conn.commit()
+            target_table = reflect(conn, target_name)
+            created = True
+        if target_table is not None:
+            check_compatible(source_table, target_table, target_name, columns, config.primary_key)
+            _require_timestamp(target_table, target_name, config.updated_at, target.dialect.name)
+            if soft is not None and soft not in target_table.c and create_target:
+                _add_column(conn, target_table, _soft_delete_column(soft))
+                target_table = reflect(conn, target_name)
+                assert target_table is not None
+            if soft is not None and soft not in target_table.c:
+                raise SchemaError(f"{target_name}: soft_delete_column {soft!r} does not exist")
+
+    source_adapter = adapter_for(source.dialect.name)
+    target_adapter = adapter_for(target.dialect.name)
+    precision = timestamp_precision(source_table.c[config.updated_at].type, source.dialect.name)
+    if target_table is not None:
+        precision = min(
+            precision, timestamp_precision(target_table.c[config.updated_at].type, target.dialect.name)
+        )
+    divisor = micros_divisor(precision)
+    source_side = TableSide(
+        source_name,
+        source_table,
+        source_adapter,
+        config.primary_key,
+        config.updated_at,
+        config.naive_timezone,
+        divisor,
+    )
+    if target_table is None:
+        return SyncPlan(config, source_side, None, columns, lambda row: row, False, False)
+
+    live = None
+    if soft is not None:
+        flag = target_table.c[soft]
+        live = sa.or_(flag.is_(None), flag == sa.false())
+    target_side = TableSide(
+        target_name,
+        target_table,
+        target_adapter,
+        config.primary_key,
+        config.updated_at,
+        config.naive_timezone,
+        divisor,
+        live,
+    )
+    _check_keys(source_side, target_side)
+    converters = [
+        converter(
+            family_of(source_table.c[name].type),
+            family_of(target_table.c[name].type),
+            target_naive=target_adapter.is_naive(target_table.c[name].type),
+            source_zone=config.naive_timezone,
+            target_zone=config.naive_timezone,
+            micros_divisor=micros_divisor(
+                timestamp_precision(target_table.c[name].type, target.dialect.name)
+            ),
+            native_uuid=target.dialect.name == "postgresql",
+        )
+        for name in columns
+    ]
+    hashable = all(f in _HASHABLE_KEYS for f in source_side.key_families() + target_side.key_families())
+    return SyncPlan(config, source_side, target_side, columns, row_converter(converters), hashable, created)
+
+
+def _require_timestamp(table: sa.Table, name: TableName, column: str, dialect: str) -> None:
+    family = family_of(table.c[column].type)
+    if family is Family.TIMESTAMP or (dialect == "sqlite" and family is Family.TEXT):
+        return
+    raise SchemaError(f"{name}: updated_at column {column!r} is {table.c[column].type}, not a timestamp")
+
+
+def _check_keys(source: TableSide, target: TableSide) -> None:
+    for name, s, t in zip(source.key_columns, source.key_families(), target.key_families(), strict=True):
+        if s is not t and not {s, t} <= {Family.TEXT, Family.UUID}:
+            raise SchemaError(
+                f"{target.name}: key column {name!r} is {t} but the source's is {s}; "
+                "keys must have the same type on both sides"
+            )
+
+
+def _soft_delete_column(name: str) -> sa.Column[bool]:
+    return sa.Column(name, sa.Boolean(), nullable=False, server_default=sa.false())
+
+
+def _add_column(conn: sa.Connection, table: sa.Table, column: sa.Column[Any]) -> None:
+    spec = sa.schema.CreateColumn(column).compile(dialect=conn.dialect)
+    table_sql = conn.dialect.identifier_preparer.format_table(table)
+    conn.exec_driver_sql(f"ALTER TABLE {table_sql} ADD COLUMN {spec}")
+    conn.commit()

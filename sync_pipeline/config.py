@@ -24,7 +24,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, date, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, Final, Self
+from typing import Annotated, Any, Final, Literal, Self
 from zoneinfo import ZoneInfo
 
 import yaml
@@ -321,6 +321,29 @@ class TableConfig(BaseModel):
         return self.start.astimezone(zone)
 
 
+class ScheduleConfig(BaseModel):
+    """When the hourly schedule fires, and how far back each tick re-checks for late commits."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+
+    # Hour H is first synced at H+1h plus this many minutes: the lag lets long transactions that
+    # stamped updated_at inside H commit before H is read (SPEC 4.10).
+    minute: int = Field(default=10, ge=0, le=59)
+    # Each tick also re-checks this many earlier hours (two aggregate queries each when unchanged)
+    # and re-syncs those that changed, so a row committed after its hour was synced still lands.
+    lookback_hours: int = Field(default=3, ge=0, le=168)
+    enabled: bool = True
+
+
+class ExecutorConfig(BaseModel):
+    """How sync steps run: each in its own process, at most ``max_concurrent`` at once."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+
+    max_concurrent: int = Field(default=2, ge=1, le=256)
+    start_method: Literal["forkserver", "spawn"] = "forkserver"
+
+
 class SyncConfig(BaseModel):
     """The whole configuration file, validated, with cross-references between its parts checked."""
 
@@ -329,6 +352,8 @@ class SyncConfig(BaseModel):
     partition_timezone: str = "UTC"
     connections: dict[str, ConnectionConfig] = Field(min_length=1)
     tables: list[TableConfig] = Field(min_length=1)
+    schedule: ScheduleConfig = ScheduleConfig()
+    executor: ExecutorConfig = ExecutorConfig()
 
     # Set by load_config so that errors found later (a missing live table, say) can name the file.
     _source_path: Path | None = PrivateAttr(default=None)

@@ -113,6 +113,9 @@ class _Sync:
             )
         with self.source_engine.connect() as conn:
             self.stats.null_updated_at = self.plan.source.count_null_ts(conn)
+        described = self.plan.target or self.plan.source
+        self.stats.target_table = described.name.qualified
+        self.stats.target_columns = [(c.name, str(c.type)) for c in described.table.columns]
         if self.plan.target is None:
             self._predict_into_missing_target()
         elif self.dry_run:

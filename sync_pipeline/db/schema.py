@@ -103,16 +103,25 @@ class TableName:
     side: str  # "source" or "target"
     connection: str
 
+    @property
+    def qualified(self) -> str:
+        return f"{self.schema}.{self.table}" if self.schema else self.table
+
     def __str__(self) -> str:
-        qualified = f"{self.schema}.{self.table}" if self.schema else self.table
-        return f"{self.side} table {qualified!r} (connection {self.connection!r})"
+        return f"{self.side} table {self.qualified!r} (connection {self.connection!r})"
 
 
 def reflect(conn: sa.Connection, name: TableName) -> sa.Table | None:
     """The live table, or ``None`` when it does not exist."""
     if not sa.inspect(conn).has_table(name.table, schema=name.schema):
         return None
-    return sa.Table(name.table, sa.MetaData(), schema=name.schema, autoload_with=conn)
+    table = sa.Table(name.table, sa.MetaData(), schema=name.schema, autoload_with=conn)
+    for column in table.columns:
+        # MySQL's reflected FLOAT/DOUBLE default to asdecimal=True, which renders every value with
+        # 10 decimal places on reading (3.141592653589793 -> 3.1415926536): floats travel as floats.
+        if isinstance(column.type, sa.Float) and column.type.asdecimal:
+            column.type.asdecimal = False
+    return table
 
 
 def require_columns(table: sa.Table, name: TableName, columns: list[str], role: str) -> None:

@@ -34,6 +34,8 @@ class SyncStats:
     ranges_differing: int = 0
     dry_run: bool = False
     timings: dict[str, float] = field(default_factory=dict)
+    target_table: str = ""  # as the user named it (schema.table), for metadata
+    target_columns: list[tuple[str, str]] = field(default_factory=list)  # (name, type) after the sync
 
     @property
     def changed(self) -> int:

@@ -1,0 +1,1 @@
+"""Benchmarks: speed and memory, measured here and written to BENCHMARKS.md (never asserted in tests)."""

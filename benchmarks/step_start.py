@@ -1,0 +1,104 @@
+"""Cost of starting a step's process: Dagster's multiprocess executor with spawn vs forkserver.
+
+Runs the demo's three sync assets for several hours through ``execute_job`` on a real (non-ephemeral)
+instance, once per start method, and reads from the event log, per step, the time between the
+executor launching the step's process and the step starting in it. The first step of a run pays for
+starting the forkserver itself, so it is reported apart.
+
+    .venv/bin/python -m benchmarks.step_start --runs 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+from collections import defaultdict
+from datetime import timedelta
+from pathlib import Path
+
+from dagster import (
+    DagsterEventType,
+    DagsterInstance,
+    JobDefinition,
+    execute_job,
+    multiprocess_executor,
+    reconstructable,
+)
+
+
+def benchmark_job() -> JobDefinition:
+    """The demo's sync job with an executor whose start method the run config chooses."""
+    from sync_pipeline.definitions import defs
+
+    return defs.resolve_job_def("sync_hourly").with_executor_def(multiprocess_executor)
+
+
+def _run(method: str, partition_key: str, instance: DagsterInstance) -> tuple[list[float], float]:
+    start_method: dict[str, object] = (
+        {"forkserver": {"preload_modules": ["sync_pipeline.definitions"]}}
+        if method == "forkserver"
+        else {"spawn": {}}
+    )
+    with execute_job(
+        reconstructable(benchmark_job),
+        instance=instance,
+        tags={"dagster/partition": partition_key},
+        run_config={"execution": {"config": {"max_concurrent": 1, "start_method": start_method}}},
+    ) as result:
+        assert result.success, method
+        records = instance.all_logs(result.run_id)
+    launched: dict[str, float] = {}
+    started: dict[str, float] = {}
+    run_start = None
+    for record in records:
+        event = record.dagster_event
+        if event is None:
+            continue
+        if event.event_type == DagsterEventType.RUN_START:
+            run_start = record.timestamp
+        if event.event_type == DagsterEventType.STEP_WORKER_STARTING:
+            launched[event.step_key or ""] = record.timestamp
+        elif event.event_type == DagsterEventType.STEP_START:
+            started[event.step_key or ""] = record.timestamp
+    order = sorted(started, key=started.__getitem__)
+    delays = [started[k] - launched[k] for k in order if k in launched]
+    assert run_start is not None
+    return delays, max(started.values()) - run_start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--runs", type=int, default=3, help="runs per start method")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ["SYNC_PIPELINE_DATA_DIR"] = str(Path(tmp) / "data")
+        os.environ.pop("SYNC_PIPELINE_CONFIG", None)
+        from sync_pipeline.demo.config import demo_start
+
+        start = demo_start(Path(tmp) / "data")
+        results: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+        (Path(tmp) / "home").mkdir()
+        with DagsterInstance.local_temp(str(Path(tmp) / "home")) as instance:
+            for i in range(args.runs):
+                key = (start + timedelta(hours=10 + i)).strftime("%Y-%m-%d-%H:%M")
+                for method in ("spawn", "forkserver"):
+                    delays, _ = _run(method, key, instance)
+                    results[method]["first"].append(delays[0])
+                    results[method]["later"].extend(delays[1:])
+        print(
+            "| start method | first step of a run (median s) | later steps (median s) | later steps (max s) |"
+        )
+        print("|---|---|---|---|")
+        for method, values in results.items():
+            print(
+                f"| {method} | {statistics.median(values['first']):.3f} | "
+                f"{statistics.median(values['later']):.3f} | {max(values['later']):.3f} |"
+            )
+
+
+if __name__ == "__main__":
+    main()

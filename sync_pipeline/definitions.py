@@ -1,0 +1,56 @@
+"""The code location: the one place that assembles the Dagster definitions.
+
+The configuration is chosen once, here: the YAML file named by ``SYNC_PIPELINE_CONFIG``, or the
+embedded SQLite demo when it is unset. Loading reads that file and builds the definitions; it opens
+no database connection (every connection is opened inside a step process).
+"""
+
+from __future__ import annotations
+
+import os
+
+from dagster import Definitions, ExecutorDefinition, JobDefinition, ScheduleDefinition, multiprocess_executor
+
+from sync_pipeline.assets import build_sync_assets
+from sync_pipeline.config import CONFIG_ENV_VAR, ExecutorConfig
+from sync_pipeline.resources import SyncResource, active_config
+from sync_pipeline.schedules import build_jobs, build_schedules
+
+# Modules the forkserver imports once, so each step process starts as a cheap fork of a warm
+# interpreter instead of a fresh one that imports Dagster, SQLAlchemy and the drivers again.
+PRELOAD_MODULES = ["sync_pipeline.definitions"]
+
+
+def build_executor(settings: ExecutorConfig) -> ExecutorDefinition:
+    """Dagster's multiprocess executor: every step in its own process, a bounded number at once."""
+    start_method: dict[str, object] = (
+        {"forkserver": {"preload_modules": PRELOAD_MODULES}}
+        if settings.start_method == "forkserver"
+        else {"spawn": {}}
+    )
+    return multiprocess_executor.configured(
+        {"max_concurrent": settings.max_concurrent, "start_method": start_method},
+        name="sync_multiprocess_executor",
+    )
+
+
+def build_definitions(config_path: str) -> Definitions:
+    """Everything the code location serves, for the config at ``config_path`` (empty: the demo)."""
+    config = active_config(config_path)
+    jobs = build_jobs(config)
+    extra_jobs: list[JobDefinition] = []
+    extra_schedules: list[ScheduleDefinition] = []
+    if not config_path:
+        from sync_pipeline.demo_activity import demo_activity_job, demo_activity_schedule
+
+        extra_jobs, extra_schedules = [demo_activity_job], [demo_activity_schedule]
+    return Definitions(
+        assets=build_sync_assets(config),
+        jobs=[*(job for job, _ in jobs), *extra_jobs],
+        schedules=[*build_schedules(jobs, config), *extra_schedules],
+        resources={"sync": SyncResource(config_path=config_path)},
+        executor=build_executor(config.executor),
+    )
+
+
+defs = build_definitions(os.environ.get(CONFIG_ENV_VAR, ""))

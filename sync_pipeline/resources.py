@@ -1,0 +1,81 @@
+"""The Dagster resource through which assets reach the databases.
+
+Its only configuration is the path of the YAML file (empty: the embedded demo), so the Dagster UI,
+which shows resource configuration, never sees a URL or a password. The file is read again inside the
+step process, where ``${VAR}`` is resolved from that process's environment, and engines are opened
+there and disposed before the step ends: the code server, daemon and webserver never hold a
+connection.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from dagster import ConfigurableResource
+from pydantic import Field
+
+from sync_pipeline.config import SyncConfig, TableConfig, load_config
+from sync_pipeline.diff.stats import SyncStats
+from sync_pipeline.diff.window import Window
+from sync_pipeline.sync import sync_partition
+
+
+def active_config(config_path: str) -> SyncConfig:
+    """The configuration a code location runs: the file at ``config_path``, or the demo when empty.
+
+    Reading the demo's configuration touches only a small JSON file in its data folder; no database
+    is opened.
+    """
+    if config_path:
+        return load_config(config_path)
+    from sync_pipeline.demo.config import data_dir, demo_config
+
+    return demo_config(data_dir())
+
+
+class SyncResource(ConfigurableResource):  # type: ignore[type-arg]
+    """Runs partition syncs for the tables of one configuration file."""
+
+    config_path: str = Field(
+        default="",
+        description="Path of the sync_pipeline YAML file; empty runs the embedded SQLite demo.",
+    )
+
+    @property
+    def is_demo(self) -> bool:
+        return not self.config_path
+
+    def load(self) -> SyncConfig:
+        return active_config(self.config_path)
+
+    def sync(
+        self,
+        table: str,
+        window: Window,
+        *,
+        on_progress: Callable[[SyncStats], None] | None = None,
+    ) -> SyncStats:
+        """Sync one window of one table, in this (step) process."""
+        config = self.load()
+        table_config = config.table(table)
+        if self.is_demo:
+            from sync_pipeline.demo.seed import ensure_seeded
+
+            ensure_seeded(config)
+        return sync_partition(
+            table_config,
+            _url(config, table_config, "source"),
+            _url(config, table_config, "target"),
+            window,
+            on_progress=on_progress,
+        )
+
+    def demo_source_url(self) -> str:
+        """The demo's source database, which the demo's activity simulator keeps changing."""
+        config = self.load()
+        return _url(config, config.tables[0], "source")
+
+
+def _url(config: SyncConfig, table: TableConfig, side: str) -> str:
+    ref = table.source if side == "source" else table.target
+    return config.connections[ref.connection].url.get_secret_value()

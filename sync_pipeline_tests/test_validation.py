@@ -1,0 +1,420 @@
+"""Bad configurations and bad databases fail before anything is written, naming the culprit.
+
+SPEC section 3-4 and the issue: a missing key, an unknown connection, a missing table or column and
+an incompatible target fail with messages naming the culprit, and write nothing; a password in a URL
+never appears in any message. Each test calls :func:`sync_pipeline.sync.sync_partition` (or the
+config parser) directly on real databases, checks the error type and its message, and then checks
+that the target is exactly as it was: no table created, the same rows.
+"""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from sync_pipeline.config import TableConfig, parse_config
+from sync_pipeline.diff.window import Window
+from sync_pipeline.errors import ConfigError, DatabaseUnavailable, SchemaError, SyncPipelineError
+from sync_pipeline.sync import sync_partition
+from sync_pipeline_tests.conftest import ENGINES, MakeDbUrl
+
+PASSWORD = "hunter2-secret"  # noqa: S105 -- a marker searched for in messages, not a credential
+WINDOW = Window.from_partition_key("2026-11-30-08:00")
+IN_WINDOW = datetime(2026, 11, 30, 8, 15, tzinfo=UTC)
+
+ColumnFactory = Callable[[], list[sa.Column[Any]]]
+
+
+def orders_columns() -> list[sa.Column[Any]]:
+    """The well-formed ``orders`` table: integer key, a text column, an aware timestamp."""
+    return [
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("note", sa.Text),
+        sa.Column("updated_at", sa.DateTime(timezone=True)),
+    ]
+
+
+def create_table(
+    url: str, columns: list[sa.Column[Any]], rows: list[dict[str, Any]], name: str = "orders"
+) -> None:
+    """Create ``name`` from SQLAlchemy columns (rendered by the URL's dialect) and insert ``rows``."""
+    engine = sa.create_engine(url)
+    try:
+        table = sa.Table(name, sa.MetaData(), *columns)
+        with engine.begin() as conn:
+            table.create(conn)
+            if rows:
+                conn.execute(table.insert(), rows)
+    finally:
+        engine.dispose()
+
+
+def seed_source(url: str, columns: list[sa.Column[Any]] | None = None) -> None:
+    """A source ``orders`` table with two rows in the window and one outside it."""
+    create_table(
+        url,
+        columns if columns is not None else orders_columns(),
+        [
+            {"id": 1, "note": "one", "updated_at": IN_WINDOW},
+            {"id": 2, "note": "two", "updated_at": IN_WINDOW},
+            {"id": 3, "note": "three", "updated_at": datetime(2026, 11, 30, 10, tzinfo=UTC)},
+        ],
+    )
+
+
+def snapshot(url: str, name: str = "orders") -> list[tuple[Any, ...]] | None:
+    """Every row of ``name`` in a stable order, or None when the table does not exist."""
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            if not sa.inspect(conn).has_table(name):
+                return None
+            table = sa.Table(name, sa.MetaData(), autoload_with=conn)
+            return [tuple(row) for row in conn.execute(sa.select(table).order_by(*table.columns))]
+    finally:
+        engine.dispose()
+
+
+def table_config(**overrides: Any) -> TableConfig:
+    """The ``orders`` table config the tests break one field at a time."""
+    fields: dict[str, Any] = {
+        "name": "orders",
+        "source": {"connection": "app", "table": "orders"},
+        "target": {"connection": "warehouse", "table": "orders"},
+        "primary_key": ["id"],
+        "updated_at": "updated_at",
+        "start": "2026-11-01T00:00:00",
+    }
+    fields.update(overrides)
+    return TableConfig.model_validate(fields)
+
+
+def schema_error(table: TableConfig, source_url: str, target_url: str) -> str:
+    """Run a sync that must be refused before writing and return the SchemaError message."""
+    with pytest.raises(SchemaError) as info:
+        sync_partition(table, source_url, target_url, WINDOW)
+    return str(info.value)
+
+
+# --------------------------------------------------------------------------------------------------
+# The source does not match the config
+
+
+@pytest.mark.parametrize("target_engine", ENGINES)
+def test_missing_source_table_names_it_and_creates_no_target(
+    make_db_url: MakeDbUrl, target_engine: str
+) -> None:
+    """A source table that does not exist is named, with its connection, and no target is created."""
+    source, target = make_db_url("sqlite", "source"), make_db_url(target_engine, "target")
+    create_table(source, orders_columns(), [], name="other")
+    message = schema_error(table_config(), source, target)
+    assert "source table 'orders'" in message
+    assert "'app'" in message
+    assert "does not exist" in message
+    assert snapshot(target) is None
+
+
+def test_missing_source_table_in_dry_run_too(make_db_url: MakeDbUrl) -> None:
+    """A dry run checks the source as strictly as a real run."""
+    source, target = make_db_url("sqlite", "source"), make_db_url("postgresql", "target")
+    create_table(source, orders_columns(), [], name="other")
+    with pytest.raises(SchemaError, match="source table 'orders'"):
+        sync_partition(table_config(), source, target, WINDOW, dry_run=True)
+    assert snapshot(target) is None
+
+
+@pytest.mark.parametrize("target_engine", ["mysql", "sqlite"])
+def test_missing_primary_key_column_names_it(make_db_url: MakeDbUrl, target_engine: str) -> None:
+    """A primary_key column the source lacks is named, with the columns the table does have."""
+    source, target = make_db_url("sqlite", "source"), make_db_url(target_engine, "target")
+    seed_source(source)
+    message = schema_error(table_config(primary_key=["order_id"]), source, target)
+    assert "primary_key" in message
+    assert "'order_id'" in message
+    assert "id, note, updated_at" in message  # what the table has, to spot the typo
+    assert snapshot(target) is None
+
+
+def test_missing_primary_key_column_of_a_composite_key(make_db_url: MakeDbUrl) -> None:
+    """In a composite key only the missing column is named."""
+    source, target = make_db_url("postgresql", "source"), make_db_url("sqlite", "target")
+    seed_source(source)
+    message = schema_error(table_config(primary_key=["id", "tenant"]), source, target)
+    assert "'tenant'" in message
+    assert "'id'" not in message.split("not found")[0]
+    assert snapshot(target) is None
+
+
+@pytest.mark.parametrize("target_engine", ["postgresql", "sqlite"])
+def test_missing_updated_at_column_names_it(make_db_url: MakeDbUrl, target_engine: str) -> None:
+    """An updated_at column the source lacks is named."""
+    source, target = make_db_url("sqlite", "source"), make_db_url(target_engine, "target")
+    seed_source(source)
+    message = schema_error(table_config(updated_at="modified_at"), source, target)
+    assert "updated_at" in message
+    assert "'modified_at'" in message
+    assert snapshot(target) is None
+
+
+def test_missing_listed_column_names_it(make_db_url: MakeDbUrl) -> None:
+    """A column listed under ``columns`` that the source lacks is named."""
+    source, target = make_db_url("sqlite", "source"), make_db_url("sqlite", "target")
+    seed_source(source)
+    message = schema_error(table_config(columns=["id", "amount", "updated_at"]), source, target)
+    assert "'amount'" in message
+    assert snapshot(target) is None
+
+
+@pytest.mark.parametrize("source_engine", ENGINES)
+def test_updated_at_that_is_not_a_timestamp_names_it(make_db_url: MakeDbUrl, source_engine: str) -> None:
+    """An updated_at column of integer type is refused, naming the column and its type."""
+    source, target = make_db_url(source_engine, "source"), make_db_url("sqlite", "target")
+    create_table(
+        source,
+        [
+            sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+            sa.Column("version", sa.Integer),
+        ],
+        [{"id": 1, "version": 7}],
+    )
+    message = schema_error(table_config(updated_at="version"), source, target)
+    assert "'version'" in message
+    assert "not a timestamp" in message
+    assert snapshot(target) is None
+
+
+# --------------------------------------------------------------------------------------------------
+# An existing target cannot receive the source's rows
+
+TARGET_ROWS = [{"id": 1, "note": "old", "updated_at": datetime(2026, 11, 1, tzinfo=UTC)}]
+
+
+@pytest.mark.parametrize("target_engine", ENGINES)
+def test_target_missing_a_column_names_it_and_keeps_its_rows(
+    make_db_url: MakeDbUrl, target_engine: str
+) -> None:
+    """An existing target without a synced column is refused, naming the column; its rows stay."""
+    source, target = make_db_url("sqlite", "source"), make_db_url(target_engine, "target")
+    seed_source(source)
+    create_table(
+        target,
+        [
+            sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+            sa.Column("updated_at", sa.DateTime(timezone=True)),
+        ],
+        [{"id": 1, "updated_at": datetime(2026, 11, 1, tzinfo=UTC)}],
+    )
+    before = snapshot(target)
+    message = schema_error(table_config(), source, target)
+    assert "target table 'orders'" in message
+    assert "missing column(s) 'note'" in message
+    assert snapshot(target) == before
+
+
+@pytest.mark.parametrize("target_engine", ENGINES)
+def test_target_with_incompatible_type_names_the_column(make_db_url: MakeDbUrl, target_engine: str) -> None:
+    """A text source column cannot land in an integer target column: the column and both types are named."""
+    source, target = make_db_url("sqlite", "source"), make_db_url(target_engine, "target")
+    seed_source(source)
+    create_table(
+        target,
+        [
+            sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+            sa.Column("note", sa.Integer),
+            sa.Column("updated_at", sa.DateTime(timezone=True)),
+        ],
+        [{"id": 1, "note": 5, "updated_at": datetime(2026, 11, 1, tzinfo=UTC)}],
+    )
+    before = snapshot(target)
+    message = schema_error(table_config(), source, target)
+    assert "column 'note'" in message
+    assert "(integer)" in message
+    assert "(text)" in message
+    assert snapshot(target) == before
+
+
+@pytest.mark.parametrize("target_engine", ENGINES)
+def test_target_without_unique_key_is_refused(make_db_url: MakeDbUrl, target_engine: str) -> None:
+    """A target with no primary key or unique index on the key columns cannot be upserted into."""
+    source, target = make_db_url("sqlite", "source"), make_db_url(target_engine, "target")
+    seed_source(source)
+    create_table(
+        target,
+        [
+            sa.Column("id", sa.Integer),
+            sa.Column("note", sa.Text),
+            sa.Column("updated_at", sa.DateTime(timezone=True)),
+        ],
+        TARGET_ROWS,
+    )
+    before = snapshot(target)
+    message = schema_error(table_config(), source, target)
+    assert "no primary key or unique index on exactly (id)" in message
+    assert snapshot(target) == before
+
+
+def test_target_keyed_on_other_columns_is_refused(make_db_url: MakeDbUrl) -> None:
+    """A primary key on (id, note) is not a unique index on exactly (id): the upsert could duplicate."""
+    source, target = make_db_url("sqlite", "source"), make_db_url("postgresql", "target")
+    seed_source(source)
+    create_table(
+        target,
+        [
+            sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+            sa.Column("note", sa.String(50), primary_key=True),
+            sa.Column("updated_at", sa.DateTime(timezone=True)),
+        ],
+        TARGET_ROWS,
+    )
+    before = snapshot(target)
+    message = schema_error(table_config(), source, target)
+    assert "exactly (id)" in message
+    assert snapshot(target) == before
+
+
+def test_target_with_key_of_another_type_is_refused(make_db_url: MakeDbUrl) -> None:
+    """Keys are merged in order on both sides, so an integer source key and a text target key clash."""
+    source, target = make_db_url("sqlite", "source"), make_db_url("mysql", "target")
+    seed_source(source)
+    create_table(
+        target,
+        [
+            sa.Column("id", sa.String(20), primary_key=True),
+            sa.Column("note", sa.Text),
+            sa.Column("updated_at", sa.DateTime(timezone=True)),
+        ],
+        [{"id": "1", "note": "old", "updated_at": datetime(2026, 11, 1)}],
+    )
+    before = snapshot(target)
+    message = schema_error(table_config(), source, target)
+    assert "key column 'id'" in message
+    assert snapshot(target) == before
+
+
+def test_target_updated_at_that_is_not_a_timestamp(make_db_url: MakeDbUrl) -> None:
+    """A target whose updated_at is text (outside SQLite) cannot be compared by time: refused."""
+    source, target = make_db_url("sqlite", "source"), make_db_url("postgresql", "target")
+    seed_source(source)
+    create_table(
+        target,
+        [
+            sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+            sa.Column("note", sa.Text),
+            sa.Column("updated_at", sa.Text),
+        ],
+        [{"id": 1, "note": "old", "updated_at": "yesterday"}],
+    )
+    before = snapshot(target)
+    message = schema_error(table_config(), source, target)
+    assert "updated_at" in message
+    assert snapshot(target) == before
+
+
+# --------------------------------------------------------------------------------------------------
+# The configuration is wrong
+
+CONFIG = """\
+connections:
+  app: {url: "sqlite:///app.db"}
+  warehouse: {url: "postgresql+psycopg://sync:hunter2-secret@localhost:5432/warehouse"}
+tables:
+  - name: orders
+    source: {connection: app, table: orders}
+    target: {connection: warehouse, table: orders}
+    primary_key: [id]
+    updated_at: updated_at
+    start: "2026-11-01T00:00:00"
+"""
+
+
+def test_unknown_connection_is_named() -> None:
+    """A table referring to a connection that is not defined names it, the table, the field."""
+    text = CONFIG.replace("{connection: warehouse, table: orders}", "{connection: dwh, table: orders}")
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, source="sync.yaml")
+    message = str(info.value)
+    assert "sync.yaml" in message
+    assert "table 'orders'" in message
+    assert "target.connection" in message
+    assert "unknown connection 'dwh'" in message
+    assert "'app', 'warehouse'" in message  # the ones that exist
+    assert PASSWORD not in message
+
+
+@pytest.mark.parametrize("missing", ["primary_key", "updated_at", "start"])
+def test_missing_key_is_named(missing: str) -> None:
+    """A required table key left out is named with the table."""
+    lines = [line for line in CONFIG.splitlines() if not line.strip().startswith(f"{missing}:")]
+    with pytest.raises(ConfigError) as info:
+        parse_config("\n".join(lines), source="sync.yaml")
+    message = str(info.value)
+    assert f"table 'orders': field '{missing}': required key is missing" in message
+    assert PASSWORD not in message
+
+
+def test_config_errors_never_show_the_password() -> None:
+    """Even an error in the field holding the URL does not echo it."""
+    text = CONFIG.replace("postgresql+psycopg://", "oracle://")
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, source="sync.yaml")
+    assert "unsupported backend 'oracle'" in str(info.value)
+    assert PASSWORD not in "".join(traceback.format_exception(info.value))
+
+
+# --------------------------------------------------------------------------------------------------
+# An unreachable database
+
+UNREACHABLE = {
+    "postgresql": f"postgresql+psycopg://postgres:{PASSWORD}@127.0.0.1:1/db",
+    "mysql": f"mysql+pymysql://root:{PASSWORD}@127.0.0.1:1/db",
+}
+
+
+def _whole_chain(error: BaseException) -> str:
+    """Everything an exception can show: its formatted traceback, and str/repr of every link of its chain."""
+    parts = ["".join(traceback.format_exception(error))]
+    seen: set[int] = set()
+    link: BaseException | None = error
+    while link is not None and id(link) not in seen:
+        seen.add(id(link))
+        parts += [str(link), repr(link), repr(link.args)]
+        orig = getattr(link, "orig", None)
+        if orig is not None:
+            parts += [str(orig), repr(orig)]
+        link = link.__cause__ or link.__context__
+    return "\n".join(parts)
+
+
+@pytest.mark.parametrize("backend", sorted(UNREACHABLE))
+@pytest.mark.parametrize("side", ["source", "target"])
+def test_unreachable_database_is_transient_and_hides_the_password(
+    make_db_url: MakeDbUrl, backend: str, side: str
+) -> None:
+    """A refused connection raises DatabaseUnavailable (retried by Dagster) with no password anywhere."""
+    reachable = make_db_url("sqlite", "reachable")
+    if side == "source":
+        source, target = UNREACHABLE[backend], reachable
+    else:
+        seed_source(reachable)
+        source, target = reachable, UNREACHABLE[backend]
+    with pytest.raises(DatabaseUnavailable) as info:
+        sync_partition(table_config(), source, target, WINDOW)
+    assert "orders" in str(info.value)  # says which sync failed
+    assert PASSWORD not in _whole_chain(info.value)
+    if side == "target":
+        assert snapshot(reachable) is not None  # the source is only read
+
+
+def test_every_validation_error_is_a_sync_pipeline_error(make_db_url: MakeDbUrl) -> None:
+    """Callers (Dagster's retry policy, the CLI) can catch one base class for all of the above."""
+    assert issubclass(SchemaError, SyncPipelineError)
+    assert issubclass(ConfigError, SyncPipelineError)
+    assert issubclass(DatabaseUnavailable, SyncPipelineError)
+    source, target = make_db_url("sqlite", "source"), make_db_url("sqlite", "target")
+    with pytest.raises(SyncPipelineError):
+        sync_partition(table_config(), source, target, WINDOW)

@@ -523,8 +523,14 @@ def _run(
 )
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address the UI listens on.")
 @click.option("--port", default=3000, show_default=True, type=int, help="Port of the UI.")
+@click.option(
+    "--sync-last-hour/--no-sync-last-hour",
+    default=None,
+    help="Sync the last completed hour of every table before opening the UI "
+    "(default: on for the embedded demo, off for a configuration file).",
+)
 @_config_option
-def dev(host: str, port: int, config_path: Path | None) -> None:
+def dev(host: str, port: int, sync_last_hour: bool | None, config_path: Path | None) -> None:
     """Run `dagster dev` on this project's code location with a persistent DAGSTER_HOME.
 
     DAGSTER_HOME defaults to ./.dagster_home and gets this project's instance settings (run queue,
@@ -537,7 +543,8 @@ def dev(host: str, port: int, config_path: Path | None) -> None:
     chosen = config_path or click.get_current_context().obj.get("config_path")
     if chosen is not None:
         os.environ[CONFIG_ENV_VAR] = str(Path(chosen).resolve())
-    run_dev(host, port)
+    demo = not os.environ.get(CONFIG_ENV_VAR)
+    run_dev(host, port, sync_first=demo if sync_last_hour is None else sync_last_hour)
 
 
 def _fail(message: str, exit_code: int) -> NoReturn:

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import sys
-from importlib import resources
+from datetime import UTC, datetime
 from pathlib import Path
 
-INSTANCE_TEMPLATE = "instance/dagster.yaml"
+from sync_pipeline.diff.window import Window
+
+INSTANCE_TEMPLATE = Path(__file__).with_name("instance") / "dagster.yaml"
 
 
 def prepare_home(home: Path) -> Path:
@@ -22,9 +25,7 @@ def prepare_home(home: Path) -> Path:
     home.mkdir(parents=True, exist_ok=True)
     target = home / "dagster.yaml"
     if not target.exists():
-        template = resources.files("sync_pipeline").joinpath(INSTANCE_TEMPLATE)
-        with resources.as_file(template) as source:
-            shutil.copyfile(source, target)
+        shutil.copyfile(INSTANCE_TEMPLATE, target)
     return home
 
 
@@ -36,7 +37,40 @@ def dev_command(host: str, port: int) -> tuple[list[str], dict[str, str]]:
     return argv, {**os.environ, "DAGSTER_HOME": str(home)}
 
 
-def run_dev(host: str = "127.0.0.1", port: int = 3000) -> None:
+def sync_last_hour(env: dict[str, str], now: datetime | None = None) -> list[list[str]]:
+    """Materialize the last completed hour of every table now, as the hourly schedule would.
+
+    A new user then sees a synced partition at once instead of waiting for the schedule's next tick.
+    Runs ``dagster asset materialize`` (one run per group of tables sharing a partitions definition)
+    against the same instance the UI uses; returns the commands it ran.
+    """
+    from sync_pipeline.assets import partitions_def
+    from sync_pipeline.config import CONFIG_ENV_VAR
+    from sync_pipeline.resources import active_config
+
+    config = active_config(env.get(CONFIG_ENV_VAR, ""))
+    hour = Window.last_completed(now or datetime.now(UTC), config.partition_timezone)
+    groups: dict[datetime, list[str]] = {}
+    for table in config.tables:
+        start = partitions_def(table, config).start
+        if hour.start >= start:
+            groups.setdefault(start, []).append(f"sync/{table.name}")
+    commands = [
+        [
+            str(Path(sys.executable).with_name("dagster")),
+            *("asset", "materialize", "-m", "sync_pipeline.definitions"),
+            *("--select", ",".join(keys), "--partition", hour.partition_key(config.partition_timezone)),
+        ]
+        for keys in groups.values()
+    ]
+    for command in commands:
+        subprocess.run(command, env=env, check=False)  # noqa: S603 - fixed program, arguments from config
+    return commands
+
+
+def run_dev(host: str = "127.0.0.1", port: int = 3000, *, sync_first: bool = False) -> None:
     """Replace this process with ``dagster dev`` (signals then reach Dagster directly)."""
     argv, env = dev_command(host, port)
+    if sync_first:
+        sync_last_hour(env)
     os.execve(argv[0], argv, env)  # noqa: S606 - a fixed program path next to this interpreter

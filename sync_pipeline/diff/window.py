@@ -39,6 +39,12 @@ class Window:
             ) from None
         return cls.hour_starting(local.replace(tzinfo=ZoneInfo(timezone)))
 
+    @classmethod
+    def last_completed(cls, now: datetime, timezone: str = "UTC") -> Window:
+        """The latest hour of ``timezone`` that has ended by ``now``."""
+        local = now.astimezone(ZoneInfo(timezone)).replace(minute=0, second=0, microsecond=0)
+        return cls.hour_starting(local - timedelta(hours=1))
+
     def partition_key(self, timezone: str = "UTC") -> str:
         return self.start.astimezone(ZoneInfo(timezone)).strftime(PARTITION_KEY_FORMAT)
 

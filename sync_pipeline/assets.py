@@ -95,8 +95,13 @@ def stats_metadata(stats: SyncStats) -> dict[str, Any]:
     return metadata
 
 
-def build_sync_asset(table: TableConfig, config: SyncConfig) -> AssetsDefinition:
-    """The asset of one table: ``sync/<name>``, hourly partitions from the table's ``start``."""
+def build_sync_asset(
+    table: TableConfig, config: SyncConfig, *, retry_policy: RetryPolicy = SYNC_RETRY_POLICY
+) -> AssetsDefinition:
+    """The asset of one table: ``sync/<name>``, hourly partitions from the table's ``start``.
+
+    ``retry_policy`` governs transient failures; tests pass one without delay.
+    """
     connections = config.connections
     kinds = {
         ENGINE_KINDS[connections[table.source.connection].backend],
@@ -104,7 +109,6 @@ def build_sync_asset(table: TableConfig, config: SyncConfig) -> AssetsDefinition
     }
     partitions = partitions_def(table, config)
     key = asset_key(table)
-    timezone = config.partition_timezone
 
     @asset(
         key=key,
@@ -114,7 +118,7 @@ def build_sync_asset(table: TableConfig, config: SyncConfig) -> AssetsDefinition
         description=table.description
         or f"{table.source.table} from {table.source.connection} into {table.target.connection}",
         code_version=code_version(table),
-        retry_policy=SYNC_RETRY_POLICY,
+        retry_policy=retry_policy,
         pool=pool_name(table),
         tags={TABLE_TAG: table.name},
         metadata={"dagster/table_name": table.target.table},
@@ -138,7 +142,8 @@ def build_sync_asset(table: TableConfig, config: SyncConfig) -> AssetsDefinition
             earlier = Window.hour_starting(window.start - timedelta(hours=hours_back))
             if earlier.start < partitions.start:
                 break
-            earlier_key = earlier.partition_key(timezone)
+            # Dagster's key, not a formatted wall time: a repeated DST hour is 02:00+0100.
+            earlier_key = partitions.get_partition_key_for_timestamp(earlier.start.timestamp())
             recheck = _run(sync, table.name, earlier, None)
             if recheck.changed:
                 context.log.info(f"late commits in {earlier_key}: re-synced {recheck.changed} rows")

@@ -15,8 +15,6 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sync_pipeline.diff.window import Window
-
 INSTANCE_TEMPLATE = Path(__file__).with_name("instance") / "dagster.yaml"
 
 
@@ -44,24 +42,30 @@ def sync_last_hour(env: dict[str, str], now: datetime | None = None) -> list[lis
     Runs ``dagster asset materialize`` (one run per group of tables sharing a partitions definition)
     against the same instance the UI uses; returns the commands it ran.
     """
+    from dagster import partition_loading_context
+
     from sync_pipeline.assets import partitions_def
     from sync_pipeline.config import CONFIG_ENV_VAR
     from sync_pipeline.resources import active_config
 
     config = active_config(env.get(CONFIG_ENV_VAR, ""))
-    hour = Window.last_completed(now or datetime.now(UTC), config.partition_timezone)
-    groups: dict[datetime, list[str]] = {}
+    at = now or datetime.now(UTC)
+    groups: dict[tuple[datetime, str], list[str]] = {}
     for table in config.tables:
-        start = partitions_def(table, config).start
-        if hour.start >= start:
-            groups.setdefault(start, []).append(f"sync/{table.name}")
+        partitions = partitions_def(table, config)
+        # Dagster's own last complete partition, as the schedule asks for: wall-clock arithmetic
+        # is wrong across DST changes, and a repeated hour has its own key (02:00+0100).
+        with partition_loading_context(effective_dt=at):
+            key = partitions.get_last_partition_key()
+        if key is not None:
+            groups.setdefault((partitions.start, key), []).append(f"sync/{table.name}")
     commands = [
         [
             str(Path(sys.executable).with_name("dagster")),
             *("asset", "materialize", "-m", "sync_pipeline.definitions"),
-            *("--select", ",".join(keys), "--partition", hour.partition_key(config.partition_timezone)),
+            *("--select", ",".join(keys), "--partition", key),
         ]
-        for keys in groups.values()
+        for (_, key), keys in groups.items()
     ]
     for command in commands:
         subprocess.run(command, env=env, check=False)  # noqa: S603 - fixed program, arguments from config

@@ -9,10 +9,11 @@ so the step also re-checks the hours before it for late commits.
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from dagster import (
     AssetSelection,
+    DagsterRunStatus,
     DefaultScheduleStatus,
     HourlyPartitionsDefinition,
     RunRequest,
@@ -21,6 +22,7 @@ from dagster import (
     ScheduleEvaluationContext,
     SkipReason,
     define_asset_job,
+    partition_loading_context,
     schedule,
 )
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
@@ -28,9 +30,12 @@ from dagster._core.storage.dagster_run import IN_PROGRESS_RUN_STATUSES
 
 from sync_pipeline.assets import LOOKBACK_TAG, asset_key, partitions_def
 from sync_pipeline.config import SyncConfig
-from sync_pipeline.diff.window import Window
 
 PARTITION_TAG = "dagster/partition"
+
+# Runs not finished yet, waiting ones included: Dagster's IN_PROGRESS_RUN_STATUSES leaves out QUEUED
+# (and NOT_STARTED), and with a run queue a run of the hour may well be waiting its turn.
+IN_FLIGHT_STATUSES = [DagsterRunStatus.NOT_STARTED, DagsterRunStatus.QUEUED, *IN_PROGRESS_RUN_STATUSES]
 
 
 def build_jobs(config: SyncConfig) -> list[tuple[UnresolvedAssetJobDefinition, HourlyPartitionsDefinition]]:
@@ -48,7 +53,6 @@ def build_jobs(config: SyncConfig) -> list[tuple[UnresolvedAssetJobDefinition, H
         job = define_asset_job(
             name,
             selection=AssetSelection.assets(*(asset_key(t) for t in tables)),
-            partitions_def=defs[start],
             description=f"Sync one hour of: {', '.join(names)}",
         )
         jobs.append((job, defs[start]))
@@ -59,6 +63,7 @@ def build_hourly_schedule(
     job: UnresolvedAssetJobDefinition, partitions: HourlyPartitionsDefinition, config: SyncConfig
 ) -> ScheduleDefinition:
     settings = config.schedule
+    keys = {asset_key(t) for t in config.tables if partitions_def(t, config).start == partitions.start}
     status = DefaultScheduleStatus.RUNNING if settings.enabled else DefaultScheduleStatus.STOPPED
 
     @schedule(
@@ -74,19 +79,24 @@ def build_hourly_schedule(
     )
     def _tick(context: ScheduleEvaluationContext) -> RunRequest | SkipReason:
         now = context.scheduled_execution_time or datetime.now(UTC)
-        this_hour = now.astimezone(partitions.start.tzinfo).replace(minute=0, second=0, microsecond=0)
-        last_completed = Window.hour_starting(this_hour - timedelta(hours=1))
-        if last_completed.start < partitions.start:
+        # Dagster's own last complete partition: right across DST changes, where local wall-clock
+        # arithmetic is not, and with Dagster's key for a repeated hour (2026-10-25-02:00+0100).
+        with partition_loading_context(effective_dt=now):
+            partition_key = partitions.get_last_partition_key()
+        if partition_key is None:
             return SkipReason("no hour has completed since the tables' start")
-        partition_key = last_completed.partition_key(config.partition_timezone)
-        in_flight = context.instance.get_run_records(
-            RunsFilter(
-                job_name=job.name, tags={PARTITION_TAG: partition_key}, statuses=IN_PROGRESS_RUN_STATUSES
-            ),
-            limit=1,
-        )
+        # Any run of this hour that syncs one of these tables: this job's, or a backfill's or a
+        # manual materialization's (those run the implicit asset job with an asset selection).
+        in_flight = [
+            record.dagster_run
+            for record in context.instance.get_run_records(
+                RunsFilter(tags={PARTITION_TAG: partition_key}, statuses=IN_FLIGHT_STATUSES)
+            )
+            if record.dagster_run.job_name == job.name
+            or keys & (record.dagster_run.asset_selection or frozenset())
+        ]
         if in_flight:
-            run_id = in_flight[0].dagster_run.run_id
+            run_id = in_flight[0].run_id
             return SkipReason(f"partition {partition_key} is already being synced by run {run_id}")
         return RunRequest(
             run_key=partition_key,

@@ -1,0 +1,368 @@
+"""End-to-end tests through Dagster's own entry points: ``dagster dev`` (UI, daemon, code server) and the CLI.
+
+They run the embedded demo exactly as a new user would, with the project's packaged instance
+settings (run queue, one step per table pool) in a temporary ``DAGSTER_HOME``, and check the synced
+windows with SQLAlchemy. Slow (a minute or so): the backfill daemon works on its own clock.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+import sqlalchemy as sa
+
+import sync_pipeline
+from sync_pipeline.config import CONFIG_ENV_VAR
+from sync_pipeline.demo.config import DATA_DIR_ENV, demo_config, demo_start
+from sync_pipeline.dev import sync_last_hour
+from sync_pipeline.diff.window import Window
+
+pytestmark = pytest.mark.slow
+
+DAGSTER = Path(sys.executable).with_name("dagster")
+INSTANCE_YAML = Path(sync_pipeline.__file__).with_name("instance") / "dagster.yaml"
+UNFINISHED = ["QUEUED", "NOT_STARTED", "STARTING", "STARTED", "CANCELING"]
+BACKFILL_DONE = {"COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED"}
+
+T = TypeVar("T")
+
+
+def wait_for(what: str, probe: Callable[[], T | None], timeout: float, alive: Callable[[], str | None]) -> T:
+    """Poll ``probe`` until it returns a value, failing at the deadline or when ``alive`` reports death."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value is not None:
+            return value
+        if (dead := alive()) is not None:
+            pytest.fail(f"while waiting for {what}: {dead}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(0.5)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@dataclass
+class Demo:
+    """A demo deployment: its Dagster home, its data folder and the environment of its processes."""
+
+    home: Path
+    data: Path
+    env: dict[str, str]
+    log: Path
+
+    def urls(self) -> tuple[str, str]:
+        """(source, target) SQLAlchemy URLs of the demo's databases."""
+        config = demo_config(self.data)
+        return tuple(  # type: ignore[return-value]
+            config.connections[name].url.get_secret_value() for name in ("demo_source", "demo_target")
+        )
+
+    def log_tail(self, lines: int = 60) -> str:
+        text = self.log.read_text(encoding="utf-8", errors="replace") if self.log.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
+
+
+@pytest.fixture
+def demo(tmp_path: Path) -> Demo:
+    """A fresh ``DAGSTER_HOME`` holding the packaged dagster.yaml, and an empty demo data folder."""
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copyfile(INSTANCE_YAML, home / "dagster.yaml")
+    data = tmp_path / "data"
+    env = {k: v for k, v in os.environ.items() if k not in (CONFIG_ENV_VAR, "DAGSTER_HOME")}
+    env.update({"DAGSTER_HOME": str(home), DATA_DIR_ENV: str(data)})
+    return Demo(home, data, env, tmp_path / "dagster.log")
+
+
+def window_rows(url: str, table: str, window: Window) -> list[tuple[Any, ...]]:
+    """The rows of ``table`` in ``window`` (naive UTC ``updated_at``), without the sync's own columns."""
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            live = sa.Table(table, sa.MetaData(), autoload_with=conn)
+            columns = [c for c in live.c if not c.name.startswith("_sync")]
+            start, end = window.bounds_in("UTC", naive=True)
+            statement = (
+                sa.select(*columns)
+                .where(live.c.updated_at >= start, live.c.updated_at < end)
+                .order_by(live.c.id)
+            )
+            return [tuple(row) for row in conn.execute(statement)]
+    finally:
+        engine.dispose()
+
+
+def assert_synced(demo: Demo, tables: list[str], keys: list[str]) -> None:
+    """The demo target holds exactly the source's rows of each table for each partition."""
+    source, target = demo.urls()
+    for table in tables:
+        for key in keys:
+            window = Window.from_partition_key(key)
+            expected = window_rows(source, table, window)
+            assert expected, f"the demo has no {table} rows in {key}: a vacuous check"
+            assert window_rows(target, table, window) == expected, f"{table} {key}"
+
+
+def partition_keys(demo: Demo, hours: list[int]) -> list[str]:
+    """Partition keys ``hours`` after the demo's first partition (fixed when the definitions loaded)."""
+    start = demo_start(demo.data)
+    return [Window.hour_starting(start + timedelta(hours=h)).partition_key() for h in hours]
+
+
+# -- dagster dev ------------------------------------------------------------------------------------
+
+
+@dataclass
+class DevServer:
+    url: str
+    process: subprocess.Popen[bytes]
+    demo: Demo
+
+    def dead(self) -> str | None:
+        code = self.process.poll()
+        return None if code is None else f"dagster dev exited with {code}:\n{self.demo.log_tail()}"
+
+    def graphql(self, query: str, **variables: Any) -> dict[str, Any]:
+        body = json.dumps({"query": query, "variables": variables}).encode()
+        # S310: the URL is the local http:// server this test started, never a file: or custom scheme.
+        request = urllib.request.Request(  # noqa: S310
+            f"{self.url}/graphql", data=body, headers={"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+            document = json.load(response)
+        assert not document.get("errors"), document["errors"]
+        data: dict[str, Any] = document["data"]
+        return data
+
+
+def _server_info(url: str) -> dict[str, Any] | None:
+    try:
+        with urllib.request.urlopen(f"{url}/server_info", timeout=5) as response:  # noqa: S310
+            info: dict[str, Any] = json.load(response)
+            return info
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return None
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    """Interrupt the whole process group as Ctrl-C would; kill what is left after a grace period."""
+    group = process.pid  # the group leader: started with start_new_session
+    for sig, grace in ((signal.SIGINT, 20.0), (signal.SIGKILL, 10.0)):
+        try:
+            os.killpg(group, sig)
+        except ProcessLookupError:
+            return
+        try:
+            process.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            continue
+        # The leader is gone; its children may not be, so make sure of the group too.
+        try:
+            os.killpg(group, 0)
+        except ProcessLookupError:
+            return
+
+
+@pytest.fixture
+def dagster_dev(demo: Demo, tmp_path: Path) -> Iterator[DevServer]:
+    """``dagster dev`` on the demo, on a free port, until its code location has loaded."""
+    port = free_port()
+    with demo.log.open("wb") as log:
+        process = subprocess.Popen(
+            [str(DAGSTER), "dev", "-m", "sync_pipeline.definitions", "-h", "127.0.0.1", "-p", str(port)],
+            cwd=tmp_path,
+            env=demo.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            server = DevServer(f"http://127.0.0.1:{port}", process, demo)
+            wait_for("the webserver", lambda: _server_info(server.url), 180, server.dead)
+            wait_for("the code location", lambda: _loaded(server), 180, server.dead)
+            yield server
+        finally:
+            _stop(process)
+
+
+def _loaded(server: DevServer) -> bool | None:
+    data = server.graphql(
+        "{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus"
+        " locationOrLoadError { __typename ... on PythonError { message } } } } } }"
+    )
+    [entry] = data["workspaceOrError"]["locationEntries"]
+    error = entry["locationOrLoadError"]
+    if error and error["__typename"] == "PythonError":
+        pytest.fail(f"the code location failed to load: {error['message']}")
+    return True if entry["loadStatus"] == "LOADED" and error else None
+
+
+def _stop_schedules_and_drain(server: DevServer) -> None:
+    """Stop the demo's schedules (as a user would in the UI) and wait for runs they started to end.
+
+    The demo's activity job changes the source every five minutes; the windows must stay still
+    between the backfill and the check.
+    """
+    data = server.graphql(
+        "{ repositoriesOrError { ... on RepositoryConnection { nodes { schedules { name id } } } } }"
+    )
+    schedules = [s for repo in data["repositoriesOrError"]["nodes"] for s in repo["schedules"]]
+    assert {s["name"] for s in schedules} == {"sync_hourly_schedule", "demo_activity_schedule"}
+    for schedule in schedules:
+        result = server.graphql(
+            "mutation($id: String) { stopRunningSchedule(id: $id) { __typename"
+            " ... on ScheduleStateResult { scheduleState { status } } ... on PythonError { message } } }",
+            id=schedule["id"],
+        )["stopRunningSchedule"]
+        assert result.get("scheduleState", {}).get("status") == "STOPPED", result
+
+    def drained() -> bool | None:
+        runs = server.graphql(
+            "query($statuses: [RunStatus!]) { runsOrError(filter: {statuses: $statuses})"
+            " { ... on Runs { results { runId } } } }",
+            statuses=UNFINISHED,
+        )["runsOrError"]["results"]
+        return True if not runs else None
+
+    wait_for("runs started before the schedules stopped", drained, 120, server.dead)
+
+
+LAUNCH_BACKFILL = """
+mutation($params: LaunchBackfillParams!) {
+  launchPartitionBackfill(backfillParams: $params) {
+    __typename
+    ... on LaunchBackfillSuccess { backfillId }
+    ... on PythonError { message stack }
+    ... on UnauthorizedError { message }
+    ... on PartitionKeysNotFoundError { message }
+    ... on InvalidSubsetError { message }
+  }
+}
+"""
+
+BACKFILL_STATUS = """
+query($id: String!) {
+  partitionBackfillOrError(backfillId: $id) {
+    __typename
+    ... on PartitionBackfill { status runs { runId status tags { key value } } }
+    ... on PythonError { message }
+  }
+}
+"""
+
+
+def test_ui_backfill_of_two_assets_syncs_their_windows(dagster_dev: DevServer, demo: Demo) -> None:
+    """A backfill launched as the UI does (two assets, three partitions) completes and syncs those windows.
+
+    The daemon queues the runs, the pools keep one step per table at a time, each step syncs in
+    its own process, and the demo target then equals the source for both tables in every window.
+    """
+    _stop_schedules_and_drain(dagster_dev)
+    keys = partition_keys(demo, [2, 3, 4])
+
+    launched = dagster_dev.graphql(
+        LAUNCH_BACKFILL,
+        params={
+            "assetSelection": [{"path": ["sync", "orders"]}, {"path": ["sync", "events"]}],
+            "partitionNames": keys,
+        },
+    )["launchPartitionBackfill"]
+    assert launched["__typename"] == "LaunchBackfillSuccess", launched
+    backfill_id = launched["backfillId"]
+
+    def finished() -> dict[str, Any] | None:
+        backfill = dagster_dev.graphql(BACKFILL_STATUS, id=backfill_id)["partitionBackfillOrError"]
+        assert backfill["__typename"] == "PartitionBackfill", backfill
+        return backfill if backfill["status"] in BACKFILL_DONE else None
+
+    backfill = wait_for(f"backfill {backfill_id}", finished, 300, dagster_dev.dead)
+
+    runs = {
+        tag["value"]: run["status"]
+        for run in backfill["runs"]
+        for tag in run["tags"]
+        if tag["key"] == "dagster/partition"
+    }
+    assert backfill["status"] == "COMPLETED_SUCCESS", f"{backfill['status']}: runs {runs}\n{demo.log_tail()}"
+    assert runs == dict.fromkeys(keys, "SUCCESS")
+    assert_synced(demo, ["orders", "events"], keys)
+
+
+# -- dagster asset materialize ----------------------------------------------------------------------
+
+
+def test_cli_materializes_one_partition_of_one_asset(demo: Demo, tmp_path: Path) -> None:
+    """``dagster asset materialize --select sync/orders --partition KEY`` exits 0 and syncs that window.
+
+    Only that window of that table: the next hour and the other tables are left alone.
+    """
+    # The demo's first partition is fixed by whoever loads the definitions first; fix it here.
+    demo_config(demo.data)
+    [key, next_key] = partition_keys(demo, [5, 6])
+
+    done = subprocess.run(
+        [
+            *(str(DAGSTER), "asset", "materialize", "-m", "sync_pipeline.definitions"),
+            *("--select", "sync/orders", "--partition", key),
+        ],
+        cwd=tmp_path,
+        env=demo.env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    assert_synced(demo, ["orders"], [key])
+    source, target = demo.urls()
+    assert window_rows(source, "orders", Window.from_partition_key(next_key))
+    assert window_rows(target, "orders", Window.from_partition_key(next_key)) == []
+    engine = sa.create_engine(target, poolclass=sa.pool.NullPool)
+    try:
+        assert not sa.inspect(engine).has_table("events")
+    finally:
+        engine.dispose()
+
+
+def test_sync_pipeline_dev_syncs_the_last_completed_hour_first(
+    demo: Demo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``sync-pipeline dev`` first materializes the hour that ended last, through the same Dagster CLI.
+
+    With the clock at ten past the demo's sixth hour, that hour of every table is synced, and the
+    run lands in the instance the UI will open.
+    """
+    # sync_last_hour reads the demo's data folder from this process's environment, as run_dev does.
+    monkeypatch.setenv(DATA_DIR_ENV, str(demo.data))
+    demo_config(demo.data)
+    [key] = partition_keys(demo, [5])
+    now = Window.from_partition_key(key).end + timedelta(minutes=10)
+
+    commands = sync_last_hour(demo.env, now)
+
+    assert [command[-1] for command in commands] == [key]
+    assert_synced(demo, ["orders", "customers", "events"], [key])
+    assert list((demo.home / "history" / "runs").glob("*.db")), "no run recorded in DAGSTER_HOME"

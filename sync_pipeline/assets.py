@@ -6,10 +6,13 @@ concurrency pool. The asset body is thin: it turns the partition into a window, 
 """
 
 import hashlib
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
 from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
     AssetExecutionContext,
     AssetKey,
     AssetMaterialization,
@@ -26,14 +29,19 @@ from dagster import (
     asset,
 )
 
+from sync_pipeline.checks import IN_SYNC_CHECK, in_sync_spec
 from sync_pipeline.config import SyncConfig, TableConfig
 from sync_pipeline.diff.stats import SyncStats
 from sync_pipeline.diff.window import PARTITION_KEY_FORMAT, Window
 from sync_pipeline.errors import TerminalError
 from sync_pipeline.resources import SyncResource
+from sync_pipeline.sync import Compare
+from sync_pipeline.verify import Verification
 
 ASSET_PREFIX = "sync"
 LOOKBACK_TAG = "sync_pipeline/lookback_hours"
+COMPARE_TAG = "sync_pipeline/compare"  # "row": compare every column (drift repair), not updated_at
+REASON_TAG = "sync_pipeline/reason"  # why a run was requested (drift)
 TABLE_TAG = "sync_pipeline/table"
 
 # Stats that become materialization metadata (SPEC section 3 requires the first six).
@@ -122,6 +130,7 @@ def build_sync_asset(
         pool=pool_name(table),
         tags={TABLE_TAG: table.name},
         metadata={"dagster/table_name": table.target.table},
+        check_specs=[in_sync_spec(key)] if table.verify else None,
     )
     def _sync(context: AssetExecutionContext, sync: SyncResource) -> MaterializeResult:  # type: ignore[type-arg]
         window = Window(context.partition_time_window.start, context.partition_time_window.end)
@@ -132,7 +141,8 @@ def build_sync_asset(
                 f"{stats.deleted} deleted so far ({stats.keys_scanned} keys scanned)"
             )
 
-        stats = _run(sync, table.name, window, progress)
+        compare: Compare = "row" if context.run.tags.get(COMPARE_TAG) == "row" else "updated_at"
+        stats = _run(sync, table.name, window, progress, compare)
         context.log.info(
             f"{table.name} {context.partition_key}: {stats.inserted} inserted, {stats.updated} updated, "
             f"{stats.deleted} deleted, {stats.unchanged} unchanged in {stats.timings.get('total', 0):.2f}s"
@@ -144,7 +154,7 @@ def build_sync_asset(
                 break
             # Dagster's key, not a formatted wall time: a repeated DST hour is 02:00+0100.
             earlier_key = partitions.get_partition_key_for_timestamp(earlier.start.timestamp())
-            recheck = _run(sync, table.name, earlier, None)
+            recheck = _run(sync, table.name, earlier, None, "updated_at")
             if recheck.changed:
                 context.log.info(f"late commits in {earlier_key}: re-synced {recheck.changed} rows")
                 context.log_event(
@@ -152,17 +162,46 @@ def build_sync_asset(
                         asset_key=key, partition=earlier_key, metadata=stats_metadata(recheck)
                     )
                 )
-        return MaterializeResult(metadata=stats_metadata(stats))
+        if not table.verify:
+            return MaterializeResult(metadata=stats_metadata(stats))
+        verification = sync.verify(table.name, window)
+        return MaterializeResult(metadata=stats_metadata(stats), check_results=[in_sync_result(verification)])
 
     return _sync
 
 
-def _run(sync: SyncResource, table: str, window: Window, progress: object) -> SyncStats:
+def _run(
+    sync: SyncResource,
+    table: str,
+    window: Window,
+    progress: Callable[[SyncStats], None] | None,
+    compare: Compare,
+) -> SyncStats:
     try:
-        return sync.sync(table, window, on_progress=progress)  # type: ignore[arg-type]
+        return sync.sync(table, window, on_progress=progress, compare=compare)
     except TerminalError as error:
         # Retrying cannot fix a config, schema or data error: fail now, with the reason.
         raise Failure(description=str(error), allow_retries=False) from error
+
+
+def in_sync_result(verification: Verification) -> AssetCheckResult:
+    """The in_sync check of the partition just written: fails with the size of the difference."""
+    return AssetCheckResult(
+        check_name=IN_SYNC_CHECK,
+        passed=verification.in_sync,
+        severity=AssetCheckSeverity.ERROR,
+        description=(
+            "source and target rows of the partition are equal"
+            if verification.in_sync
+            else f"{verification.rows_differing} rows differ between source and target"
+        ),
+        metadata={
+            "rows_differing": verification.rows_differing,
+            "source_rows": verification.source_rows,
+            "target_rows": verification.target_rows,
+            "seconds": round(verification.seconds, 3),
+        },
+    )
 
 
 def build_sync_assets(config: SyncConfig) -> list[AssetsDefinition]:

@@ -234,6 +234,9 @@ class TableConfig(BaseModel):
     naive_timezone: str = "UTC"
     lock_timeout_seconds: float = Field(default=300.0, gt=0, allow_inf_nan=False)
     columns: list[NonEmptyStr] | None = Field(default=None, min_length=1)
+    # After every sync, compare the partition's rows in source and target, every column (the
+    # asset's in_sync check). One aggregate query per side when they match.
+    verify: bool = True
 
     @field_validator("name")
     @classmethod
@@ -344,6 +347,51 @@ class ExecutorConfig(BaseModel):
     start_method: Literal["forkserver", "spawn"] = "forkserver"
 
 
+class AlertFormat(StrEnum):
+    JSON = "json"  # plain JSON with typed fields
+    WECOM = "wecom"  # WeCom group robot, msgtype markdown
+    SLACK = "slack"  # Slack incoming webhook, text + blocks
+
+
+class AlertSinkConfig(BaseModel):
+    """One webhook that receives alerts. The URL usually embeds a token, so it is a secret."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+
+    webhook: SecretStr
+    format: AlertFormat = AlertFormat.JSON
+    timeout_seconds: float = Field(default=5.0, gt=0, le=120)
+    retries: int = Field(default=2, ge=0, le=10)
+
+    @field_validator("webhook")
+    @classmethod
+    def _check_webhook(cls, url: SecretStr) -> SecretStr:
+        value = url.get_secret_value()
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return url
+
+
+class DriftConfig(BaseModel):
+    """The drift sensor: how far back and how often it compares source and target."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+
+    lookback_hours: int = Field(default=24, ge=1, le=24 * 31)
+    interval_seconds: int = Field(default=600, ge=30)
+    enabled: bool = True
+
+
+class FreshnessConfig(BaseModel):
+    """When an hourly partition counts as missed: hour H is due by H + 1h + grace."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+
+    grace_minutes: int = Field(default=30, ge=0, le=24 * 60)
+    interval_seconds: int = Field(default=300, ge=30)
+    enabled: bool = True
+
+
 class SyncConfig(BaseModel):
     """The whole configuration file, validated, with cross-references between its parts checked."""
 
@@ -354,6 +402,11 @@ class SyncConfig(BaseModel):
     tables: list[TableConfig] = Field(min_length=1)
     schedule: ScheduleConfig = ScheduleConfig()
     executor: ExecutorConfig = ExecutorConfig()
+    alerts: list[AlertSinkConfig] = Field(default_factory=list)
+    # Where the Dagster UI is reachable, for links in alerts.
+    ui_url: str = "http://127.0.0.1:3000"
+    drift: DriftConfig = DriftConfig()
+    freshness: FreshnessConfig = FreshnessConfig()
 
     # Set by load_config so that errors found later (a missing live table, say) can name the file.
     _source_path: Path | None = PrivateAttr(default=None)

@@ -16,6 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from sync_pipeline.config import DeleteMode, TableConfig
+from sync_pipeline.db.canonical import in_database, python_text, sql_text
 from sync_pipeline.db.dialects import adapter_for, micros_divisor
 from sync_pipeline.db.schema import (
     Family,
@@ -77,10 +78,17 @@ def plan_sync(config: TableConfig, source: sa.Engine, target: sa.Engine, *, crea
                 source_table, target_name, target.dialect.name, columns, config.primary_key, extra
             )
             sa.Index(f"ix_{target_name.table}_{config.updated_at}"[:60], definition.c[config.updated_at])
-            definition.create(conn)
-            conn.commit()
+            try:
+                definition.create(conn)
+                conn.commit()
+                created = True
+            except sa.exc.DBAPIError:
+                # Another sync of this table (two runs of one partition, or two partitions) created it
+                # between our check and our CREATE: use theirs, as a later run would.
+                conn.rollback()
+                if reflect(conn, target_name) is None:
+                    raise
             target_table = reflect(conn, target_name)
-            created = True
         if target_table is not None:
             check_compatible(source_table, target_table, target_name, columns, config.primary_key)
             _require_timestamp(target_table, target_name, config.updated_at, target.dialect.name)
@@ -169,3 +177,55 @@ def _add_column(conn: sa.Connection, table: sa.Table, column: sa.Column[Any]) ->
     table_sql = conn.dialect.identifier_preparer.format_table(table)
     conn.exec_driver_sql(f"ALTER TABLE {table_sql} ADD COLUMN {spec}")
     conn.commit()
+
+
+def with_row_comparison(plan: SyncPlan) -> SyncPlan:
+    """The same plan comparing whole rows (every synced column) instead of ``updated_at``.
+
+    Used to verify a sync and to find drift: a value changed in the target without touching
+    ``updated_at``, which the ``updated_at`` comparison cannot see. Columns are compared in the
+    databases when both engines can print them identically; otherwise every row's canonical text is
+    computed in Python from streamed rows, and the in-database range checksums are not used.
+    """
+    source, target = plan.source, plan.target
+    if target is None:
+        return plan
+    source_dialect = source.adapter.name
+    target_dialect = target.adapter.name
+    in_db = all(
+        in_database(source.table.c[c], source_dialect, target.table.c[c], target_dialect)
+        for c in plan.columns
+    )
+    zone = plan.config.naive_timezone
+    divisors = {
+        c: micros_divisor(
+            min(
+                timestamp_precision(source.table.c[c].type, source_dialect),
+                timestamp_precision(target.table.c[c].type, target_dialect),
+            )
+        )
+        for c in plan.columns
+    }
+    if in_db:
+        for side in (source, target):
+            side.row_parts = [
+                sql_text(
+                    side.adapter,
+                    side.table.c[c],
+                    naive=side.adapter.is_naive(side.table.c[c].type),
+                    zone=zone,
+                    divisor=divisors[c],
+                )
+                for c in plan.columns
+            ]
+        return plan
+    # Both sides read through the source's families, so a JSON column stored as text in the target
+    # is parsed and printed the same way as the source's JSON.
+    texts = [
+        python_text(family_of(source.table.c[c].type), zone=zone, divisor=divisors[c]) for c in plan.columns
+    ]
+    for side in (source, target):
+        side.row_columns = list(plan.columns)
+        side.row_texts = texts
+    plan.hash_compare = False
+    return plan

@@ -17,7 +17,8 @@ from pydantic import Field
 from sync_pipeline.config import SyncConfig, TableConfig, load_config
 from sync_pipeline.diff.stats import SyncStats
 from sync_pipeline.diff.window import Window
-from sync_pipeline.sync import sync_partition
+from sync_pipeline.sync import Compare, sync_partition
+from sync_pipeline.verify import Verification, verify_partition
 
 
 def active_config(config_path: str) -> SyncConfig:
@@ -54,6 +55,7 @@ class SyncResource(ConfigurableResource):  # type: ignore[type-arg]
         window: Window,
         *,
         on_progress: Callable[[SyncStats], None] | None = None,
+        compare: Compare = "updated_at",
     ) -> SyncStats:
         """Sync one window of one table, in this (step) process."""
         config = self.load()
@@ -68,6 +70,15 @@ class SyncResource(ConfigurableResource):  # type: ignore[type-arg]
             _url(config, table_config, "target"),
             window,
             on_progress=on_progress,
+            compare=compare,
+        )
+
+    def verify(self, table: str, window: Window) -> Verification:
+        """Compare every column of one window's rows in source and target, in this (step) process."""
+        config = self.load()
+        table_config = config.table(table)
+        return verify_partition(
+            table_config, _url(config, table_config, "source"), _url(config, table_config, "target"), window
         )
 
     def demo_source_url(self) -> str:

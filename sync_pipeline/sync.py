@@ -17,10 +17,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, closing, contextmanager
 from dataclasses import dataclass, field
 from time import perf_counter
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import URL
@@ -34,11 +34,12 @@ from sync_pipeline.diff.segments import Descent, KeyRange
 from sync_pipeline.diff.stats import SyncStats
 from sync_pipeline.diff.window import Window
 from sync_pipeline.errors import LockTimeout
-from sync_pipeline.plan import plan_sync
+from sync_pipeline.plan import plan_sync, with_row_comparison
 from sync_pipeline.writer import PartitionWriter
 
 log = logging.getLogger(__name__)
 
+Compare = Literal["updated_at", "row"]
 ProgressCallback = Callable[[SyncStats], None]
 ChangeCallback = Callable[[str, Key], None]
 T = TypeVar("T")
@@ -53,8 +54,13 @@ def sync_partition(
     dry_run: bool = False,
     on_progress: ProgressCallback | None = None,
     on_change: ChangeCallback | None = None,
+    compare: Compare = "updated_at",
 ) -> SyncStats:
     """Make the target's rows of ``window`` equal to the source's, and say what changed.
+
+    ``compare="row"`` compares every synced column instead of ``updated_at`` alone: slower, but it
+    finds and repairs values changed without touching ``updated_at`` (drift). With ``dry_run`` it is
+    the verification of a partition: the stats count the rows that differ.
 
     With ``dry_run`` nothing is written (not even a missing target table) and the stats say what a
     sync would do; ``on_change(kind, key)`` is told every key it would insert, update or delete.
@@ -63,7 +69,7 @@ def sync_partition(
     where = f"sync of {table.name} {window}"
     try:
         with open_engine(source_url) as source, open_engine(target_url) as target:
-            return _Sync(table, source, target, window, dry_run, on_progress, on_change).run()
+            return _Sync(table, source, target, window, dry_run, on_progress, on_change, compare).run()
     except sa.exc.DBAPIError as error:
         translated = translate_error(error, where=where)
         if translated is not None:
@@ -93,7 +99,9 @@ class _Sync:
         dry_run: bool,
         on_progress: ProgressCallback | None,
         on_change: ChangeCallback | None,
+        compare: Compare = "updated_at",
     ) -> None:
+        self.compare = compare
         self.config = table
         self.source_engine = source
         self.target_engine = target
@@ -111,6 +119,8 @@ class _Sync:
             self.plan = plan_sync(
                 self.config, self.source_engine, self.target_engine, create_target=not self.dry_run
             )
+            if self.compare == "row":
+                self.plan = with_row_comparison(self.plan)
         with self.source_engine.connect() as conn:
             self.stats.null_updated_at = self.plan.source.count_null_ts(conn)
         described = self.plan.target or self.plan.source
@@ -176,15 +186,16 @@ class _Sync:
             counted_from_merge = not self.plan.hash_compare
             with self._timed("merge"):
                 for krange in ranges:
-                    diffs = merge_keys(
-                        source.key_stream(src_scan, self.window, krange, self.chunk_size),
-                        target.key_stream(tgt_scan, self.window, krange, self.chunk_size),
-                    )
-                    for diff in diffs:
-                        self._classify(diff, batch, counted_from_merge)
-                        if len(batch) >= source.batch_size(self.chunk_size):
-                            self._flush(batch, source, target, src_fetch, tgt_lookup, writer)
-                            batch = _Batch()
+                    src_keys = source.key_stream(src_scan, self.window, krange, self.chunk_size)
+                    tgt_keys = target.key_stream(tgt_scan, self.window, krange, self.chunk_size)
+                    # Closed on any error too: a half-read SQLite cursor left to the traceback would
+                    # keep its connection alive with a read lock that blocks every later writer.
+                    with closing(src_keys), closing(tgt_keys):
+                        for diff in merge_keys(src_keys, tgt_keys):
+                            self._classify(diff, batch, counted_from_merge)
+                            if len(batch) >= source.batch_size(self.chunk_size):
+                                self._flush(batch, source, target, src_fetch, tgt_lookup, writer)
+                                batch = _Batch()
             self._flush(batch, source, target, src_fetch, tgt_lookup, writer)
         if self.dry_run:
             self.stats.target_rows = (
@@ -246,7 +257,8 @@ class _Sync:
         elif diff.outcome is Outcome.CHANGED:
             assert diff.source_ts is not None
             assert diff.target_ts is not None
-            if diff.source_ts > diff.target_ts:
+            # A row fingerprint is a hash, not a time: any difference is a change to copy.
+            if self.compare == "row" or diff.source_ts > diff.target_ts:
                 batch.changed.append(diff.key)
             else:
                 stats.skipped_newer += 1  # the target holds a newer version: never overwrite it
@@ -334,8 +346,12 @@ class _Sync:
 
     def _predict_into_missing_target(self) -> None:
         """Dry run against a target that does not exist yet: every source row would be inserted."""
+        source = self.plan.source
         with self.source_engine.connect() as conn:
-            self.stats.source_rows = self.plan.source.count_window(conn, self.window)
+            self.stats.source_rows = source.count_window(conn, self.window)
+            if self.on_change is not None:
+                for key, _ in source.key_stream(conn, self.window, KeyRange(), self.chunk_size):
+                    self.on_change("inserted", key)
         self.stats.inserted = self.stats.target_rows = self.stats.source_rows
 
     @contextmanager

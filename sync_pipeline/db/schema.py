@@ -115,13 +115,22 @@ def reflect(conn: sa.Connection, name: TableName) -> sa.Table | None:
     """The live table, or ``None`` when it does not exist."""
     if not sa.inspect(conn).has_table(name.table, schema=name.schema):
         return None
-    table = sa.Table(name.table, sa.MetaData(), schema=name.schema, autoload_with=conn)
-    for column in table.columns:
-        # MySQL's reflected FLOAT/DOUBLE default to asdecimal=True, which renders every value with
-        # 10 decimal places on reading (3.141592653589793 -> 3.1415926536): floats travel as floats.
-        if isinstance(column.type, sa.Float) and column.type.asdecimal:
-            column.type.asdecimal = False
-    return table
+    metadata = sa.MetaData()
+    sa.event.listen(metadata, "column_reflect", _reflected_column)
+    return sa.Table(name.table, metadata, schema=name.schema, autoload_with=conn)
+
+
+def _reflected_column(inspector: sa.Inspector, _table: sa.Table, column: dict[str, Any]) -> None:
+    """Correct two things SQLAlchemy's MySQL reflection gets wrong for a sync."""
+    type_ = column["type"]
+    # A reflected FLOAT/DOUBLE defaults to asdecimal=True, which renders every value read with 10
+    # decimal places (3.141592653589793 -> 3.1415926536): floats must travel as floats.
+    if isinstance(type_, sa.Float) and type_.asdecimal:
+        type_.asdecimal = False
+    # SHOW CREATE TABLE is parsed without unescaping: a column `a``b` comes back named "a``b"
+    # instead of "a`b". Keys and indexes still find it by that raw name.
+    if inspector.dialect.name in ("mysql", "mariadb"):
+        column["name"] = column["name"].replace("``", "`")
 
 
 def require_columns(table: sa.Table, name: TableName, columns: list[str], role: str) -> None:

@@ -7,7 +7,7 @@ holds more than one chunk of a window.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.sql.elements import ColumnElement
 
 from sync_pipeline.db.dialects import Adapter
+from sync_pipeline.db.dialects.sqlite import hash60
 from sync_pipeline.db.schema import Family, TableName, family_of
 from sync_pipeline.diff.merge import Key
 from sync_pipeline.diff.segments import Checksum, KeyRange
@@ -36,6 +37,12 @@ class TableSide:
     naive_zone: str
     micros_divisor: int
     live_filter: ColumnElement[bool] | None = None  # target: hide soft-deleted rows
+    # Full-row comparison (drift checks, verification, repair): instead of updated_at, each row is
+    # fingerprinted by the canonical text of these columns, in SQL (row_parts) or, where the two
+    # engines cannot agree in SQL, in Python over streamed rows (row_texts, one per row_columns).
+    row_parts: list[ColumnElement[Any]] | None = None
+    row_columns: list[str] | None = None
+    row_texts: list[Callable[[Any], str]] | None = None
 
     # -- derived expressions --------------------------------------------------------------------
     @property
@@ -78,8 +85,20 @@ class TableSide:
             clause = sa.and_(clause, self.keys[0] < krange.hi)
         return clause
 
+    @property
+    def compares_rows(self) -> bool:
+        return self.row_parts is not None or self.row_texts is not None
+
+    @property
+    def fingerprint(self) -> ColumnElement[int]:
+        """What the merge compares per key: ``updated_at`` micros, or a hash of the whole row."""
+        if self.row_parts is not None:
+            return self.adapter.row_hash(self.row_parts)
+        return self.ts_micros
+
     def _row_hash(self) -> ColumnElement[int]:
-        return self.adapter.row_hash([self.adapter.key_text(k) for k in self.keys] + [self.ts_micros])
+        tail = self.row_parts if self.row_parts is not None else [self.ts_micros]
+        return self.adapter.row_hash([self.adapter.key_text(k) for k in self.keys] + tail)
 
     def _key_in(self, keys: Sequence[Key]) -> ColumnElement[bool]:
         if len(self.key_columns) == 1:
@@ -128,14 +147,17 @@ class TableSide:
     # -- streams and lookups --------------------------------------------------------------------
     def key_stream(
         self, conn: sa.Connection, window: Window, krange: KeyRange, chunk_size: int
-    ) -> Iterator[tuple[Key, int]]:
+    ) -> Generator[tuple[Key, int], None, None]:
         """``(key, updated_at micros)`` of a key range of the window, in binary key order."""
         order = [
             self.adapter.ordered(column, is_string=family_of(column.type) is Family.TEXT)
             for column in self.keys
         ]
+        if self.row_texts is not None:
+            yield from self._python_fingerprints(conn, window, krange, order, chunk_size)
+            return
         stmt = (
-            sa.select(*self.keys, self.ts_micros).where(self._range_clause(window, krange)).order_by(*order)
+            sa.select(*self.keys, self.fingerprint).where(self._range_clause(window, krange)).order_by(*order)
         )
         result = conn.execution_options(stream_results=True, yield_per=chunk_size).execute(stmt)
         n = len(self.key_columns)
@@ -147,6 +169,33 @@ class TableSide:
                 else:
                     for row in partition:
                         yield tuple(row[:n]), row[n]
+        finally:
+            result.close()
+
+    def _python_fingerprints(
+        self,
+        conn: sa.Connection,
+        window: Window,
+        krange: KeyRange,
+        order: list[ColumnElement[Any]],
+        chunk_size: int,
+    ) -> Iterator[tuple[Key, int]]:
+        """Keys with a hash of the row's canonical text computed here: rows travel, a chunk at a time."""
+        assert self.row_columns is not None
+        assert self.row_texts is not None
+        texts = self.row_texts
+        n = len(self.key_columns)
+        stmt = (
+            sa.select(*self.keys, *(self.table.c[c] for c in self.row_columns))
+            .where(self._range_clause(window, krange))
+            .order_by(*order)
+        )
+        result = conn.execution_options(stream_results=True, yield_per=chunk_size).execute(stmt)
+        try:
+            for partition in result.partitions():
+                for row in partition:
+                    key = row[0] if n == 1 else tuple(row[:n])
+                    yield key, hash60(*(text(value) for text, value in zip(texts, row[n:], strict=True)))
         finally:
             result.close()
 

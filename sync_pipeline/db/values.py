@@ -53,6 +53,11 @@ def _to_text(value: Any) -> str | None:
     return str(value)
 
 
+def _json_to_text(value: Any) -> str | None:
+    # Every JSON value, a string or a boolean included, as its JSON text ("x" -> '"x"', True -> 'true').
+    return None if value is None else json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
 def _to_json(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str | bytes) else value
 
@@ -104,6 +109,8 @@ def converter(
             naive=target_naive,
             divisor=micros_divisor,
         )
+    if target is Family.TEXT and source is Family.JSON:
+        return _json_to_text
     if target is Family.TEXT and source is not Family.TEXT:
         return _to_text
     if target is Family.JSON and source is not Family.JSON:

@@ -72,6 +72,18 @@ class Adapter(ABC):
         """The key as text, identical across engines for integer and string keys."""
         return sa.cast(column, sa.Text)
 
+    def hex_text(self, column: ColumnElement[Any]) -> ColumnElement[Any]:
+        """Bytes as lowercase hex."""
+        return sa.func.lower(sa.func.hex(column))
+
+    def json_text(self, column: ColumnElement[Any]) -> ColumnElement[Any]:
+        """A JSON value as the engine's own normalised text (compared only between identical engines).
+
+        The JSON literal ``null`` reads as NULL: drivers return both as ``None``, so the sync writes
+        it as SQL NULL, and the comparison must not call that a difference.
+        """
+        return sa.case((sa.func.json_type(column) == "NULL", None), else_=sa.cast(column, sa.Text))
+
     def ordered(self, column: ColumnElement[Any], *, is_string: bool) -> ColumnElement[Any]:
         """``column`` for ORDER BY so that every engine sorts like Python (binary, code point order)."""
         return column

@@ -6,7 +6,7 @@ from typing import Any, ClassVar
 
 import psycopg
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import BIT
+from sqlalchemy.dialects.postgresql import BIT, JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import URL
 from sqlalchemy.sql.elements import ColumnElement
@@ -35,6 +35,14 @@ class PostgresAdapter(Adapter):
     def row_hash(self, parts: list[ColumnElement[Any]]) -> ColumnElement[int]:
         digest = sa.func.substr(sa.func.md5(sa.func.concat_ws("|", *parts)), 1, 15)
         return sa.cast(sa.cast(sa.func.concat("x", digest), BIT(60)), sa.BigInteger)
+
+    def json_text(self, column: ColumnElement[Any]) -> ColumnElement[Any]:
+        # json keeps its input text; through jsonb, json and jsonb columns print alike.
+        as_jsonb = sa.cast(column, JSONB)
+        return sa.case((sa.func.jsonb_typeof(as_jsonb) == "null", None), else_=sa.cast(as_jsonb, sa.Text))
+
+    def hex_text(self, column: ColumnElement[Any]) -> ColumnElement[Any]:
+        return sa.func.encode(column, "hex")
 
     def ordered(self, column: ColumnElement[Any], *, is_string: bool) -> ColumnElement[Any]:
         return column.collate("C") if is_string else column

@@ -1,0 +1,109 @@
+"""Canonical text of every column value, identical on both sides: what full-row comparison hashes.
+
+The sync compares keys and ``updated_at`` only, which is what makes it cheap; drift detection and the
+post-sync verification must also see a value changed without touching ``updated_at``. They hash the
+canonical text of every synced column. Inside the databases where both engines can produce the same
+text for a column (integers, text, instants as epoch microseconds, booleans, bytes as hex, dates, and
+any type both sides store identically), and in Python, over streamed rows, where they cannot (JSON or
+floats across engines): the Python forms below are the reference the SQL forms agree with.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable
+from datetime import UTC, date, datetime, time
+from decimal import Decimal
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import sqlalchemy as sa
+from sqlalchemy.sql.elements import ColumnElement
+
+from sync_pipeline.db.dialects import Adapter
+from sync_pipeline.db.schema import Family, family_of
+
+NULL_TEXT = "\\N"  # how NULL enters a row's text; concat_ws alone would skip NULLs and let columns shift
+
+# Families whose canonical text every engine computes the same way in SQL.
+_PORTABLE = {Family.INTEGER, Family.TEXT, Family.TIMESTAMP, Family.BOOLEAN, Family.BINARY, Family.DATE}
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def in_database(
+    source: sa.Column[Any], source_dialect: str, target: sa.Column[Any], target_dialect: str
+) -> bool:
+    """Whether both sides can compute the same canonical text of this column in SQL."""
+    family = family_of(source.type)
+    if family is not family_of(target.type):
+        return False
+    if family in _PORTABLE:
+        return True
+    if family is Family.DECIMAL and "sqlite" not in (source_dialect, target_dialect):
+        # Fixed-scale decimals print with their scale on PostgreSQL and MySQL alike.
+        scale = getattr(source.type, "scale", None)
+        return scale is not None and scale == getattr(target.type, "scale", None)
+    if family is Family.JSON:
+        # Each engine normalises its own JSON (jsonb text, MySQL's JSON, SQLite's json()); two
+        # engines normalise differently (key order, spacing), so only same-engine pairs compare in SQL.
+        return source_dialect == target_dialect
+    # Anything else compares as the engine's own text only between identical engines and types.
+    return source_dialect == target_dialect and str(source.type) == str(target.type)
+
+
+def sql_text(
+    adapter: Adapter, column: sa.Column[Any], *, naive: bool, zone: str, divisor: int
+) -> ColumnElement[Any]:
+    """The canonical text of ``column`` computed in its database (see :func:`in_database`)."""
+    family = family_of(column.type)
+    expr: ColumnElement[Any]
+    if family is Family.TIMESTAMP:
+        expr = adapter.key_text(adapter.epoch_micros(column, naive=naive, zone=zone, divisor=divisor))
+    elif family is Family.BOOLEAN:
+        expr = sa.case((column.is_(None), None), (column == sa.true(), "1"), else_="0")
+    elif family is Family.BINARY:
+        expr = adapter.hex_text(column)
+    elif family is Family.JSON:
+        expr = adapter.json_text(column)
+    elif family is Family.TEXT:
+        expr = column
+    else:
+        expr = adapter.key_text(column)
+    return sa.func.coalesce(expr, NULL_TEXT)
+
+
+def python_text(family: Family, *, zone: str, divisor: int) -> Callable[[Any], str]:
+    """The canonical text of a value already read into Python (the fallback, and the reference)."""
+    tz = ZoneInfo(zone)
+
+    def text(value: Any) -> str:
+        if value is None:
+            return NULL_TEXT
+        if family is Family.TIMESTAMP:
+            moment = datetime.fromisoformat(value) if isinstance(value, str) else value
+            if moment.tzinfo is None:
+                moment = moment.replace(tzinfo=tz)
+            delta = moment - _EPOCH
+            micros = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+            return str(micros // divisor)
+        if family is Family.BOOLEAN:
+            return "1" if value else "0"
+        if family is Family.BINARY:
+            return bytes(value).hex()
+        if family is Family.DECIMAL:
+            number = value if isinstance(value, Decimal) else Decimal(str(value))
+            return format(number.normalize(), "f")
+        if family is Family.FLOAT:
+            return repr(float(value))
+        if family is Family.JSON:
+            parsed = json.loads(value) if isinstance(value, str | bytes) else value
+            return json.dumps(parsed, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+        if family is Family.UUID:
+            return str(value if isinstance(value, uuid.UUID) else uuid.UUID(str(value)))
+        if isinstance(value, datetime | date | time):
+            return value.isoformat()
+        return str(value)
+
+    return text

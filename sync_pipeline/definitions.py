@@ -11,10 +11,18 @@ import os
 
 from dagster import Definitions, ExecutorDefinition, JobDefinition, ScheduleDefinition, multiprocess_executor
 
-from sync_pipeline.assets import build_sync_assets
+from sync_pipeline.assets import asset_key, build_sync_assets, partitions_def
+from sync_pipeline.checks import build_checks
 from sync_pipeline.config import CONFIG_ENV_VAR, ExecutorConfig
-from sync_pipeline.resources import SyncResource, active_config
+from sync_pipeline.resources import AlertResource, SyncResource, active_config
 from sync_pipeline.schedules import build_jobs, build_schedules
+from sync_pipeline.sensors import (
+    WatchedTable,
+    build_drift_job,
+    build_drift_sensor,
+    build_failure_sensor,
+    build_freshness_sensor,
+)
 
 # Modules the forkserver imports once, so each step process starts as a cheap fork of a warm
 # interpreter instead of a fresh one that imports Dagster, SQLAlchemy and the drivers again.
@@ -44,11 +52,36 @@ def build_definitions(config_path: str) -> Definitions:
         from sync_pipeline.demo_activity import demo_activity_job, demo_activity_schedule
 
         extra_jobs, extra_schedules = [demo_activity_job], [demo_activity_schedule]
+    watched = [
+        WatchedTable(
+            table=table,
+            key=asset_key(table),
+            partitions=partitions_def(table, config),
+            job_name=next(job.name for job, p in jobs if p == partitions_def(table, config)),
+        )
+        for table in config.tables
+    ]
+    freshness_checks, drift_checks = [], []
+    for w in watched:
+        freshness, drift = build_checks(w.table, config, w.key, w.partitions)
+        freshness_checks.append(freshness)
+        drift_checks.append(drift)
+    drift_job = build_drift_job(drift_checks)
+    sync_jobs = [job for job, _ in jobs]
     return Definitions(
         assets=build_sync_assets(config),
-        jobs=[*(job for job, _ in jobs), *extra_jobs],
+        asset_checks=[*freshness_checks, *drift_checks],
+        jobs=[*sync_jobs, drift_job, *extra_jobs],
         schedules=[*build_schedules(jobs, config), *extra_schedules],
-        resources={"sync": SyncResource(config_path=config_path)},
+        sensors=[
+            build_freshness_sensor(config, watched),
+            build_drift_sensor(config, watched, drift_job, sync_jobs),
+            build_failure_sensor(config, watched),
+        ],
+        resources={
+            "sync": SyncResource(config_path=config_path),
+            "alerts": AlertResource(config_path=config_path),
+        },
         executor=build_executor(config.executor),
     )
 

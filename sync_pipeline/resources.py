@@ -9,14 +9,17 @@ connection.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
-from dagster import ConfigurableResource
+from dagster import ConfigurableResource, DagsterLogManager
 from pydantic import Field
 
+from sync_pipeline.alerts import Alert, AlertDispatcher, SendResult
 from sync_pipeline.config import SyncConfig, TableConfig, load_config
 from sync_pipeline.diff.stats import SyncStats
 from sync_pipeline.diff.window import Window
+from sync_pipeline.errors import SyncPipelineError
 from sync_pipeline.sync import Compare, sync_partition
 from sync_pipeline.verify import Verification, verify_partition
 
@@ -90,3 +93,25 @@ class SyncResource(ConfigurableResource):  # type: ignore[type-arg]
 def _url(config: SyncConfig, table: TableConfig, side: str) -> str:
     ref = table.source if side == "source" else table.target
     return config.connections[ref.connection].url.get_secret_value()
+
+
+class AlertResource(ConfigurableResource):  # type: ignore[type-arg]
+    """Sends alerts to the webhooks of the configuration's ``alerts:`` section, and to the Dagster log.
+
+    Like :class:`SyncResource`, it holds only the configuration's path: webhook URLs carry tokens and
+    are read from the file when an alert is sent, never shown in the UI.
+    """
+
+    config_path: str = Field(
+        default="",
+        description="Path of the sync_pipeline YAML file; empty runs the embedded SQLite demo.",
+    )
+
+    def send(self, alert: Alert, log: logging.Logger | DagsterLogManager) -> list[SendResult]:
+        """Deliver ``alert`` everywhere; never raises (a dead webhook must not break a sensor)."""
+        try:
+            sinks = active_config(self.config_path).alerts
+        except SyncPipelineError as error:
+            log.error(f"alert not sent, the configuration cannot be read: {error}")
+            return []
+        return AlertDispatcher(sinks, log=log).send(alert)

@@ -12,6 +12,7 @@ from collections import defaultdict
 from datetime import UTC, datetime
 
 from dagster import (
+    AssetCheckKey,
     AssetSelection,
     DagsterRunStatus,
     DefaultScheduleStatus,
@@ -29,6 +30,7 @@ from dagster._core.definitions.unresolved_asset_job_definition import Unresolved
 from dagster._core.storage.dagster_run import IN_PROGRESS_RUN_STATUSES
 
 from sync_pipeline.assets import LOOKBACK_TAG, asset_key, partitions_def
+from sync_pipeline.checks import IN_SYNC_CHECK
 from sync_pipeline.config import SyncConfig
 
 PARTITION_TAG = "dagster/partition"
@@ -52,7 +54,12 @@ def build_jobs(config: SyncConfig) -> list[tuple[UnresolvedAssetJobDefinition, H
         tables = [t for t in config.tables if t.name in names]
         job = define_asset_job(
             name,
-            selection=AssetSelection.assets(*(asset_key(t) for t in tables)),
+            # The sync steps and their in_sync checks (yielded by the sync itself); the freshness and
+            # drift checks run from their sensors, not in every hourly run.
+            selection=AssetSelection.assets(*(asset_key(t) for t in tables)).without_checks()
+            | AssetSelection.checks(
+                *(AssetCheckKey(asset_key(t), IN_SYNC_CHECK) for t in tables if t.verify)
+            ),
             description=f"Sync one hour of: {', '.join(names)}",
         )
         jobs.append((job, defs[start]))

@@ -1,0 +1,261 @@
+"""Sensors that watch the syncs: missed hours, drift with its repair, failed runs. All alert.
+
+The sensors run in the long-lived code server, so they only read Dagster's own event log and post
+alerts; every database query (the drift comparison included) runs in a step process:
+
+- ``freshness_sensor`` evaluates each table's ``partition_freshness`` check from the event log,
+  records the result in the UI, and alerts once per newly missed partition.
+- ``drift_sensor`` requests a ``drift_check`` run (the ``drift`` checks of every table, in step
+  processes) every interval; when one finishes it alerts on every drifted partition and requests a
+  full-row re-sync of exactly those partitions (one run per drift, by ``run_key``).
+- ``sync_failure_sensor`` alerts when a run fails, with the table, partition and error.
+"""
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from dagster import (
+    AssetCheckEvaluation,
+    AssetChecksDefinition,
+    AssetCheckSeverity,
+    AssetKey,
+    AssetSelection,
+    DagsterEventType,
+    DagsterRunStatus,
+    DefaultSensorStatus,
+    HourlyPartitionsDefinition,
+    RunFailureSensorContext,
+    RunRequest,
+    RunsFilter,
+    SensorDefinition,
+    SensorEvaluationContext,
+    SensorResult,
+    define_asset_job,
+    run_failure_sensor,
+    sensor,
+)
+from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
+from dagster._core.storage.dagster_run import IN_PROGRESS_RUN_STATUSES
+
+from sync_pipeline.alerts import Alert, AlertKind
+from sync_pipeline.assets import COMPARE_TAG, REASON_TAG
+from sync_pipeline.checks import DRIFT_CHECK, FRESHNESS_CHECK, evaluate_freshness, freshness_result
+from sync_pipeline.config import SyncConfig, TableConfig
+from sync_pipeline.resources import AlertResource
+
+DRIFT_JOB = "drift_check"
+PARTITION_TAG = "dagster/partition"
+_HANDLED_RUNS_KEPT = 50
+
+
+@dataclass(frozen=True)
+class WatchedTable:
+    """What the sensors need of one table: its asset, partitions and the job that syncs it."""
+
+    table: TableConfig
+    key: AssetKey
+    partitions: HourlyPartitionsDefinition
+    job_name: str
+
+
+def asset_link(config: SyncConfig, key: AssetKey, partition_key: str | None) -> str:
+    """The asset's partition view in the Dagster UI."""
+    url = f"{config.ui_url.rstrip('/')}/assets/{'/'.join(key.path)}?view=partitions"
+    return url + (f"&partition={partition_key}" if partition_key else "")
+
+
+def build_freshness_sensor(config: SyncConfig, tables: Sequence[WatchedTable]) -> SensorDefinition:
+    status = DefaultSensorStatus.RUNNING if config.freshness.enabled else DefaultSensorStatus.STOPPED
+
+    @sensor(
+        name="freshness_sensor",
+        minimum_interval_seconds=config.freshness.interval_seconds,
+        default_status=status,
+        description=(
+            "Flags a table whose newest due hour (hour + 1h + grace) is not synced, in the "
+            "partition_freshness check, and alerts once per missed partition."
+        ),
+    )
+    def _freshness(context: SensorEvaluationContext, alerts: AlertResource) -> SensorResult:
+        now = datetime.now(UTC)
+        state = json.loads(context.cursor or "{}")
+        alerted: dict[str, str] = state.get("alerted", {})
+        reported: dict[str, list[object]] = state.get("reported", {})
+        events: list[AssetCheckEvaluation] = []
+        for watched in tables:
+            result = evaluate_freshness(context.instance, watched.key, watched.partitions, config, now)
+            name = watched.table.name
+            if [result.partition_key, result.passed] != reported.get(name):
+                check = freshness_result(watched.key, result)
+                events.append(
+                    AssetCheckEvaluation(
+                        asset_key=watched.key,
+                        check_name=FRESHNESS_CHECK,
+                        passed=check.passed,
+                        severity=AssetCheckSeverity.ERROR,
+                        description=check.description,
+                        metadata=check.metadata,
+                    )
+                )
+                reported[name] = [result.partition_key, result.passed]
+            if result.passed or result.partition_key is None or alerted.get(name) == result.partition_key:
+                continue
+            assert result.deadline is not None
+            alerts.send(
+                Alert(
+                    kind=AlertKind.MISSED_SYNC,
+                    table=name,
+                    partition_key=result.partition_key,
+                    summary=(
+                        f"Missed sync: {name} partition {result.partition_key} was not synced by its "
+                        f"deadline {result.deadline.isoformat()}"
+                    ),
+                    facts={
+                        "deadline": result.deadline.isoformat(),
+                        "grace_minutes": config.freshness.grace_minutes,
+                    },
+                    link=asset_link(config, watched.key, result.partition_key),
+                    occurred_at=now,
+                ),
+                context.log,
+            )
+            alerted[name] = result.partition_key
+        return SensorResult(
+            asset_events=events, cursor=json.dumps({"alerted": alerted, "reported": reported})
+        )
+
+    return _freshness
+
+
+def build_drift_job(drift_checks: Sequence[AssetChecksDefinition]) -> UnresolvedAssetJobDefinition:
+    """The ``drift`` checks of every table: each table's comparison in its own step process."""
+    return define_asset_job(
+        DRIFT_JOB,
+        selection=AssetSelection.checks(*drift_checks),
+        description="Compare recent synced partitions of every table with the source, every column.",
+    )
+
+
+def build_drift_sensor(
+    config: SyncConfig,
+    tables: Sequence[WatchedTable],
+    drift_job: UnresolvedAssetJobDefinition,
+    sync_jobs: Sequence[UnresolvedAssetJobDefinition],
+) -> SensorDefinition:
+    status = DefaultSensorStatus.RUNNING if config.drift.enabled else DefaultSensorStatus.STOPPED
+    by_key = {w.key: w for w in tables}
+
+    @sensor(
+        name="drift_sensor",
+        minimum_interval_seconds=config.drift.interval_seconds,
+        default_status=status,
+        jobs=[drift_job, *sync_jobs],
+        description=(
+            f"Every {config.drift.interval_seconds}s: compare the last {config.drift.lookback_hours} synced "
+            "hours of every table with the source; alert on drift and re-sync exactly the drifted partitions."
+        ),
+    )
+    def _drift(context: SensorEvaluationContext, alerts: AlertResource) -> SensorResult:
+        now = datetime.now(UTC)
+        handled: list[str] = json.loads(context.cursor or "[]")
+        requests: list[RunRequest] = []
+        finished = context.instance.get_run_records(
+            RunsFilter(job_name=DRIFT_JOB, statuses=[DagsterRunStatus.SUCCESS]), limit=10
+        )
+        for record in reversed(finished):
+            run_id = record.dagster_run.run_id
+            if run_id in handled:
+                continue
+            handled.append(run_id)
+            for key, drifted in _drifted_partitions(context, run_id):
+                watched = by_key.get(key)
+                if watched is None:
+                    continue
+                for partition_key, rows in drifted.items():
+                    alerts.send(
+                        Alert(
+                            kind=AlertKind.DRIFT,
+                            table=watched.table.name,
+                            partition_key=partition_key,
+                            summary=(
+                                f"Drift in {watched.table.name} partition {partition_key}: {rows} rows "
+                                "differ between source and target; a re-sync has been requested"
+                            ),
+                            facts={"rows_differing": rows, "check_run_id": run_id},
+                            link=asset_link(config, key, partition_key),
+                            occurred_at=now,
+                        ),
+                        context.log,
+                    )
+                    requests.append(
+                        RunRequest(
+                            run_key=f"drift-repair:{watched.table.name}:{partition_key}:{run_id}",
+                            job_name=watched.job_name,
+                            partition_key=partition_key,
+                            asset_selection=[key],
+                            tags={COMPARE_TAG: "row", REASON_TAG: "drift"},
+                        )
+                    )
+        in_flight = context.instance.get_run_records(
+            RunsFilter(job_name=DRIFT_JOB, statuses=IN_PROGRESS_RUN_STATUSES), limit=1
+        )
+        if not in_flight:
+            requests.append(RunRequest(run_key=f"drift-check:{now.isoformat()}", job_name=DRIFT_JOB))
+        return SensorResult(run_requests=requests, cursor=json.dumps(handled[-_HANDLED_RUNS_KEPT:]))
+
+    return _drift
+
+
+def _drifted_partitions(
+    context: SensorEvaluationContext, run_id: str
+) -> list[tuple[AssetKey, dict[str, int]]]:
+    """The drifted partitions each ``drift`` check of a finished run reported."""
+    found = []
+    for record in context.instance.all_logs(run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION):
+        event = record.dagster_event
+        if event is None:
+            continue
+        evaluation = event.event_specific_data
+        if not isinstance(evaluation, AssetCheckEvaluation) or evaluation.check_name != DRIFT_CHECK:
+            continue
+        if evaluation.passed:
+            continue
+        drifted = evaluation.metadata.get("drifted_partitions")
+        value = getattr(drifted, "value", None) or getattr(drifted, "data", None)
+        if isinstance(value, dict) and value:
+            found.append((evaluation.asset_key, {str(k): int(v) for k, v in value.items()}))
+    return found
+
+
+def build_failure_sensor(config: SyncConfig, tables: Sequence[WatchedTable]) -> SensorDefinition:
+    names = {w.key: w.table.name for w in tables}
+
+    @run_failure_sensor(
+        name="sync_failure_sensor",
+        default_status=DefaultSensorStatus.RUNNING,
+        description="Alerts when a run of this code location fails: table, partition and error.",
+    )
+    def _failed(context: RunFailureSensorContext, alerts: AlertResource) -> None:
+        run = context.dagster_run
+        tables_in_run = [names[k] for k in (run.asset_selection or ()) if k in names] or [run.job_name]
+        partition_key = run.tags.get(PARTITION_TAG)
+        error = (context.failure_event.message or "run failed").strip().splitlines()[0][:500]
+        subject = ", ".join(sorted(tables_in_run))
+        alerts.send(
+            Alert(
+                kind=AlertKind.RUN_FAILURE,
+                table=subject,
+                partition_key=partition_key,
+                summary=f"Run failure: sync of {subject}"
+                + (f" partition {partition_key}" if partition_key else "")
+                + f" failed: {error}",
+                facts={"run_id": run.run_id, "job": run.job_name, "error": error},
+                link=f"{config.ui_url.rstrip('/')}/runs/{run.run_id}",
+                occurred_at=datetime.now(UTC),
+            ),
+            context.log,
+        )
+
+    return _failed

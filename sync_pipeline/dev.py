@@ -8,6 +8,7 @@ points ``DAGSTER_HOME`` at ``.dagster_home`` (or the existing ``DAGSTER_HOME``),
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -36,37 +37,34 @@ def dev_command(host: str, port: int) -> tuple[list[str], dict[str, str]]:
 
 
 def sync_last_hour(env: dict[str, str], now: datetime | None = None) -> list[list[str]]:
-    """Materialize the last completed hour of every table now, as the hourly schedule would.
+    """Run the hourly job for the last completed hour now, as the schedule would at its next tick.
 
-    A new user then sees a synced partition at once instead of waiting for the schedule's next tick.
-    Runs ``dagster asset materialize`` (one run per group of tables sharing a partitions definition)
-    against the same instance the UI uses; returns the commands it ran.
+    A new user then sees a synced partition at once instead of waiting for the schedule. Runs
+    ``dagster job execute`` of each hourly job (one per group of tables sharing a partitions
+    definition) against the same instance the UI uses; returns the commands it ran.
     """
     from dagster import partition_loading_context
 
-    from sync_pipeline.assets import partitions_def
     from sync_pipeline.config import CONFIG_ENV_VAR
     from sync_pipeline.resources import active_config
+    from sync_pipeline.schedules import build_jobs
 
     config = active_config(env.get(CONFIG_ENV_VAR, ""))
-    at = now or datetime.now(UTC)
-    groups: dict[tuple[datetime, str], list[str]] = {}
-    for table in config.tables:
-        partitions = partitions_def(table, config)
+    commands = []
+    for job, partitions in build_jobs(config):
         # Dagster's own last complete partition, as the schedule asks for: wall-clock arithmetic
         # is wrong across DST changes, and a repeated hour has its own key (02:00+0100).
-        with partition_loading_context(effective_dt=at):
+        with partition_loading_context(effective_dt=now or datetime.now(UTC)):
             key = partitions.get_last_partition_key()
-        if key is not None:
-            groups.setdefault((partitions.start, key), []).append(f"sync/{table.name}")
-    commands = [
-        [
-            str(Path(sys.executable).with_name("dagster")),
-            *("asset", "materialize", "-m", "sync_pipeline.definitions"),
-            *("--select", ",".join(keys), "--partition", key),
-        ]
-        for (_, key), keys in groups.items()
-    ]
+        if key is None:
+            continue
+        commands.append(
+            [
+                str(Path(sys.executable).with_name("dagster")),
+                *("job", "execute", "-m", "sync_pipeline.definitions", "-j", job.name),
+                *("--tags", json.dumps({"dagster/partition": key})),
+            ]
+        )
     for command in commands:
         subprocess.run(command, env=env, check=False)  # noqa: S603 - fixed program, arguments from config
     return commands

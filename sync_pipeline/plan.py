@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from sync_pipeline.config import DeleteMode, TableConfig
 from sync_pipeline.db.canonical import in_database, python_text, sql_text
 from sync_pipeline.db.dialects import adapter_for, micros_divisor
+from sync_pipeline.db.dialects.sqlite import BEGIN_OPTION
 from sync_pipeline.db.schema import (
     Family,
     TableName,
@@ -71,6 +72,10 @@ def plan_sync(config: TableConfig, source: sa.Engine, target: sa.Engine, *, crea
 
     created = False
     with target.connect() as conn:
+        if create_target:
+            # SQLite: look and create under the write lock, so two first syncs into one file wait
+            # for each other instead of failing at once on a read lock that cannot be upgraded.
+            conn.execution_options(**{BEGIN_OPTION: "IMMEDIATE"})
         target_table = reflect(conn, target_name)
         if target_table is None and create_target:
             extra = [] if soft is None else [_soft_delete_column(soft)]

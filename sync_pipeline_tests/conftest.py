@@ -121,3 +121,9 @@ def mysql_url(make_db_url: MakeDbUrl) -> str:
 def sqlite_url(make_db_url: MakeDbUrl) -> str:
     """URL of a fresh SQLite file."""
     return make_db_url("sqlite", "sqlite")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _demo_data_outside_the_checkout(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Importing the definitions without a config creates the demo's data folder: keep it in a temp dir."""
+    os.environ.setdefault("SYNC_PIPELINE_DATA_DIR", str(tmp_path_factory.mktemp("demo-data")))

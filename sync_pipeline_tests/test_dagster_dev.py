@@ -350,7 +350,7 @@ def test_cli_materializes_one_partition_of_one_asset(demo: Demo, tmp_path: Path)
 def test_sync_pipeline_dev_syncs_the_last_completed_hour_first(
     demo: Demo, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """``sync-pipeline dev`` first materializes the hour that ended last, through the same Dagster CLI.
+    """``sync-pipeline dev`` first runs the hourly job for the hour that ended last, through Dagster's CLI.
 
     With the clock at ten past the demo's sixth hour, that hour of every table is synced, and the
     run lands in the instance the UI will open.
@@ -363,6 +363,7 @@ def test_sync_pipeline_dev_syncs_the_last_completed_hour_first(
 
     commands = sync_last_hour(demo.env, now)
 
-    assert [command[-1] for command in commands] == [key]
+    assert [json.loads(command[-1]) for command in commands] == [{"dagster/partition": key}]
+    assert all(command[1:3] == ["job", "execute"] for command in commands)
     assert_synced(demo, ["orders", "customers", "events"], [key])
     assert list((demo.home / "history" / "runs").glob("*.db")), "no run recorded in DAGSTER_HOME"

@@ -20,7 +20,10 @@ class PostgresAdapter(Adapter):
     name: ClassVar[str] = "postgresql"
 
     def connect_args(self, url: URL, application_name: str) -> dict[str, Any]:
-        return {"options": "-c timezone=UTC", "application_name": application_name}
+        args: dict[str, Any] = {"options": "-c timezone=UTC", "application_name": application_name}
+        if "connect_timeout" not in url.query:
+            args["connect_timeout"] = 10  # a host that drops packets fails in seconds, not minutes
+        return args
 
     def epoch_micros(
         self, column: ColumnElement[Any], *, naive: bool, zone: str, divisor: int

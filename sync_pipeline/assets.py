@@ -7,7 +7,7 @@ concurrency pool. The asset body is thin: it turns the partition into a window, 
 
 import hashlib
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, timedelta
 from typing import Any
 
 from dagster import (
@@ -133,7 +133,10 @@ def build_sync_asset(
         check_specs=[in_sync_spec(key)] if table.verify else None,
     )
     def _sync(context: AssetExecutionContext, sync: SyncResource) -> MaterializeResult:  # type: ignore[type-arg]
-        window = Window(context.partition_time_window.start, context.partition_time_window.end)
+        hour = context.partition_time_window
+        # Bounds in UTC first: in the partition time zone they compare as wall times, fold ignored,
+        # so the first of a repeated DST hour (02:00+02:00 .. 02:00+01:00) would look empty.
+        window = Window(hour.start.astimezone(UTC), hour.end.astimezone(UTC))
 
         def progress(stats: SyncStats) -> None:
             context.log.info(

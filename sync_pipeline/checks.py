@@ -75,7 +75,9 @@ def evaluate_freshness(
         return Freshness(None, None, True)
     due = partitions.time_window_for_partition_key(partition_key)
     synced = partition_key in instance.get_materialized_partitions(key)
-    return Freshness(partition_key, due.end + grace, synced)
+    # In UTC: adding to a local time is wall-clock arithmetic, an hour off across a DST change (and
+    # it drops the fold of a repeated hour's end).
+    return Freshness(partition_key, due.end.astimezone(UTC) + grace, synced)
 
 
 def freshness_result(key: AssetKey, status: Freshness) -> AssetCheckResult:
@@ -108,7 +110,8 @@ def lookback_partitions(
     found = []
     for partition_key in reversed(keys):
         window = partitions.time_window_for_partition_key(partition_key)
-        found.append((partition_key, Window(window.start, window.end)))
+        # In UTC: local bounds compare as wall times, so a repeated DST hour would look empty.
+        found.append((partition_key, Window(window.start.astimezone(UTC), window.end.astimezone(UTC))))
     return found
 
 

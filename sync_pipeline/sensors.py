@@ -6,22 +6,27 @@ alerts; every database query (the drift comparison included) runs in a step proc
 - ``freshness_sensor`` evaluates each table's ``partition_freshness`` check from the event log,
   records the result in the UI, and alerts once per newly missed partition.
 - ``drift_sensor`` requests a ``drift_check`` run (the ``drift`` checks of every table, in step
-  processes) every interval; when one finishes it alerts on every drifted partition and requests a
-  full-row re-sync of exactly those partitions (one run per drift, by ``run_key``).
-- ``sync_failure_sensor`` alerts when a run fails, with the table, partition and error.
+  processes) every interval, unless a check or a repair is still queued or running; when one
+  finishes it alerts on every drifted partition and requests a full-row re-sync of exactly those
+  partitions (one run per drift, by ``run_key``).
+- ``sync_failure_sensor`` alerts when a run fails, with the tables whose steps failed, the
+  partition and the first step's error.
 """
 
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from urllib.parse import quote
 
 from dagster import (
     AssetCheckEvaluation,
+    AssetCheckKey,
     AssetChecksDefinition,
     AssetCheckSeverity,
     AssetKey,
     AssetSelection,
+    DagsterEvent,
     DagsterEventType,
     DagsterRunStatus,
     DefaultSensorStatus,
@@ -37,13 +42,19 @@ from dagster import (
     sensor,
 )
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
-from dagster._core.storage.dagster_run import IN_PROGRESS_RUN_STATUSES
 
 from sync_pipeline.alerts import Alert, AlertKind
 from sync_pipeline.assets import COMPARE_TAG, REASON_TAG
-from sync_pipeline.checks import DRIFT_CHECK, FRESHNESS_CHECK, evaluate_freshness, freshness_result
+from sync_pipeline.checks import (
+    DRIFT_CHECK,
+    FRESHNESS_CHECK,
+    IN_SYNC_CHECK,
+    evaluate_freshness,
+    freshness_result,
+)
 from sync_pipeline.config import SyncConfig, TableConfig
 from sync_pipeline.resources import AlertResource
+from sync_pipeline.schedules import IN_FLIGHT_STATUSES
 
 DRIFT_JOB = "drift_check"
 PARTITION_TAG = "dagster/partition"
@@ -63,7 +74,8 @@ class WatchedTable:
 def asset_link(config: SyncConfig, key: AssetKey, partition_key: str | None) -> str:
     """The asset's partition view in the Dagster UI."""
     url = f"{config.ui_url.rstrip('/')}/assets/{'/'.join(key.path)}?view=partitions"
-    return url + (f"&partition={partition_key}" if partition_key else "")
+    # Quoted: the key of a repeated DST hour (2026-10-25-02:00+0100) holds a "+", read as a space.
+    return url + (f"&partition={quote(partition_key, safe=':')}" if partition_key else "")
 
 
 def build_freshness_sensor(config: SyncConfig, tables: Sequence[WatchedTable]) -> SensorDefinition:
@@ -173,6 +185,7 @@ def build_drift_sensor(
                 watched = by_key.get(key)
                 if watched is None:
                     continue
+                repair_checks = [AssetCheckKey(key, IN_SYNC_CHECK)] if watched.table.verify else []
                 for partition_key, rows in drifted.items():
                     alerts.send(
                         Alert(
@@ -195,13 +208,21 @@ def build_drift_sensor(
                             job_name=watched.job_name,
                             partition_key=partition_key,
                             asset_selection=[key],
+                            # Without an explicit check selection Dagster would run every check of
+                            # the asset (drift over the whole lookback, freshness) in the repair run.
+                            asset_check_keys=repair_checks,
                             tags={COMPARE_TAG: "row", REASON_TAG: "drift"},
                         )
                     )
-        in_flight = context.instance.get_run_records(
-            RunsFilter(job_name=DRIFT_JOB, statuses=IN_PROGRESS_RUN_STATUSES), limit=1
-        )
-        if not in_flight:
+        # A check started before a repair has finished would find the same drift again, alert twice
+        # and request a second repair: no new check while one is in flight (queued counts) or repairs
+        # are, nor in the tick that requests repairs (their runs do not exist yet).
+        in_flight = [
+            RunsFilter(job_name=DRIFT_JOB, statuses=IN_FLIGHT_STATUSES),
+            RunsFilter(tags={REASON_TAG: "drift"}, statuses=IN_FLIGHT_STATUSES),
+        ]
+        busy = bool(requests) or any(context.instance.get_run_records(f, limit=1) for f in in_flight)
+        if not busy:
             requests.append(RunRequest(run_key=f"drift-check:{now.isoformat()}", job_name=DRIFT_JOB))
         return SensorResult(run_requests=requests, cursor=json.dumps(handled[-_HANDLED_RUNS_KEPT:]))
 
@@ -231,6 +252,11 @@ def _drifted_partitions(
 
 def build_failure_sensor(config: SyncConfig, tables: Sequence[WatchedTable]) -> SensorDefinition:
     names = {w.key: w.table.name for w in tables}
+    # Step keys of each table: its sync step and its checks' steps (<asset>_<check name>).
+    steps: dict[str, str] = {}
+    for w in tables:
+        for suffix in ("", f"_{DRIFT_CHECK}", f"_{FRESHNESS_CHECK}"):
+            steps[w.key.to_python_identifier() + suffix] = w.table.name
 
     @run_failure_sensor(
         name="sync_failure_sensor",
@@ -239,9 +265,16 @@ def build_failure_sensor(config: SyncConfig, tables: Sequence[WatchedTable]) -> 
     )
     def _failed(context: RunFailureSensorContext, alerts: AlertResource) -> None:
         run = context.dagster_run
-        tables_in_run = [names[k] for k in (run.asset_selection or ()) if k in names] or [run.job_name]
+        failures = context.get_step_failure_events()
+        # The tables whose steps failed (a scheduled run has no asset selection), else those selected.
+        tables_in_run = sorted({steps[e.step_key] for e in failures if e.step_key in steps}) or [
+            names[k] for k in (run.asset_selection or ()) if k in names
+        ]
+        tables_in_run = tables_in_run or [run.job_name]
         partition_key = run.tags.get(PARTITION_TAG)
-        error = (context.failure_event.message or "run failed").strip().splitlines()[0][:500]
+        # The run's own message only says which steps failed; the first step's error says why.
+        reason = _step_error(failures[0]) if failures else context.failure_event.message
+        error = ((reason or "").strip() or "run failed").splitlines()[0][:500]
         subject = ", ".join(sorted(tables_in_run))
         alerts.send(
             Alert(
@@ -259,3 +292,17 @@ def build_failure_sensor(config: SyncConfig, tables: Sequence[WatchedTable]) -> 
         )
 
     return _failed
+
+
+def _step_error(event: DagsterEvent) -> str | None:
+    """Why a step failed: the description of a ``Failure``, else the error (past a retry wrapper)."""
+    data = event.step_failure_data
+    if data.user_failure_data is not None and data.user_failure_data.description:
+        return data.user_failure_data.description
+    error = data.error
+    if error is None:
+        return None
+    # After the retry policy gives up the error is "Exceeded max_retries of N"; its cause says why.
+    while error.cause is not None and error.message.startswith("Exceeded max_retries"):
+        error = error.cause
+    return error.message

@@ -19,10 +19,12 @@ class Window:
     def __post_init__(self) -> None:
         if self.start.tzinfo is None or self.end.tzinfo is None:
             raise ValueError("window bounds must be timezone-aware")
-        if self.end <= self.start:
-            raise ValueError(f"empty window: {self.start} .. {self.end}")
+        # To UTC first: across a DST change two local times can read alike (02:00+02, 02:00+01) and
+        # Python compares datetimes of one zone by wall time.
         object.__setattr__(self, "start", self.start.astimezone(UTC))
         object.__setattr__(self, "end", self.end.astimezone(UTC))
+        if self.end <= self.start:
+            raise ValueError(f"empty window: {self.start} .. {self.end}")
 
     @classmethod
     def hour_starting(cls, start: datetime) -> Window:

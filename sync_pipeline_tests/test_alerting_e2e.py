@@ -1,0 +1,264 @@
+"""End to end: ``dagster dev`` alerts a missed hour and a drift, and repairs the drift, with nobody at the UI.
+
+The real ``dagster dev`` (webserver, daemon, code server) runs a config file on SQLite files with the
+sensors at their 30-second minimum and the schedule stopped, alerting a JSON receiver on loopback.
+One older hour is synced through the Dagster CLI and then tampered with behind the pipeline's back;
+the newest due hour is never synced. The sensors start RUNNING by default, so the alerts, the drift
+check and the repair happen on their own; the test only watches, polling against deadlines.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus, RunsFilter
+from dagster._core.instance.ref import InstanceRef
+
+from sync_pipeline.assets import REASON_TAG
+from sync_pipeline.checks import DRIFT_CHECK
+from sync_pipeline.config import CONFIG_ENV_VAR
+from sync_pipeline.demo.config import DATA_DIR_ENV
+from sync_pipeline.diff.window import Window
+from sync_pipeline_tests.dagster_helpers import (
+    create_source,
+    in_hour,
+    row,
+    rows_in,
+    side,
+    table_entry,
+    write_config,
+)
+from sync_pipeline_tests.helpers import Side, delete, update
+from sync_pipeline_tests.test_dagster_dev import (
+    DAGSTER,
+    INSTANCE_YAML,
+    Demo,
+    DevServer,
+    _loaded,
+    _server_info,
+    _stop,
+    free_port,
+    wait_for,
+)
+from sync_pipeline_tests.webhook_server import SECRETS, Receiver, serve
+
+pytestmark = pytest.mark.slow
+
+DEADLINE = 300.0  # seconds for everything the sensors do; at 30 s intervals it takes about two minutes
+
+SENSOR_TICKS = """
+query($selector: SensorSelector!) {
+  sensorOrError(sensorSelector: $selector) {
+    __typename
+    ... on Sensor { sensorState { status ticks(limit: 50) { status timestamp } } }
+    ... on PythonError { message }
+  }
+}
+"""
+
+
+def current_hour() -> datetime:
+    return datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+
+
+def newest_due() -> str:
+    """The newest hour due with no grace: the one that ended last."""
+    return Window.hour_starting(current_hour() - timedelta(hours=1)).partition_key()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    with serve() as running:
+        yield running
+
+
+def test_dagster_dev_alerts_a_missed_hour_and_drift_and_repairs_it(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    """A missed hour and a drifted hour are both alerted, each once, and the drift is repaired unattended.
+
+    The newest due hour is alerted as missed exactly once over several freshness ticks. The tampered
+    hour (a target row deleted, a target value changed without touching updated_at, a source row
+    deleted) is alerted as drift with its three rows; the repair run the drift sensor requests
+    makes the target window equal the source, and the next drift check passes.
+    """
+    now = current_hour()
+    tampered = Window.hour_starting(now - timedelta(hours=3))
+    missed_at_start = newest_due()
+    source = side("sqlite", f"sqlite:///{tmp_path / 'source.db'}")
+    target = side("sqlite", f"sqlite:///{tmp_path / 'target.db'}")
+    orders = create_source(
+        source,
+        [row(i, in_hour(tampered, i)) for i in range(1, 6)]
+        + [row(i, in_hour(Window.from_partition_key(missed_at_start), i)) for i in range(6, 8)],
+    )
+    port = free_port()
+    config = write_config(
+        tmp_path / "sync.yaml",
+        {"app": source.url, "warehouse": target.url},
+        [
+            table_entry(
+                "orders", "app", "warehouse", start=(now - timedelta(hours=4)).strftime("%Y-%m-%dT%H:%M:%S")
+            )
+        ],
+        freshness={"interval_seconds": 30, "grace_minutes": 0},
+        drift={"interval_seconds": 30, "lookback_hours": 6},
+        schedule={"enabled": False},
+        alerts=[{"webhook": receiver.url(), "format": "json"}],
+        ui_url=f"http://127.0.0.1:{port}",
+    )
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copyfile(INSTANCE_YAML, home / "dagster.yaml")
+    env = {k: v for k, v in os.environ.items() if k not in (CONFIG_ENV_VAR, "DAGSTER_HOME", DATA_DIR_ENV)}
+    env.update({"DAGSTER_HOME": str(home), CONFIG_ENV_VAR: str(config)})
+
+    # Sync the older hour as an operator would, then change it behind the pipeline's back.
+    done = subprocess.run(
+        [
+            *(str(DAGSTER), "asset", "materialize", "-m", "sync_pipeline.definitions"),
+            *("--select", "sync/orders", "--partition", tampered.partition_key()),
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    assert rows_in(target, "orders", tampered) == rows_in(source, "orders", tampered)
+    warehouse = sa.Table("orders", sa.MetaData(), autoload_with=target.engine)
+    delete(target, warehouse, warehouse.c.id == 1)
+    update(target, warehouse, warehouse.c.id == 2, amount=999, note="edited in the warehouse")
+    delete(source, orders, orders.c.id == 3)
+    assert rows_in(target, "orders", tampered) != rows_in(source, "orders", tampered)
+
+    log = tmp_path / "dagster.log"
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            [str(DAGSTER), "dev", "-m", "sync_pipeline.definitions", "-h", "127.0.0.1", "-p", str(port)],
+            cwd=tmp_path,
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        server = DevServer(f"http://127.0.0.1:{port}", process, Demo(home, tmp_path / "data", env, log))
+        wait_for("the webserver", lambda: _server_info(server.url), 180, server.dead)
+        wait_for("the code location", lambda: _loaded(server), 180, server.dead)
+        with DagsterInstance.from_ref(InstanceRef.from_dir(str(home))) as instance:
+            _watch(server, instance, receiver, source, target, tampered, missed_at_start)
+    finally:
+        _stop(process)
+    # Neither the processes' output nor anything Dagster stored (runs, events, tick logs) holds a token.
+    for path in [log, *(p for p in home.rglob("*") if p.is_file())]:
+        content = path.read_bytes()
+        assert not [s for s in SECRETS if s.encode() in content], path
+
+
+def _watch(
+    server: DevServer,
+    instance: DagsterInstance,
+    receiver: Receiver,
+    source: Side,
+    target: Side,
+    tampered: Window,
+    missed_at_start: str,
+) -> None:
+    """What the running deployment must do by itself, each step polled against the deadline."""
+
+    def alerts(kind: str, partition_key: str | None = None) -> list[dict[str, Any]]:
+        return [
+            a
+            for a in receiver.alerts(kind)
+            if a["table"] == "orders" and partition_key in (None, a["partition_key"])
+        ]
+
+    missed = wait_for("a missed_sync alert", lambda: alerts("missed_sync") or None, DEADLINE, server.dead)
+    drift = wait_for(
+        "a drift alert", lambda: alerts("drift", tampered.partition_key()) or None, DEADLINE, server.dead
+    )
+    assert drift[0]["facts"]["rows_differing"] == 3
+    assert drift[0]["link"].startswith(f"{server.url}/assets/sync/orders?view=partitions")
+
+    def repaired() -> Any:
+        runs = instance.get_run_records(RunsFilter(tags={REASON_TAG: "drift"}))
+        finished = [
+            r for r in runs if r.dagster_run.status in (DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE)
+        ]
+        return finished[0] if finished else None
+
+    repair = wait_for("the repair run", repaired, DEADLINE, server.dead)
+    assert repair.dagster_run.status == DagsterRunStatus.SUCCESS, server.demo.log_tail()
+    assert repair.dagster_run.tags["dagster/partition"] == tampered.partition_key()
+    assert rows_in(target, "orders", tampered) == rows_in(source, "orders", tampered)
+    steps = {
+        e.dagster_event.step_key
+        for e in instance.all_logs(repair.dagster_run.run_id, of_type=DagsterEventType.STEP_START)
+        if e.dagster_event is not None
+    }
+    assert steps == {"sync__orders"}, (
+        "the repair re-syncs the partition; no drift or freshness check rides along"
+    )
+
+    def check_after_repair() -> bool | None:
+        assert repair.end_time is not None
+        runs = instance.get_run_records(
+            RunsFilter(
+                job_name="drift_check",
+                statuses=[DagsterRunStatus.SUCCESS],
+                created_after=datetime.fromtimestamp(repair.end_time, UTC),
+            )
+        )
+        for record in runs:
+            evaluations = [
+                e.dagster_event.event_specific_data
+                for e in instance.all_logs(
+                    record.dagster_run.run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION
+                )
+                if e.dagster_event is not None
+            ]
+            drift_checks = [e for e in evaluations if getattr(e, "check_name", None) == DRIFT_CHECK]
+            if drift_checks:
+                return all(getattr(e, "passed", False) for e in drift_checks)
+        return None
+
+    assert wait_for("a drift check after the repair", check_after_repair, DEADLINE, server.dead)
+
+    # Several freshness ticks have seen the missed hour since it was first alerted.
+    first_alert = datetime.fromisoformat(missed[0]["occurred_at"]).timestamp()
+
+    def ticks_since_alert() -> int | None:
+        ticks = _sensor_ticks(server, "freshness_sensor")
+        count = sum(1 for t in ticks if t["timestamp"] > first_alert and t["status"] != "STARTED")
+        return count if count >= 3 else None
+
+    wait_for("three freshness ticks after the alert", ticks_since_alert, DEADLINE, server.dead)
+
+    due = {missed_at_start, newest_due()}  # the hour may have turned during the test
+    keys = [a["partition_key"] for a in alerts("missed_sync")]
+    assert set(keys) <= due, keys
+    assert len(keys) == len(set(keys)), f"a missed hour was alerted more than once: {keys}"
+    assert len(alerts("drift", tampered.partition_key())) == 1, receiver.alerts("drift")
+    assert receiver.alerts("run_failure") == [], server.demo.log_tail()
+
+
+def _sensor_ticks(server: DevServer, name: str) -> list[dict[str, Any]]:
+    entries = server.graphql("{ workspaceOrError { ... on Workspace { locationEntries { name } } } }")
+    [location] = [e["name"] for e in entries["workspaceOrError"]["locationEntries"]]
+    selector = {"repositoryLocationName": location, "repositoryName": "__repository__", "sensorName": name}
+    sensor = server.graphql(SENSOR_TICKS, selector=selector)["sensorOrError"]
+    assert sensor["__typename"] == "Sensor", sensor
+    assert sensor["sensorState"]["status"] == "RUNNING"
+    ticks: list[dict[str, Any]] = sensor["sensorState"]["ticks"]
+    return ticks

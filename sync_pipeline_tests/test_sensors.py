@@ -1,0 +1,536 @@
+"""Tests of the sensors (sync_pipeline.sensors), ticked as the daemon ticks them, alerting over real HTTP.
+
+Each test deploys a config file on real databases (a SQLite source, a PostgreSQL target) whose
+``alerts:`` section names two webhooks: a WeCom robot on a closed loopback port, listed first, which
+fails every delivery, and a JSON receiver on loopback that records what it is sent. Both URLs carry
+tokens in the path and the query. Ticks run through ``evaluate_tick`` on a real temporary instance,
+with the code location's resources and repository; the runs the sensors react to (syncs, drift
+checks, repairs) are executed for real on that instance.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from dagster import (
+    AssetCheckEvaluation,
+    AssetCheckKey,
+    AssetKey,
+    DagsterEventType,
+    DagsterInstance,
+    DagsterRunStatus,
+    Definitions,
+    ExecuteInProcessResult,
+    RunRequest,
+    build_run_status_sensor_context,
+    build_sensor_context,
+    instance_for_test,
+)
+from dagster._core.definitions.sensor_definition import SensorExecutionData
+from dagster._core.remote_origin import (
+    InProcessCodeLocationOrigin,
+    RemoteJobOrigin,
+    RemoteRepositoryOrigin,
+)
+from dagster._core.storage.dagster_run import DagsterRun
+from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
+
+from sync_pipeline import sensors
+from sync_pipeline.assets import COMPARE_TAG, REASON_TAG
+from sync_pipeline.checks import FRESHNESS_CHECK, IN_SYNC_CHECK
+from sync_pipeline.config import AlertFormat, parse_config
+from sync_pipeline.diff.window import Window
+from sync_pipeline_tests.conftest import MakeDbUrl
+from sync_pipeline_tests.dagster_helpers import (
+    create_source,
+    in_hour,
+    load_definitions,
+    row,
+    rows_in,
+    side,
+    table_entry,
+    utc,
+    write_config,
+)
+from sync_pipeline_tests.helpers import Side, delete, update
+from sync_pipeline_tests.webhook_server import HOOK_PATH, SECRETS, Receiver, serve
+
+KEY = AssetKey(["sync", "orders"])
+UI_URL = "http://127.0.0.1:3999"
+PARTITION_TAG = "dagster/partition"
+
+Deploy = Callable[..., "Site"]
+
+
+@pytest.fixture(autouse=True)
+def _debug_logs(caplog: pytest.LogCaptureFixture) -> None:
+    """Capture every logger from DEBUG up: urllib3 quotes request URLs, tokens included, at DEBUG."""
+    caplog.set_level(logging.DEBUG)
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    with serve() as running:
+        yield running
+
+
+@pytest.fixture
+def instance() -> Iterator[DagsterInstance]:
+    with instance_for_test() as temp:
+        yield temp
+
+
+@dataclass
+class Site:
+    """A deployed config: its databases, definitions, instance and the webhook receiving its alerts."""
+
+    source: Side
+    target: Side
+    defs: Definitions
+    instance: DagsterInstance
+    receiver: Receiver
+    dead_port: int
+
+    def tick(self, sensor_name: str, cursor: str | None = None) -> SensorExecutionData:
+        """One evaluation of ``sensor_name``, as the daemon runs it: with the repository and resources."""
+        repository = self.defs.get_repository_def()
+        with build_sensor_context(
+            instance=self.instance,
+            cursor=cursor,
+            repository_def=repository,
+            resources=self.defs.resources,
+            sensor_name=sensor_name,
+        ) as context:
+            return repository.get_sensor_def(sensor_name).evaluate_tick(context)
+
+    def sync(self, partition_key: str) -> ExecuteInProcessResult:
+        job = self.defs.resolve_job_def("sync_hourly")
+        result = job.execute_in_process(instance=self.instance, partition_key=partition_key)
+        assert result.success
+        return result
+
+    def drift_check(self) -> ExecuteInProcessResult:
+        """Execute the drift_check job the drift sensor requests, for real, on the instance."""
+        result = self.defs.resolve_job_def("drift_check").execute_in_process(instance=self.instance)
+        assert result.success
+        return result
+
+    def execute(self, request: RunRequest) -> ExecuteInProcessResult:
+        """Execute a run request as the daemon would launch it: its job, subset, partition and tags."""
+        assert request.job_name is not None
+        job = self.defs.resolve_job_def(request.job_name)
+        if request.asset_selection is not None:
+            job = job.get_subset(
+                asset_selection=set(request.asset_selection),
+                asset_check_selection=None
+                if request.asset_check_keys is None
+                else set(request.asset_check_keys),
+            )
+        tags = {k: v for k, v in request.tags.items() if k != PARTITION_TAG}
+        result = job.execute_in_process(
+            instance=self.instance, partition_key=request.partition_key, tags=tags
+        )
+        assert result.success
+        return result
+
+
+@pytest.fixture
+def deploy(make_db_url: MakeDbUrl, tmp_path: Path, instance: DagsterInstance, receiver: Receiver) -> Deploy:
+    """``deploy(start, rows, **top)``: a Site syncing ``orders`` from ``start`` (``rows=None``: no table)."""
+    dead_port = _closed_port()
+
+    def deploy(start: str, rows: list[dict[str, Any]] | None, **top: Any) -> Site:
+        source = side("sqlite", make_db_url("sqlite", "source"))
+        target = side("postgresql", make_db_url("postgresql", "target"))
+        if rows is not None:
+            create_source(source, rows)
+        alerts = [
+            {
+                "webhook": f"http://127.0.0.1:{dead_port}{HOOK_PATH}",
+                "format": AlertFormat.WECOM.value,
+                "timeout_seconds": 1,
+                "retries": 1,
+            },
+            {"webhook": receiver.url(), "format": AlertFormat.JSON.value, "timeout_seconds": 5},
+        ]
+        path = write_config(
+            tmp_path / "sync.yaml",
+            {"app": source.url, "warehouse": target.url},
+            [table_entry("orders", "app", "warehouse", start=start)],
+            alerts=alerts,
+            ui_url=UI_URL,
+            **top,
+        )
+        return Site(source, target, load_definitions(str(path)), instance, receiver, dead_port)
+
+    return deploy
+
+
+def _closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def assert_no_secrets(
+    caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str], *values: Any
+) -> str:
+    """No webhook token in any log record, in the process's stdout/stderr, or in ``values``.
+
+    Returns the captured stderr, for assertions on what the sensors logged.
+    """
+    out, err = capfd.readouterr()
+    for secret in SECRETS:
+        assert secret not in out
+        assert secret not in err
+        for record in caplog.records:
+            assert secret not in record.getMessage(), record.name
+        for value in values:
+            assert secret not in repr(value)
+    return err
+
+
+def assert_delivered_only_to_the_receiver(site: Site, err: str) -> None:
+    """Every alert reached the JSON receiver at its URL; the dead WeCom sink's failures were logged."""
+    assert {d.path for d in site.receiver.deliveries} == {HOOK_PATH}
+    assert f"alert not delivered to http://127.0.0.1:{site.dead_port}/***: connection failed" in err
+
+
+def check_evaluations(data: SensorExecutionData) -> list[tuple[str, bool, str]]:
+    """(check name, passed, partition) of each check evaluation a tick recorded."""
+    found = []
+    for event in data.asset_events:
+        assert isinstance(event, AssetCheckEvaluation)
+        assert event.asset_key == KEY
+        partition = event.metadata["partition"]
+        found.append((event.check_name, event.passed, getattr(partition, "value", partition)))
+    return found
+
+
+# -- freshness_sensor -------------------------------------------------------------------------------
+
+
+@dataclass
+class Clock:
+    """The freshness sensor's clock, set by the test: whether an hour is missed depends on nothing else."""
+
+    at: datetime
+
+
+HOURS = ("2026-11-30-09:00", "2026-11-30-10:00")  # the hours the freshness test misses, then syncs
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    clock = Clock(utc("2026-11-30T10:20"))
+
+    class Now(datetime):
+        @classmethod
+        def now(cls, tz: Any = None) -> Any:
+            return clock.at.astimezone(tz or UTC)
+
+    monkeypatch.setattr(sensors, "datetime", Now)
+    return clock
+
+
+def test_freshness_sensor_alerts_once_per_missed_hour(
+    deploy: Deploy, clock: Clock, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A missed hour is alerted once, with its partition key, however many ticks see it; the next one anew.
+
+    The check evaluation is recorded only when the status changes: missed, then synced, then the
+    next hour missed. The dead WeCom sink listed first does not stop the JSON receiver from getting
+    each alert, nor the tick from completing.
+    """
+    site: Site = deploy(
+        "2026-11-30T00:00:00",
+        [row(i, in_hour(Window.from_partition_key(key), 5)) for i, key in enumerate(HOURS, 1)],
+        freshness={"grace_minutes": 15},
+    )
+    site.sync("2026-11-30-08:00")
+    name = "freshness_sensor"
+
+    first = site.tick(name)  # 10:20: 09:00 was due by 10:15
+    [alert] = site.receiver.alerts()
+    assert alert == {
+        "source": "sync_pipeline",
+        "kind": "missed_sync",
+        "table": "orders",
+        "partition_key": "2026-11-30-09:00",
+        "summary": (
+            "Missed sync: orders partition 2026-11-30-09:00 was not synced by its deadline "
+            "2026-11-30T10:15:00+00:00"
+        ),
+        "facts": {"deadline": "2026-11-30T10:15:00+00:00", "grace_minutes": 15},
+        "link": f"{UI_URL}/assets/sync/orders?view=partitions&partition=2026-11-30-09:00",
+        "occurred_at": "2026-11-30T10:20:00+00:00",
+    }
+    assert check_evaluations(first) == [(FRESHNESS_CHECK, False, "2026-11-30-09:00")]
+    assert first.run_requests == []
+
+    cursor = first.cursor
+    for at in ("10:30", "10:45"):
+        clock.at = utc(f"2026-11-30T{at}")
+        again = site.tick(name, cursor)
+        assert check_evaluations(again) == [], at
+        cursor = again.cursor
+    assert len(site.receiver.alerts()) == 1
+
+    site.sync("2026-11-30-09:00")
+    clock.at = utc("2026-11-30T10:50")
+    synced = site.tick(name, cursor)
+    assert check_evaluations(synced) == [(FRESHNESS_CHECK, True, "2026-11-30-09:00")]
+    clock.at = utc("2026-11-30T11:00")
+    still = site.tick(name, synced.cursor)
+    assert check_evaluations(still) == []
+    assert len(site.receiver.alerts()) == 1
+
+    clock.at = utc("2026-11-30T11:20")  # 10:00 was due by 11:15
+    next_hour = site.tick(name, still.cursor)
+    assert check_evaluations(next_hour) == [(FRESHNESS_CHECK, False, "2026-11-30-10:00")]
+    clock.at = utc("2026-11-30T11:40")
+    later = site.tick(name, next_hour.cursor)
+    assert check_evaluations(later) == []
+    assert [(a["kind"], a["partition_key"]) for a in site.receiver.alerts()] == [
+        ("missed_sync", "2026-11-30-09:00"),
+        ("missed_sync", "2026-11-30-10:00"),
+    ]
+
+    err = assert_no_secrets(caplog, capfd, first, again, synced, still, next_hour, later)
+    assert_delivered_only_to_the_receiver(site, err)
+
+
+# -- drift_sensor -----------------------------------------------------------------------------------
+
+
+def hours_back(hours: int) -> Window:
+    """The hour ``hours`` before the current one: the drift check compares the hours before the clock."""
+    return Window.hour_starting(
+        datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=hours)
+    )
+
+
+def start_before(hours: int) -> str:
+    """A table ``start`` ``hours`` hours before the current hour."""
+    return hours_back(hours).start.strftime("%Y-%m-%dT%H:%M:%S")
+
+
+@pytest.fixture
+def drifting(deploy: Deploy) -> tuple[Site, sa.Table, str, str]:
+    """Two synced hours of ``orders`` (three and two hours back), then tampered with behind the pipeline.
+
+    Hour A: a target row deleted, a target value changed without touching updated_at, and a source
+    row deleted (3 rows). Hour B: one target value changed (1 row).
+    """
+    a, b = hours_back(3), hours_back(2)
+    rows = [row(i, in_hour(a, i)) for i in range(1, 6)] + [row(i, in_hour(b, i)) for i in range(6, 10)]
+    site: Site = deploy(start_before(5), rows, drift={"lookback_hours": 6})
+    key_a, key_b = a.partition_key(), b.partition_key()
+    site.sync(key_a)
+    site.sync(key_b)
+    orders = sa.Table("orders", sa.MetaData(), autoload_with=site.source.engine)
+    target = sa.Table("orders", sa.MetaData(), autoload_with=site.target.engine)
+    delete(site.target, target, target.c.id == 1)
+    update(site.target, target, target.c.id == 2, amount=999, note="edited in the warehouse")
+    delete(site.source, orders, orders.c.id == 3)
+    update(site.target, target, target.c.id == 7, customer="someone else")
+    return site, orders, key_a, key_b
+
+
+def is_check_request(request: RunRequest) -> bool:
+    return request.job_name == "drift_check" and (request.run_key or "").startswith("drift-check:")
+
+
+def add_run(
+    instance: DagsterInstance, job_name: str, status: DagsterRunStatus, tags: dict[str, str] | None = None
+) -> DagsterRun:
+    """Record a run of ``job_name`` in ``status``, as the daemon would have created it."""
+    origin = RemoteJobOrigin(
+        RemoteRepositoryOrigin(
+            InProcessCodeLocationOrigin(LoadableTargetOrigin(module_name="sync_pipeline.definitions")),
+            "__repository__",
+        ),
+        job_name,
+    )
+    return instance.add_run(
+        DagsterRun(job_name=job_name, status=status, tags=tags or {}, remote_job_origin=origin)
+    )
+
+
+def test_first_drift_tick_requests_a_drift_check_run(
+    deploy: Deploy, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """With no drift_check run yet, a tick requests one (to compare in a step process) and alerts nothing."""
+    site: Site = deploy(start_before(3), [])
+
+    data = site.tick("drift_sensor")
+
+    [request] = data.run_requests or []
+    assert is_check_request(request)
+    assert request.partition_key is None
+    assert request.asset_selection is None
+    assert data.cursor == "[]"
+    assert site.receiver.alerts() == []
+    assert_no_secrets(caplog, capfd, data)
+
+
+@pytest.mark.parametrize("status", [DagsterRunStatus.QUEUED, DagsterRunStatus.STARTED])
+def test_no_second_drift_check_while_one_is_in_flight(deploy: Deploy, status: DagsterRunStatus) -> None:
+    """A drift_check run queued or running blocks a new request; once it has ended, a tick requests again."""
+    site: Site = deploy(start_before(3), [])
+    run = add_run(site.instance, "drift_check", status)
+
+    assert site.tick("drift_sensor").run_requests == []
+
+    site.instance.report_run_canceled(run)
+    [request] = site.tick("drift_sensor").run_requests or []
+    assert is_check_request(request)
+
+
+def test_no_drift_check_while_a_repair_is_in_flight(deploy: Deploy) -> None:
+    """A repair run still syncing would make a new check find the same drift again: no check until it ends."""
+    site: Site = deploy(start_before(3), [])
+    run = add_run(site.instance, "sync_hourly", DagsterRunStatus.STARTED, {REASON_TAG: "drift"})
+
+    assert site.tick("drift_sensor").run_requests == []
+
+    site.instance.report_run_canceled(run)
+    [request] = site.tick("drift_sensor").run_requests or []
+    assert is_check_request(request)
+
+
+def test_drift_is_alerted_per_partition_and_repaired_by_the_requested_runs(
+    drifting: tuple[Site, sa.Table, str, str],
+    caplog: pytest.LogCaptureFixture,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """After a drift_check run finds drift, a tick alerts once per drifted partition and requests its repair.
+
+    Each alert names the table, the partition, the rows differing and links to the asset; each
+    repair request re-syncs exactly that partition of ``sync/orders`` comparing full rows, with only
+    the in_sync check, keyed by the check run. The same finished run is never handled twice. Running
+    the repairs makes the target equal the source, and the next drift check passes.
+    """
+    site, _, key_a, key_b = drifting
+    check_run = site.drift_check()
+    [evaluation] = check_run.get_asset_check_evaluations()
+    assert not evaluation.passed
+
+    handled = site.tick("drift_sensor")
+
+    alerts = sorted(site.receiver.alerts("drift"), key=lambda a: a["partition_key"])
+    assert [(a["table"], a["partition_key"], a["facts"]) for a in alerts] == [
+        ("orders", key_a, {"rows_differing": 3, "check_run_id": check_run.run_id}),
+        ("orders", key_b, {"rows_differing": 1, "check_run_id": check_run.run_id}),
+    ]
+    for alert, key in zip(alerts, (key_a, key_b), strict=True):
+        assert alert["link"] == f"{UI_URL}/assets/sync/orders?view=partitions&partition={key}"
+        assert f"Drift in orders partition {key}" in alert["summary"]
+    requests = sorted(handled.run_requests or [], key=lambda r: r.partition_key or "")
+    assert [
+        (r.job_name, r.partition_key, r.asset_selection, r.asset_check_keys, r.run_key) for r in requests
+    ] == [
+        (
+            "sync_hourly",
+            key,
+            [KEY],
+            [AssetCheckKey(KEY, IN_SYNC_CHECK)],
+            f"drift-repair:orders:{key}:{check_run.run_id}",
+        )
+        for key in (key_a, key_b)
+    ]
+    assert all(r.tags[COMPARE_TAG] == "row" and r.tags[REASON_TAG] == "drift" for r in requests)
+
+    # The same finished run is not handled again; with no repair run in flight, a new check is asked.
+    again = site.tick("drift_sensor", handled.cursor)
+    [check_request] = again.run_requests or []
+    assert is_check_request(check_request)
+    assert len(site.receiver.alerts("drift")) == 2
+
+    for request in requests:
+        repair = site.execute(request)
+        steps = {e.step_key for e in repair.all_events if e.event_type == DagsterEventType.STEP_START}
+        assert steps == {"sync__orders"}  # no drift or freshness check rides along
+        [in_sync] = repair.get_asset_check_evaluations()
+        assert (in_sync.check_name, in_sync.passed) == (IN_SYNC_CHECK, True)
+        assert repair.dagster_run.tags[REASON_TAG] == "drift"
+    for key in (key_a, key_b):
+        window = Window.from_partition_key(key)
+        assert rows_in(site.target, "orders", window) == rows_in(site.source, "orders", window)
+
+    [after] = site.drift_check().get_asset_check_evaluations()
+    assert after.passed
+    quiet = site.tick("drift_sensor", again.cursor)
+    assert [r for r in quiet.run_requests or [] if not is_check_request(r)] == []
+    assert len(site.receiver.alerts("drift")) == 2
+
+    err = assert_no_secrets(caplog, capfd, handled, again, quiet)
+    assert_delivered_only_to_the_receiver(site, err)
+
+
+# -- sync_failure_sensor ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("selected", [False, True], ids=["scheduled-job-run", "asset-selection-run"])
+def test_failed_sync_run_is_alerted_with_table_partition_and_error(
+    deploy: Deploy, selected: bool, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A sync run that fails (the source table does not exist) is alerted with the table, partition and error.
+
+    The table is named whether the run is the whole hourly job (as the schedule launches it) or an
+    asset selection; the error is the step's, not the run's "steps failed" summary.
+    """
+    site: Site = deploy("2026-11-30T00:00:00", None)
+    job = site.defs.resolve_job_def("sync_hourly")
+    failed = job.execute_in_process(
+        instance=site.instance,
+        partition_key="2026-11-30-08:00",
+        asset_selection=[KEY] if selected else None,
+        raise_on_error=False,
+    )
+    assert not failed.success
+    repository = site.defs.get_repository_def()
+    context = build_run_status_sensor_context(
+        sensor_name="sync_failure_sensor",
+        dagster_event=failed.get_run_failure_event(),
+        dagster_instance=site.instance,
+        dagster_run=failed.dagster_run,
+        resources=site.defs.resources,
+        repository_def=repository,
+    ).for_run_failure()
+
+    repository.get_sensor_def("sync_failure_sensor")(context)
+
+    [alert] = site.receiver.alerts()
+    error = "source table 'orders' (connection 'app') does not exist"
+    assert {k: alert[k] for k in ("kind", "table", "partition_key", "link")} == {
+        "kind": "run_failure",
+        "table": "orders",
+        "partition_key": "2026-11-30-08:00",
+        "link": f"{UI_URL}/runs/{failed.run_id}",
+    }
+    assert alert["facts"] == {"run_id": failed.run_id, "job": "sync_hourly", "error": error}
+    assert alert["summary"] == f"Run failure: sync of orders partition 2026-11-30-08:00 failed: {error}"
+    err = assert_no_secrets(caplog, capfd)
+    assert_delivered_only_to_the_receiver(site, err)
+
+
+def test_asset_link_quotes_the_repeated_dst_hour() -> None:
+    """The link of the second 02:00 of an autumn night keeps its "+" (a bare "+" would read as a space)."""
+    parsed = parse_config(
+        '{"connections": {"a": {"url": "sqlite:///a.db"}}, "ui_url": "http://ui:3000/",'
+        ' "tables": [{"name": "t", "source": {"connection": "a", "table": "t"},'
+        ' "target": {"connection": "a", "table": "u"}, "primary_key": ["id"], "updated_at": "ts",'
+        ' "start": "2026-10-01T00:00:00"}]}',
+        environ={},
+    )
+    link = sensors.asset_link(parsed, KEY, "2026-10-25-02:00+0100")
+    assert link == "http://ui:3000/assets/sync/orders?view=partitions&partition=2026-10-25-02:00%2B0100"

@@ -1,0 +1,115 @@
+"""The benchmark suite measures what it claims to (a smoke test of ``benchmarks.suite --quick``).
+
+Timings are never asserted (SPEC section 8): what is checked is that every method produced a
+well-formed result, that the workload is what the report says it is, and that sync_pipeline's target
+ends equal to the source while the count-comparing job is shown to miss an in-window update. A
+benchmark whose engine run silently did nothing, or whose naive job silently failed, would otherwise
+publish fast and wrong numbers.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from benchmarks.suite import QUICK_SIZE, run_suite
+from benchmarks.workload import Layout
+from sync_pipeline_tests.conftest import MYSQL_ADMIN_URL, PG_ADMIN_URL, _admin_engine
+
+HAS_PANDAS = importlib.util.find_spec("pandas") is not None
+HAS_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
+
+
+def _pairs() -> list[str]:
+    """Both pairs; MariaDB's is skipped outside CI when the server is not there (as conftest does)."""
+    _admin_engine(PG_ADMIN_URL, "PostgreSQL").dispose()
+    try:
+        _admin_engine(MYSQL_ADMIN_URL, "MariaDB").dispose()
+    except pytest.skip.Exception:
+        return ["pg-pg"]
+    return ["pg-pg", "mariadb-pg"]
+
+
+def _check_well_formed(run: dict[str, Any]) -> None:
+    assert run["seconds"] > 0, run
+    assert run["process_seconds"] >= run["seconds"], run
+    assert run["start_rss_kib"] > 0, run
+    assert run["peak_rss_kib"] >= run["start_rss_kib"], run
+    assert run["rows_read"] >= 0, run
+    assert run["rows_written"] >= 0, run
+
+
+@pytest.mark.slow
+def test_quick_suite_measures_correct_runs(tmp_path: Path) -> None:
+    """Every method runs and reports; the engine converges; counts miss what the engine catches."""
+    pairs = _pairs()
+    results = run_suite(
+        sizes=[QUICK_SIZE],
+        repeat=1,
+        pairs=pairs,
+        out=tmp_path,
+        pg_admin=PG_ADMIN_URL,
+        mysql_admin=MYSQL_ADMIN_URL,
+        command="pytest",
+        charts=HAS_MATPLOTLIB,
+        log=lambda message: None,
+    )
+    layout = Layout(QUICK_SIZE)
+    expected_names = {"limit_copy", "limit_keys", "engine_changed", "engine_unchanged", "engine_counts_equal"}
+    if HAS_PANDAS:
+        expected_names |= {"naive", "naive_counts_equal"}
+    assert [w["baseline_equal"] for w in results["workloads"]] == [True] * len(pairs)
+
+    for pair in pairs:
+        runs = {r["name"]: r for r in results["runs"] if r["pair"] == pair}
+        assert set(runs) == expected_names, pair
+        for run in runs.values():
+            _check_well_formed(run)
+
+        # The limit moved the whole window, and read both windows' keys.
+        assert runs["limit_copy"]["rows_written"] == layout.source_rows_after
+        assert runs["limit_keys"]["rows_read"] == layout.source_rows_after + layout.rows
+
+        # sync_pipeline did exactly the workload's changes, and the target equals the source.
+        changed = runs["engine_changed"]
+        detail = changed["detail"]
+        assert (detail["inserted"], detail["updated"], detail["deleted"], detail["moved_out"]) == (
+            layout.inserted,
+            layout.updated + layout.moved,
+            layout.deleted,
+            layout.moved,
+        )
+        assert changed["equal"] is True
+        assert changed["source_window_rows"] == changed["target_window_rows"] == layout.source_rows_after
+
+        # The steady state: nothing streamed, nothing written, still equal.
+        unchanged = runs["engine_unchanged"]
+        assert unchanged["rows_written"] == 0
+        assert unchanged["detail"]["keys_scanned"] == 0
+        assert unchanged["equal"] is True
+
+        # Stale rows with equal counts: the engine repairs exactly them.
+        assert runs["engine_counts_equal"]["rows_written"] == layout.stale
+        assert runs["engine_counts_equal"]["equal"] is True
+
+        if HAS_PANDAS:
+            naive = runs["naive"]
+            assert naive["equal"] is True  # counts differed, so it rewrote the whole window
+            assert naive["rows_written"] == layout.rows + layout.source_rows_after
+            missed = runs["naive_counts_equal"]
+            assert missed["rows_written"] == 0
+            assert missed["equal"] is False
+            assert missed["differing"] == layout.stale
+
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert len(saved["runs"]) == len(results["runs"])
+    table = (tmp_path / "results.md").read_text()
+    assert "Ratios and targets" in table
+    assert "sync_pipeline: changed window" in table
+    if HAS_MATPLOTLIB:
+        for chart in ("time.png", "rss.png"):
+            assert (tmp_path / chart).read_bytes().startswith(b"\x89PNG")

@@ -30,8 +30,8 @@ from sync_pipeline.db.schema import (
     timestamp_precision,
 )
 from sync_pipeline.db.side import TableSide
-from sync_pipeline.db.values import converter, row_converter
-from sync_pipeline.errors import SchemaError
+from sync_pipeline.db.values import converter, guarded, row_converter, unstorable_check
+from sync_pipeline.errors import LockTimeout, SchemaError
 
 _HASHABLE_KEYS = {Family.INTEGER, Family.TEXT}
 
@@ -69,14 +69,31 @@ def plan_sync(config: TableConfig, source: sa.Engine, target: sa.Engine, *, crea
     soft = config.soft_delete_column if config.delete_mode is DeleteMode.SOFT else None
     if soft is not None and soft in columns:
         columns.remove(soft)
+    timestamps = [c for c in columns if family_of(source_table.c[c].type) is Family.TIMESTAMP]
+    zone = config.naive_timezone
+    if any(adapter_for(source.dialect.name).is_naive(source_table.c[c].type) for c in timestamps):
+        with source.connect() as conn:
+            _require_zone(conn, source_name, zone)
 
     created = False
     with target.connect() as conn:
         if create_target:
             # SQLite: look and create under the write lock, so two first syncs into one file wait
-            # for each other instead of failing at once on a read lock that cannot be upgraded.
+            # for each other instead of failing at once on a read lock that cannot be upgraded;
+            # as long as the sync's own lock would wait, and then as the same LockTimeout.
+            adapter_for(target.dialect.name).set_write_lock_wait(conn, config.lock_timeout_seconds)
             conn.execution_options(**{BEGIN_OPTION: "IMMEDIATE"})
-        target_table = reflect(conn, target_name)
+        if timestamps:  # the target's may be naive, or will be when it is created (MySQL DATETIME)
+            _require_zone(conn, target_name, zone)
+        try:
+            target_table = reflect(conn, target_name)
+        except sa.exc.OperationalError as error:
+            if create_target and "database is locked" in str(error.orig):
+                raise LockTimeout(
+                    f"another writer held the write lock of {target_name} for more than "
+                    f"{config.lock_timeout_seconds:g}s"
+                ) from error
+            raise
         if target_table is None and create_target:
             extra = [] if soft is None else [_soft_delete_column(soft)]
             definition = build_target_table(
@@ -153,6 +170,24 @@ def plan_sync(config: TableConfig, source: sa.Engine, target: sa.Engine, *, crea
         )
         for name in columns
     ]
+    # A value one engine holds and the other cannot (NUL in text, NaN, a 38-digit decimal in SQLite,
+    # year 9999 as a wall time east of UTC) fails the sync naming the column, instead of being
+    # refused obscurely or stored as something else.
+    different_engines = source_adapter.name != target_adapter.name
+    converters = [
+        guarded(
+            convert,
+            unstorable_check(
+                target.dialect.name,
+                family_of(target_table.c[name].type),
+                scale=getattr(target_table.c[name].type, "scale", None),
+            )
+            if different_engines
+            else None,
+            f"{target_name}: column {name!r}",
+        )
+        for convert, name in zip(converters, columns, strict=True)
+    ]
     hashable = all(f in _HASHABLE_KEYS for f in source_side.key_families() + target_side.key_families())
     return SyncPlan(config, source_side, target_side, columns, row_converter(converters), hashable, created)
 
@@ -162,6 +197,12 @@ def _require_timestamp(table: sa.Table, name: TableName, column: str, dialect: s
     if family is Family.TIMESTAMP or (dialect == "sqlite" and family is Family.TEXT):
         return
     raise SchemaError(f"{name}: updated_at column {column!r} is {table.c[column].type}, not a timestamp")
+
+
+def _require_zone(conn: sa.Connection, name: TableName, zone: str) -> None:
+    problem = adapter_for(conn.dialect.name).zone_problem(conn, zone)
+    if problem is not None:
+        raise SchemaError(f"{name}: naive timestamps are read in naive_timezone {zone!r}, but {problem}")
 
 
 def _check_keys(source: TableSide, target: TableSide) -> None:

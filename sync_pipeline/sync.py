@@ -15,6 +15,7 @@ The order of work is what makes the guarantees of SPEC section 4 hold:
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, closing, contextmanager
@@ -33,7 +34,7 @@ from sync_pipeline.diff.merge import Key, KeyDiff, Outcome, merge_keys
 from sync_pipeline.diff.segments import Descent, KeyRange
 from sync_pipeline.diff.stats import SyncStats
 from sync_pipeline.diff.window import Window
-from sync_pipeline.errors import LockTimeout
+from sync_pipeline.errors import DataError, LockTimeout
 from sync_pipeline.plan import plan_sync, with_row_comparison
 from sync_pipeline.writer import PartitionWriter
 
@@ -83,7 +84,7 @@ class _Batch:
 
     source_only: list[tuple[Key, int]] = field(default_factory=list)
     changed: list[Key] = field(default_factory=list)
-    target_only: list[Key] = field(default_factory=list)
+    target_only: list[tuple[Key, int]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.source_only) + len(self.changed) + len(self.target_only)
@@ -266,7 +267,8 @@ class _Sync:
             assert diff.source_ts is not None
             batch.source_only.append((diff.key, diff.source_ts))
         else:
-            batch.target_only.append(diff.key)
+            assert diff.target_ts is not None
+            batch.target_only.append((diff.key, diff.target_ts))
 
     # -- lookups, fetches, staging ---------------------------------------------------------------
     def _flush(
@@ -296,20 +298,37 @@ class _Sync:
             for key in batch.changed:
                 to_write[key] = "updated"
             if batch.target_only:
-                found = source.lookup(src_fetch, batch.target_only)
-                for key in batch.target_only:
+                found = source.lookup(src_fetch, [key for key, _ in batch.target_only])
+                for key, in_target in batch.target_only:
                     if key not in found:
                         to_delete.append(key)
-                    elif found[key] is not None:
+                    elif (now_at := found[key]) is None:
+                        # A source row whose updated_at became NULL is in no window: it is counted in
+                        # null_updated_at and its target row is left as it is, never deleted.
+                        pass
+                    elif self.compare == "updated_at" and now_at < in_target:
+                        # Stamped earlier than the target's version (after a NULL, or a clock set
+                        # back): the upsert would not overwrite the newer row, so do not count it.
+                        stats.skipped_newer += 1
+                    else:
                         to_write[key] = "moved_out"
-                    # A source row whose updated_at became NULL is in no window: it is counted in
-                    # null_updated_at and its target row is left as it is, never deleted.
         deleting = self.config.delete_mode is not DeleteMode.IGNORE
         with self._timed("fetch"):
             rows = list(source.fetch_rows(src_fetch, list(to_write), self.plan.columns)) if to_write else []
         stats.rows_fetched += len(rows)
         key_at = [self.plan.columns.index(k) for k in source.key_columns]
         fetched = {row[key_at[0]] if len(key_at) == 1 else tuple(row[i] for i in key_at) for row in rows}
+        if len(fetched) < len(rows):
+            # A key the window holds once may have another row outside it: the upsert would fail
+            # obscurely (PostgreSQL) or pick one of the rows (MySQL, SQLite).
+            keys = Counter(
+                row[key_at[0]] if len(key_at) == 1 else tuple(row[i] for i in key_at) for row in rows
+            )
+            duplicates = sorted((key for key, n in keys.items() if n > 1), key=repr)
+            raise DataError(
+                f"{source.name} has several rows for key(s) {', '.join(map(repr, duplicates[:5]))}; "
+                "the primary_key columns must be unique in the source"
+            )
         for key, kind in to_write.items():
             if key not in fetched:
                 stats.vanished_during_sync += 1  # deleted since the key scan; the next sync sees it

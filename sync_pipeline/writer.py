@@ -72,10 +72,7 @@ class PartitionWriter:
             stmt = self.adapter.merge_statement(target.table, self.rows, target.key_columns, target.ts_column)
             upserted = self.conn.execute(stmt).rowcount
         if self.staged_keys:
-            staged = sa.select(*self.keys.columns)
-            matches = (
-                sa.tuple_(*target.keys).in_(staged) if len(target.keys) > 1 else target.keys[0].in_(staged)
-            )
+            matches = self.adapter.staged_keys_match(target.table, self.keys, target.key_columns)
             # Only rows still inside this window: a row that a concurrent sync of a later window
             # has just brought up to date is not ours to delete.
             where = sa.and_(matches, target.window_clause(self.window))

@@ -20,6 +20,7 @@ from sync_pipeline.db.schema import Family, TableName, family_of
 from sync_pipeline.diff.merge import Key
 from sync_pipeline.diff.segments import Checksum, KeyRange
 from sync_pipeline.diff.window import Window
+from sync_pipeline.errors import DataError
 
 # SQLite allows 32766 bound parameters per statement; stay well inside every engine's limit.
 MAX_BOUND_PARAMETERS = 30_000
@@ -118,8 +119,15 @@ class TableSide:
         """Count and hash of the whole window, with its smallest and largest integer key."""
         columns: list[ColumnElement[Any]] = [sa.func.count(), self.adapter.hash_sum(self._row_hash())]
         if self.single_integer_key:
-            columns += [sa.func.min(self.keys[0]), sa.func.max(self.keys[0])]
+            columns += [sa.func.min(self.keys[0]), sa.func.max(self.keys[0]), sa.func.count(self.keys[0])]
         row = conn.execute(sa.select(*columns).where(self.window_clause(window))).one()
+        if self.single_integer_key and row[4] != row[0]:
+            # The key ranges of the descent hold no NULL: without this, such a row would be skipped
+            # by every sync, silently. (Other keys are streamed whole, and the merge refuses NULLs.)
+            raise DataError(
+                f"{self.name} has {row[0] - row[4]} row(s) in the window {window} whose key "
+                f"{self.key_columns[0]!r} is NULL; keys must be non-NULL"
+            )
         lo = row[2] if self.single_integer_key else None
         hi = row[3] if self.single_integer_key else None
         return Checksum.of(row[0], row[1]), lo, hi

@@ -9,6 +9,7 @@ column, and only where the shapes differ, so the common case costs nothing per r
 from __future__ import annotations
 
 import json
+import math
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime, time
@@ -18,6 +19,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from sync_pipeline.db.schema import Family
+from sync_pipeline.errors import DataError
 
 Converter = Callable[[Any], Any]
 
@@ -143,3 +145,88 @@ def row_converter(converters: Sequence[Converter | None]) -> Callable[[tuple[Any
         return tuple(values)
 
     return convert
+
+
+# -- values a target engine would refuse or silently change ------------------------------------------
+Check = Callable[[Any], str | None]
+
+
+def _non_finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    return isinstance(value, Decimal) and not value.is_finite()
+
+
+def _no_nul(value: Any) -> str | None:
+    if isinstance(value, str) and "\x00" in value:
+        return "the text contains a NUL character (\\x00), which PostgreSQL text cannot store"
+    return None
+
+
+def _finite(value: Any) -> str | None:
+    if _non_finite(value):
+        return f"{value} cannot be stored: MySQL/MariaDB numbers have no NaN or infinity"
+    return None
+
+
+def _not_nan(value: Any) -> str | None:
+    if (isinstance(value, float) and math.isnan(value)) or (isinstance(value, Decimal) and value.is_nan()):
+        return "NaN cannot be stored: SQLite stores a NaN as NULL"
+    return None
+
+
+def _survives_double(value: Any, scale: int) -> str | None:
+    if not isinstance(value, Decimal | float):
+        return None
+    if (nan := _not_nan(value)) is not None:
+        return nan
+    # SQLite keeps a NUMERIC as a 64-bit float; SQLAlchemy reads it back rounded to the column's scale.
+    stored = Decimal(f"{float(value):.{scale}f}")
+    if stored != value:
+        return f"{value} would be stored as {stored} (SQLite keeps decimals as 64-bit floats)"
+    return None
+
+
+def unstorable_check(target_dialect: str, target: Family, *, scale: int | None) -> Check | None:
+    """What a target engine would refuse, or store as another value, of a value its column accepts.
+
+    PostgreSQL text cannot hold NUL; MySQL/MariaDB numbers have no NaN or infinity; SQLite turns a
+    NaN into NULL and keeps decimals as doubles. ``None`` when the target stores every value as is.
+    """
+    if target_dialect == "postgresql" and target is Family.TEXT:
+        return _no_nul
+    if target_dialect in ("mysql", "mariadb") and target in (Family.FLOAT, Family.DECIMAL):
+        return _finite
+    if target_dialect == "sqlite" and target is Family.FLOAT:
+        return _not_nan
+    if target_dialect == "sqlite" and target is Family.DECIMAL:
+        return partial(_survives_double, scale=10 if scale is None else scale)
+    return None
+
+
+def guarded(convert: Converter | None, check: Check | None, where: str) -> Converter | None:
+    """``convert`` followed by ``check``: a value the target cannot hold fails the sync as a DataError.
+
+    So does a value the conversion cannot represent (an instant of year 9999 as a wall time east of
+    UTC). Raised while the rows are staged, before anything is applied: the target is left as it was.
+    """
+    if convert is None and check is None:
+        return None
+
+    def run(value: Any) -> Any:
+        converted = value
+        if convert is not None:
+            try:
+                converted = convert(value)
+            except OverflowError as error:
+                raise DataError(
+                    f"{where}: {value!r} has no equivalent in the target column ({error})"
+                ) from error
+        problem = None if check is None else check(converted)
+        if problem is not None:
+            raise DataError(
+                f"{where}: {problem}; fix the source value or sync the column into a type that holds it"
+            )
+        return converted
+
+    return run

@@ -44,6 +44,10 @@ class Adapter(ABC):
         """Whether a timestamp column holds wall-clock times (read in the table's naive zone)."""
         return not is_timezone_aware(type_)
 
+    def zone_problem(self, conn: sa.Connection, zone: str) -> str | None:
+        """Why this database cannot read wall times of ``zone`` as instants, or ``None`` if it can."""
+        return None
+
     def window_bounds(self, window: Window, *, naive: bool, zone: str) -> tuple[datetime, datetime]:
         """The window's bounds as values to compare the ``updated_at`` column with."""
         return window.bounds_in(zone, naive=naive)
@@ -111,6 +115,14 @@ class Adapter(ABC):
             names = [column.name for column in stage.columns]
             conn.execute(stage.insert(), [dict(zip(names, row, strict=True)) for row in rows])
 
+    def staged_keys_match(
+        self, target: sa.Table, stage: sa.Table, key_columns: list[str]
+    ) -> ColumnElement[bool]:
+        """The target rows whose key is in the stage table, for the apply's one DELETE (or UPDATE)."""
+        keys = [target.c[k] for k in key_columns]
+        staged = sa.select(*(stage.c[k] for k in key_columns))
+        return sa.tuple_(*keys).in_(staged) if len(keys) > 1 else keys[0].in_(staged)
+
     @abstractmethod
     def merge_statement(
         self, target: sa.Table, stage: sa.Table, key_columns: list[str], ts_column: str
@@ -127,6 +139,12 @@ class Adapter(ABC):
 
         Returns whether it was taken. The lock must be released when the session ends, so a killed
         process never leaves it behind.
+        """
+
+    def set_write_lock_wait(self, conn: sa.Connection, timeout_seconds: float) -> None:  # noqa: B027 - no-op default
+        """How long a write lock the database takes by itself (SQLite's) may be waited for on ``conn``.
+
+        Call it before ``conn`` begins a transaction. Servers lock rows and use :meth:`acquire_lock`.
         """
 
     @abstractmethod

@@ -1,4 +1,4 @@
-"""MySQL and MariaDB (PyMySQL): md5 hashing in SQL, ``GET_LOCK``, binary collation for key order."""
+"""MySQL and MariaDB (PyMySQL): md5 hashing in SQL, ``GET_LOCK``, UTF-8 bytes for key order."""
 
 from __future__ import annotations
 
@@ -33,6 +33,18 @@ class MySQLAdapter(Adapter):
         # TIMESTAMP columns are shown in the session's zone (UTC), and PyMySQL binds naive values.
         return window.bounds_in(zone if naive else "UTC", naive=True)
 
+    def zone_problem(self, conn: sa.Connection, zone: str) -> str | None:
+        if zone == "UTC":
+            return None
+        # CONVERT_TZ needs the server's time zone tables for a named zone; without them it is NULL.
+        probe = sa.select(sa.func.convert_tz(sa.literal("2000-01-01 00:00:00"), zone, "+00:00"))
+        if conn.execute(probe).scalar() is not None:
+            return None
+        return (
+            "the server does not know that zone: load its time zone tables "
+            "(mariadb-tzinfo-to-sql or mysql_tzinfo_to_sql), or use naive_timezone UTC"
+        )
+
     def epoch_micros(
         self, column: ColumnElement[Any], *, naive: bool, zone: str, divisor: int
     ) -> ColumnElement[int]:
@@ -53,7 +65,9 @@ class MySQLAdapter(Adapter):
     def ordered(self, column: ColumnElement[Any], *, is_string: bool) -> ColumnElement[Any]:
         if not is_string:
             return column
-        return sa.cast(column, mysql.CHAR(charset="utf8mb4")).collate("utf8mb4_bin")
+        # The UTF-8 bytes: their order is code point order. utf8mb4_bin would not do: it is a PAD SPACE
+        # collation, which sorts "a\x01" before "a" and "" after "\n" (as if padded with spaces).
+        return sa.cast(sa.cast(column, mysql.CHAR(charset="utf8mb4")), mysql.BINARY())
 
     drop_temp_table_ddl: ClassVar[str] = "DROP TEMPORARY TABLE IF EXISTS {name}"
 
@@ -70,6 +84,14 @@ class MySQLAdapter(Adapter):
         return stmt.on_duplicate_key_update(
             [(n, sa.func.IF(newer_or_same, stmt.inserted[n], target.c[n])) for n in ordered]
         )
+
+    def staged_keys_match(
+        self, target: sa.Table, stage: sa.Table, key_columns: list[str]
+    ) -> ColumnElement[bool]:
+        # A join, rendered as a multi-table DELETE/UPDATE that reads the stage and looks each key up
+        # in the target. A single-table DELETE runs `IN (SELECT ...)` as a dependent subquery that
+        # scans the whole stage for every row of the window: minutes for a few thousand deletes.
+        return sa.and_(*(target.c[k] == stage.c[k] for k in key_columns))
 
     def acquire_lock(self, conn: sa.Connection, name: str, timeout_seconds: float) -> bool:
         # GET_LOCK is held by the session and released when it ends: a killed sync leaves nothing.

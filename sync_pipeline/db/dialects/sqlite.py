@@ -132,5 +132,11 @@ class SQLiteAdapter(Adapter):
         conn.commit()
         return True
 
+    def set_write_lock_wait(self, conn: sa.Connection, timeout_seconds: float) -> None:
+        # On the driver's connection: through SQLAlchemy, the PRAGMA would begin the transaction.
+        driver = conn.connection.driver_connection
+        assert isinstance(driver, sqlite3.Connection)
+        driver.execute(f"PRAGMA busy_timeout = {max(1, int(timeout_seconds * 1000))}")
+
     def release_lock(self, conn: sa.Connection, name: str) -> None:
         """Nothing to do: the write lock ends with the transaction."""

@@ -45,9 +45,13 @@ WATCH = (
     "differing",
     "_diff",
     "merge_keys",
-    "_checked",
+    "diff_chunks",
+    "_compare",
+    "_walk",
+    "check",
+    "_take",
+    "work",
     "key_stream",
-    "_classify",
     "_flush",
     "lookup",
     "fetch_rows",
@@ -200,13 +204,13 @@ tables:
                 whole = KeyRange(lo, hi + 1)
                 width, _ = whole.split(32)
 
-                timings[f"{label}: checksum (count + md5 hash of key, updated_at)"] = _timed(
+                timings[f"{label}: checksum (count + integer mix hash of key, updated_at micros)"] = _timed(
                     partial(side.checksum, conn, window)
                 )
                 timings[f"{label}: bucket checksums, 32 buckets"] = _timed(
                     partial(side.bucket_checksums, conn, window, whole, width)
                 )
-                timings[f"{label}: key stream drained in Python (SQLAlchemy rows)"] = _timed(
+                timings[f"{label}: key stream drained in Python (driver tuples, in chunks)"] = _timed(
                     partial(_drain, side.key_stream(conn, window, KeyRange(), chunk_size)), repeat=1
                 )
                 for name, sql in _alternatives(engine.dialect.name):

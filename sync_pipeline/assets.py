@@ -30,7 +30,7 @@ from dagster import (
 )
 
 from sync_pipeline.checks import IN_SYNC_CHECK, in_sync_spec
-from sync_pipeline.config import SyncConfig, TableConfig
+from sync_pipeline.config import RetryConfig, SyncConfig, TableConfig
 from sync_pipeline.diff.stats import SyncStats
 from sync_pipeline.diff.window import PARTITION_KEY_FORMAT, Window
 from sync_pipeline.errors import TerminalError
@@ -62,11 +62,18 @@ METADATA_COUNTS = (
     "ranges_compared",
 )
 
+
 # Transient failures (connection lost, deadlock, lock timeout) are retried with backoff; terminal
 # ones (config, schema, data) raise Failure(allow_retries=False) and fail at once.
-SYNC_RETRY_POLICY = RetryPolicy(
-    max_retries=3, delay=15, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS
-)
+def sync_retry_policy(settings: RetryConfig) -> RetryPolicy:
+    """Dagster's retry policy for a sync step: exponential backoff with jitter (``retry:`` in the config)."""
+    return RetryPolicy(
+        max_retries=settings.max_retries,
+        delay=settings.delay_seconds,
+        backoff=Backoff.EXPONENTIAL,
+        jitter=Jitter.PLUS_MINUS,
+    )
+
 
 ENGINE_KINDS = {"postgresql": "postgres", "mysql": "mysql", "mariadb": "mysql", "sqlite": "sqlite"}
 
@@ -104,7 +111,7 @@ def stats_metadata(stats: SyncStats) -> dict[str, Any]:
 
 
 def build_sync_asset(
-    table: TableConfig, config: SyncConfig, *, retry_policy: RetryPolicy = SYNC_RETRY_POLICY
+    table: TableConfig, config: SyncConfig, *, retry_policy: RetryPolicy | None = None
 ) -> AssetsDefinition:
     """The asset of one table: ``sync/<name>``, hourly partitions from the table's ``start``.
 
@@ -126,7 +133,7 @@ def build_sync_asset(
         description=table.description
         or f"{table.source.table} from {table.source.connection} into {table.target.connection}",
         code_version=code_version(table),
-        retry_policy=retry_policy,
+        retry_policy=retry_policy or sync_retry_policy(config.retry),
         pool=pool_name(table),
         tags={TABLE_TAG: table.name},
         metadata={"dagster/table_name": table.target.table},

@@ -237,6 +237,10 @@ class TableConfig(BaseModel):
     # After every sync, compare the partition's rows in source and target, every column (the
     # asset's in_sync check). One aggregate query per side when they match.
     verify: bool = True
+    # A synced column the existing target lacks (added to the source later) is added to the target,
+    # nullable. False for a target whose schema is managed elsewhere (or whose user may not ALTER):
+    # the sync then fails, naming the column, before writing anything.
+    add_missing_columns: bool = True
 
     @field_validator("name")
     @classmethod
@@ -338,13 +342,119 @@ class ScheduleConfig(BaseModel):
     enabled: bool = True
 
 
-class ExecutorConfig(BaseModel):
-    """How sync steps run: each in its own process, at most ``max_concurrent`` at once."""
+class RetryConfig(BaseModel):
+    """How Dagster retries a sync step that failed transiently (a lost connection, a lock timeout).
+
+    Attempt n waits ``delay_seconds * 2**(n-1)``, give or take up to ``delay_seconds`` of jitter, so
+    syncs that failed together (a database restart) do not come back together. Configuration and
+    schema errors are never retried.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
+    max_retries: int = Field(default=3, ge=0, le=20)
+    delay_seconds: float = Field(default=15.0, ge=0, le=3600, allow_inf_nan=False)
+
+    @field_validator("max_retries", "delay_seconds", mode="before")
+    @classmethod
+    def _check_not_bool(cls, value: object) -> object:
+        return _reject_bool(value)
+
+
+ExecutorKind = Literal["multiprocess", "celery", "k8s"]
+
+_EXECUTOR_FIELDS: Final[Mapping[str, frozenset[str]]] = {
+    "multiprocess": frozenset({"max_concurrent", "start_method"}),
+    "celery": frozenset({"broker", "backend", "queue", "visibility_timeout_seconds"}),
+    "k8s": frozenset({"max_concurrent", "job_namespace", "image_pull_policy", "env_secrets"}),
+}
+_BROKER_SCHEMES: Final = ("redis://", "rediss://", "amqp://", "amqps://", "pyamqp://")
+_QUEUE_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,200}")
+_K8S_NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+
+
+class ExecutorConfig(BaseModel):
+    """Where each sync step runs: a local process, a Celery worker, or a Kubernetes job.
+
+    One flat section rather than one model per kind, so a file written before ``kind`` existed
+    (``max_concurrent``, ``start_method``) still means the multiprocess executor, and a key that
+    the chosen kind would ignore is an error naming it rather than a setting silently dropped.
+    The broker and backend URLs carry passwords, so they are secrets: never printed or quoted.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+
+    kind: ExecutorKind = "multiprocess"
+    # multiprocess: step processes at once per run; k8s: step pods at once per run (unset: no limit).
     max_concurrent: int = Field(default=2, ge=1, le=256)
     start_method: Literal["forkserver", "spawn"] = "forkserver"
+    # celery: the broker the run process queues steps on and the workers consume from.
+    broker: SecretStr | None = None
+    # celery: where workers put each step's events for the run process (default: rpc://, the broker).
+    backend: SecretStr | None = None
+    # celery: the queue of the sync steps; workers must listen on it (celery worker -Q <queue>).
+    queue: str = "dagster"
+    # celery with a Redis broker: how long a step taken by a worker that died stays invisible before
+    # Redis hands it to another worker. Longer than the slowest step, or a live step runs twice.
+    visibility_timeout_seconds: int | None = Field(default=None, ge=1, le=7 * 24 * 3600)
+    # k8s: namespace of the step jobs (default: the run launcher's, else "default").
+    job_namespace: str | None = None
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = None
+    # k8s: Kubernetes Secrets whose keys become the step pods' environment (e.g. the ${VAR}s of URLs).
+    env_secrets: list[NonEmptyStr] | None = None
+
+    @field_validator("max_concurrent", "visibility_timeout_seconds", mode="before")
+    @classmethod
+    def _check_not_bool(cls, value: object) -> object:
+        return _reject_bool(value)
+
+    @field_validator("broker")
+    @classmethod
+    def _check_broker(cls, url: SecretStr | None) -> SecretStr | None:
+        if url is not None and not url.get_secret_value().startswith(_BROKER_SCHEMES):
+            raise ValueError(
+                "must be a Redis or RabbitMQ URL (redis://, rediss://, amqp://, amqps:// or pyamqp://)"
+            )
+        return url
+
+    @field_validator("backend")
+    @classmethod
+    def _check_backend(cls, url: SecretStr | None) -> SecretStr | None:
+        if url is not None and "://" not in url.get_secret_value():
+            raise ValueError("must be a Celery result backend URL such as redis://host:6379/1 or rpc://")
+        return url
+
+    @field_validator("queue")
+    @classmethod
+    def _check_queue(cls, name: str) -> str:
+        if not _QUEUE_NAME.fullmatch(name):
+            raise ValueError("must be 1 to 200 letters, digits, '_', '.' or '-'")
+        return name
+
+    @field_validator("job_namespace")
+    @classmethod
+    def _check_namespace(cls, name: str | None) -> str | None:
+        if name is not None and not _K8S_NAME.fullmatch(name):
+            raise ValueError("must be a Kubernetes namespace name (lowercase letters, digits and '-')")
+        return name
+
+    @model_validator(mode="after")
+    def _check_kind(self) -> Self:
+        """Each key belongs to one kind (max_concurrent to two); celery cannot guess its broker."""
+        allowed = _EXECUTOR_FIELDS[self.kind]
+        problems: list[tuple[tuple[str | int, ...], str]] = [
+            ((name,), f"not used by kind {self.kind!r} (it is a setting of kind {_owner_of(name)})")
+            for name in sorted(self.model_fields_set - allowed - {"kind"})
+        ]
+        if self.kind == "celery" and self.broker is None:
+            problems.append((("broker",), "required when kind is 'celery' (e.g. redis://host:6379/0)"))
+        if problems:
+            raise _errors_at(type(self).__name__, problems)
+        return self
+
+
+def _owner_of(field: str) -> str:
+    return " or ".join(repr(kind) for kind, fields in _EXECUTOR_FIELDS.items() if field in fields)
 
 
 class AlertFormat(StrEnum):
@@ -402,6 +512,7 @@ class SyncConfig(BaseModel):
     tables: list[TableConfig] = Field(min_length=1)
     schedule: ScheduleConfig = ScheduleConfig()
     executor: ExecutorConfig = ExecutorConfig()
+    retry: RetryConfig = RetryConfig()
     alerts: list[AlertSinkConfig] = Field(default_factory=list)
     # Where the Dagster UI is reachable, for links in alerts.
     ui_url: str = "http://127.0.0.1:3000"

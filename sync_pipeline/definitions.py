@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import os
 
-from dagster import Definitions, ExecutorDefinition, JobDefinition, ScheduleDefinition, multiprocess_executor
+from dagster import Definitions, JobDefinition, ScheduleDefinition
 
 from sync_pipeline.assets import asset_key, build_sync_assets, partitions_def
 from sync_pipeline.checks import build_checks
-from sync_pipeline.config import CONFIG_ENV_VAR, ExecutorConfig
+from sync_pipeline.config import CONFIG_ENV_VAR
+from sync_pipeline.executors import build_executor
 from sync_pipeline.resources import AlertResource, SyncResource, active_config
 from sync_pipeline.schedules import build_jobs, build_schedules
 from sync_pipeline.sensors import (
@@ -23,23 +24,6 @@ from sync_pipeline.sensors import (
     build_failure_sensor,
     build_freshness_sensor,
 )
-
-# Modules the forkserver imports once, so each step process starts as a cheap fork of a warm
-# interpreter instead of a fresh one that imports Dagster, SQLAlchemy and the drivers again.
-PRELOAD_MODULES = ["sync_pipeline.definitions"]
-
-
-def build_executor(settings: ExecutorConfig) -> ExecutorDefinition:
-    """Dagster's multiprocess executor: every step in its own process, a bounded number at once."""
-    start_method: dict[str, object] = (
-        {"forkserver": {"preload_modules": PRELOAD_MODULES}}
-        if settings.start_method == "forkserver"
-        else {"spawn": {}}
-    )
-    return multiprocess_executor.configured(
-        {"max_concurrent": settings.max_concurrent, "start_method": start_method},
-        name="sync_multiprocess_executor",
-    )
 
 
 def build_definitions(config_path: str) -> Definitions:
@@ -82,7 +66,7 @@ def build_definitions(config_path: str) -> Definitions:
             "sync": SyncResource(config_path=config_path),
             "alerts": AlertResource(config_path=config_path),
         },
-        executor=build_executor(config.executor),
+        executor=build_executor(config.executor, config_path or "the demo configuration"),
     )
 
 

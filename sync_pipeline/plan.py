@@ -4,13 +4,15 @@ The plan reflects both tables, proves that the configured key and ``updated_at``
 match, that the target can receive the source's columns, and decides how the two sides are compared
 (precision of timestamps, whether keys can be hashed in the database). The sync runs it first; the
 ``sync-pipeline validate`` command runs it alone. It creates the target table when it is missing and
-the caller allows it, and nothing else.
+the caller allows it, and adds synced columns the target lacks (``add_missing_columns``), and
+nothing else: it never drops, narrows or retypes a column.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
@@ -22,6 +24,8 @@ from sync_pipeline.db.dialects.sqlite import BEGIN_OPTION
 from sync_pipeline.db.schema import (
     Family,
     TableName,
+    add_column,
+    add_missing_columns,
     build_target_table,
     check_compatible,
     family_of,
@@ -32,6 +36,8 @@ from sync_pipeline.db.schema import (
 from sync_pipeline.db.side import TableSide
 from sync_pipeline.db.values import converter, guarded, row_converter, unstorable_check
 from sync_pipeline.errors import LockTimeout, SchemaError
+
+log = logging.getLogger(__name__)
 
 _HASHABLE_KEYS = {Family.INTEGER, Family.TEXT}
 
@@ -47,6 +53,8 @@ class SyncPlan:
     convert: Callable[[tuple[Any, ...]], tuple[Any, ...]]
     hash_compare: bool
     created_target: bool
+    # Columns this plan added to the target: its rows hold NULL there until compared whole.
+    added_columns: list[str] = field(default_factory=list)
 
     @property
     def soft_delete_column(self) -> str | None:
@@ -77,14 +85,13 @@ def plan_sync(config: TableConfig, source: sa.Engine, target: sa.Engine, *, crea
 
     created = False
     with target.connect() as conn:
+        mariadb = bool(getattr(conn.dialect, "is_mariadb", False))  # known once connected
         if create_target:
             # SQLite: look and create under the write lock, so two first syncs into one file wait
             # for each other instead of failing at once on a read lock that cannot be upgraded;
             # as long as the sync's own lock would wait, and then as the same LockTimeout.
             adapter_for(target.dialect.name).set_write_lock_wait(conn, config.lock_timeout_seconds)
             conn.execution_options(**{BEGIN_OPTION: "IMMEDIATE"})
-        if timestamps:  # the target's may be naive, or will be when it is created (MySQL DATETIME)
-            _require_zone(conn, target_name, zone)
         try:
             target_table = reflect(conn, target_name)
         except sa.exc.OperationalError as error:
@@ -97,9 +104,16 @@ def plan_sync(config: TableConfig, source: sa.Engine, target: sa.Engine, *, crea
         if target_table is None and create_target:
             extra = [] if soft is None else [_soft_delete_column(soft)]
             definition = build_target_table(
-                source_table, target_name, target.dialect.name, columns, config.primary_key, extra
+                source_table,
+                target_name,
+                target.dialect.name,
+                columns,
+                config.primary_key,
+                extra,
+                mariadb=mariadb,
             )
             sa.Index(f"ix_{target_name.table}_{config.updated_at}"[:60], definition.c[config.updated_at])
+            _require_zone_for_naive(conn, definition, target_name, timestamps, zone)
             try:
                 definition.create(conn)
                 conn.commit()
@@ -111,11 +125,26 @@ def plan_sync(config: TableConfig, source: sa.Engine, target: sa.Engine, *, crea
                 if reflect(conn, target_name) is None:
                     raise
             target_table = reflect(conn, target_name)
+        added: list[str] = []
+        if target_table is not None and create_target and config.add_missing_columns:
+            added = add_missing_columns(conn, source_table, target_table, columns, mariadb=mariadb)
+            if added:
+                log.warning("%s: added column(s) %s from the source", target_name, ", ".join(added))
+                target_table = reflect(conn, target_name)
+                assert target_table is not None
         if target_table is not None:
-            check_compatible(source_table, target_table, target_name, columns, config.primary_key)
+            _require_zone_for_naive(conn, target_table, target_name, timestamps, zone)
+            check_compatible(
+                source_table,
+                target_table,
+                target_name,
+                columns,
+                config.primary_key,
+                dialects=(source.dialect.name, target.dialect.name),
+            )
             _require_timestamp(target_table, target_name, config.updated_at, target.dialect.name)
             if soft is not None and soft not in target_table.c and create_target:
-                _add_column(conn, target_table, _soft_delete_column(soft))
+                add_column(conn, target_table, _soft_delete_column(soft))
                 target_table = reflect(conn, target_name)
                 assert target_table is not None
             if soft is not None and soft not in target_table.c:
@@ -161,7 +190,11 @@ def plan_sync(config: TableConfig, source: sa.Engine, target: sa.Engine, *, crea
             family_of(source_table.c[name].type),
             family_of(target_table.c[name].type),
             target_naive=target_adapter.is_naive(target_table.c[name].type),
-            source_zone=config.naive_timezone,
+            # A naive value read from an instant column (MySQL TIMESTAMP, shown in the session's
+            # UTC) is UTC; only wall-time columns are read in naive_timezone.
+            source_zone=(
+                config.naive_timezone if source_adapter.is_naive(source_table.c[name].type) else "UTC"
+            ),
             target_zone=config.naive_timezone,
             micros_divisor=micros_divisor(
                 timestamp_precision(target_table.c[name].type, target.dialect.name)
@@ -189,7 +222,9 @@ def plan_sync(config: TableConfig, source: sa.Engine, target: sa.Engine, *, crea
         for convert, name in zip(converters, columns, strict=True)
     ]
     hashable = all(f in _HASHABLE_KEYS for f in source_side.key_families() + target_side.key_families())
-    return SyncPlan(config, source_side, target_side, columns, row_converter(converters), hashable, created)
+    return SyncPlan(
+        config, source_side, target_side, columns, row_converter(converters), hashable, created, added
+    )
 
 
 def _require_timestamp(table: sa.Table, name: TableName, column: str, dialect: str) -> None:
@@ -197,6 +232,17 @@ def _require_timestamp(table: sa.Table, name: TableName, column: str, dialect: s
     if family is Family.TIMESTAMP or (dialect == "sqlite" and family is Family.TEXT):
         return
     raise SchemaError(f"{name}: updated_at column {column!r} is {table.c[column].type}, not a timestamp")
+
+
+def _require_zone_for_naive(
+    conn: sa.Connection, table: sa.Table, name: TableName, timestamps: list[str], zone: str
+) -> None:
+    """Probe the zone only where the target holds wall times (MySQL DATETIME, a created one too):
+    a table of instants (timestamptz, MySQL TIMESTAMP) never converts, whatever the server knows.
+    """
+    adapter = adapter_for(conn.dialect.name)
+    if any(adapter.is_naive(table.c[c].type) for c in timestamps if c in table.c):
+        _require_zone(conn, name, zone)
 
 
 def _require_zone(conn: sa.Connection, name: TableName, zone: str) -> None:
@@ -216,13 +262,6 @@ def _check_keys(source: TableSide, target: TableSide) -> None:
 
 def _soft_delete_column(name: str) -> sa.Column[bool]:
     return sa.Column(name, sa.Boolean(), nullable=False, server_default=sa.false())
-
-
-def _add_column(conn: sa.Connection, table: sa.Table, column: sa.Column[Any]) -> None:
-    spec = sa.schema.CreateColumn(column).compile(dialect=conn.dialect)
-    table_sql = conn.dialect.identifier_preparer.format_table(table)
-    conn.exec_driver_sql(f"ALTER TABLE {table_sql} ADD COLUMN {spec}")
-    conn.commit()
 
 
 def with_row_comparison(plan: SyncPlan) -> SyncPlan:

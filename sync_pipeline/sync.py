@@ -15,11 +15,14 @@ The order of work is what makes the guarantees of SPEC section 4 hold:
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack, closing, contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from time import perf_counter
 from typing import Any, Literal, TypeVar
 
@@ -28,9 +31,9 @@ from sqlalchemy.engine import URL
 
 from sync_pipeline.config import DeleteMode, TableConfig
 from sync_pipeline.db.dialects.sqlite import BEGIN_OPTION
-from sync_pipeline.db.engine import open_engine, redact_url, translate_error
+from sync_pipeline.db.engine import is_driver_error, open_engine, redact_url, translate_error
 from sync_pipeline.db.side import TableSide
-from sync_pipeline.diff.merge import Key, KeyDiff, Outcome, merge_keys
+from sync_pipeline.diff.merge import ChunkDiff, Key, diff_chunks
 from sync_pipeline.diff.segments import Descent, KeyRange
 from sync_pipeline.diff.stats import SyncStats
 from sync_pipeline.diff.window import Window
@@ -44,6 +47,15 @@ Compare = Literal["updated_at", "row"]
 ProgressCallback = Callable[[SyncStats], None]
 ChangeCallback = Callable[[str, Key], None]
 T = TypeVar("T")
+
+
+def window_lock_name(schema: str | None, table: str, window: Window) -> str:
+    """The name a sync locks ``table``'s ``window`` under on its target.
+
+    Public so that an operator (or a test) can see who holds it: ``pg_locks`` shows the advisory key
+    ``hashtextextended(name, 0)``; MariaDB's ``IS_USED_LOCK`` takes the adapter's digest of it.
+    """
+    return f"{schema or ''}.{table}@{window.start.isoformat()}"
 
 
 def sync_partition(
@@ -71,7 +83,10 @@ def sync_partition(
     try:
         with open_engine(source_url) as source, open_engine(target_url) as target:
             return _Sync(table, source, target, window, dry_run, on_progress, on_change, compare).run()
-    except sa.exc.DBAPIError as error:
+    except Exception as error:
+        # Wrapped by SQLAlchemy, or raw from the driver (psycopg's COPY runs on the DBAPI connection).
+        if not (isinstance(error, sa.exc.DBAPIError) or is_driver_error(error)):
+            raise
         translated = translate_error(error, where=where)
         if translated is not None:
             raise translated from error
@@ -88,6 +103,18 @@ class _Batch:
 
     def __len__(self) -> int:
         return len(self.source_only) + len(self.changed) + len(self.target_only)
+
+    def split(self, size: int) -> Iterator[_Batch]:
+        """Batches of at most ``size`` keys: one lookup's ``IN (...)`` stays under the parameter limit."""
+        part = _Batch()
+        for name in ("source_only", "changed", "target_only"):
+            for item in getattr(self, name):
+                getattr(part, name).append(item)
+                if len(part) >= size:
+                    yield part
+                    part = _Batch()
+        if len(part):
+            yield part
 
 
 class _Sync:
@@ -120,6 +147,10 @@ class _Sync:
             self.plan = plan_sync(
                 self.config, self.source_engine, self.target_engine, create_target=not self.dry_run
             )
+            # Rows already in the target hold NULL in a column just added: only a whole-row
+            # comparison sees that they differ from the source (their updated_at does not).
+            if self.plan.added_columns:
+                self.compare = "row"
             if self.compare == "row":
                 self.plan = with_row_comparison(self.plan)
         with self.source_engine.connect() as conn:
@@ -137,7 +168,7 @@ class _Sync:
         return self.stats
 
     def _locked_sync(self, target: TableSide) -> None:
-        lock_name = f"{target.name.schema or ''}.{target.name.table}@{self.window.start.isoformat()}"
+        lock_name = window_lock_name(target.name.schema, target.name.table, self.window)
         timeout = self.config.lock_timeout_seconds
         with self.target_engine.connect() as conn:
             with self._timed("lock"):
@@ -184,20 +215,27 @@ class _Sync:
 
             ranges = self._ranges(source, target, src_scan, tgt_scan, both)
             batch = _Batch()
-            counted_from_merge = not self.plan.hash_compare
+            limit = source.batch_size(self.chunk_size)
+            count_rows = not self.plan.hash_compare
             with self._timed("merge"):
                 for krange in ranges:
-                    src_keys = source.key_stream(src_scan, self.window, krange, self.chunk_size)
-                    tgt_keys = target.key_stream(tgt_scan, self.window, krange, self.chunk_size)
-                    # Closed on any error too: a half-read SQLite cursor left to the traceback would
-                    # keep its connection alive with a read lock that blocks every later writer.
-                    with closing(src_keys), closing(tgt_keys):
-                        for diff in merge_keys(src_keys, tgt_keys):
-                            self._classify(diff, batch, counted_from_merge)
-                            if len(batch) >= source.batch_size(self.chunk_size):
-                                self._flush(batch, source, target, src_fetch, tgt_lookup, writer)
+                    # Each side's keys are read on a thread of their own, a few chunks ahead, so both
+                    # servers and the comparison work at the same time. Closed on any error too: a
+                    # half-read SQLite cursor would keep a read lock that blocks every later writer.
+                    src_stream = partial(source.key_stream, src_scan, self.window, krange, self.chunk_size)
+                    tgt_stream = partial(target.key_stream, tgt_scan, self.window, krange, self.chunk_size)
+                    with (
+                        _read_ahead(src_stream, "sync-source-keys") as src_chunks,
+                        _read_ahead(tgt_stream, "sync-target-keys") as tgt_chunks,
+                    ):
+                        for chunk in diff_chunks(src_chunks, tgt_chunks):
+                            self._take(chunk, batch, count_rows)
+                            if len(batch) >= limit:
+                                for part in batch.split(limit):
+                                    self._flush(part, source, target, src_fetch, tgt_lookup, writer)
                                 batch = _Batch()
-            self._flush(batch, source, target, src_fetch, tgt_lookup, writer)
+            for part in batch.split(limit):
+                self._flush(part, source, target, src_fetch, tgt_lookup, writer)
         if self.dry_run:
             self.stats.target_rows = (
                 self.stats.target_rows_before
@@ -238,8 +276,8 @@ class _Sync:
             source_buckets=lambda r, w: source.bucket_checksums(src, self.window, r, w),
             target_buckets=lambda r, w: target.bucket_checksums(tgt, self.window, r, w),
             leaf_rows=max(2 * self.chunk_size, 1000),
+            both=both,  # the two sides' bucket queries run at the same time
         )
-        # Bucket queries of both sides run one after the other here; each is a single aggregate.
         yield from descent.differing(
             KeyRange(min(bounds), max(bounds) + 1), max(src_sum.count, tgt_sum.count)
         )
@@ -247,28 +285,22 @@ class _Sync:
         self.stats.ranges_differing += descent.ranges_differing
         self.stats.unchanged += descent.rows_proved_equal
 
-    def _classify(self, diff: KeyDiff, batch: _Batch, count_rows: bool) -> None:
+    def _take(self, chunk: ChunkDiff, batch: _Batch, count_rows: bool) -> None:
+        """Count a compared stretch of keys and queue its differing keys for lookup and fetch."""
         stats = self.stats
-        stats.keys_scanned += (diff.source_ts is not None) + (diff.target_ts is not None)
+        stats.keys_scanned += chunk.source_keys + chunk.target_keys
         if count_rows:
-            stats.source_rows += diff.source_ts is not None
-            stats.target_rows_before += diff.target_ts is not None
-        if diff.outcome is Outcome.UNCHANGED:
-            stats.unchanged += 1
-        elif diff.outcome is Outcome.CHANGED:
-            assert diff.source_ts is not None
-            assert diff.target_ts is not None
+            stats.source_rows += chunk.source_keys
+            stats.target_rows_before += chunk.target_keys
+        stats.unchanged += chunk.unchanged
+        for key, source_ts, target_ts in chunk.changed:
             # A row fingerprint is a hash, not a time: any difference is a change to copy.
-            if self.compare == "row" or diff.source_ts > diff.target_ts:
-                batch.changed.append(diff.key)
+            if self.compare == "row" or source_ts > target_ts:
+                batch.changed.append(key)
             else:
                 stats.skipped_newer += 1  # the target holds a newer version: never overwrite it
-        elif diff.outcome is Outcome.SOURCE_ONLY:
-            assert diff.source_ts is not None
-            batch.source_only.append((diff.key, diff.source_ts))
-        else:
-            assert diff.target_ts is not None
-            batch.target_only.append((diff.key, diff.target_ts))
+        batch.source_only.extend(chunk.source_only)
+        batch.target_only.extend(chunk.target_only)
 
     # -- lookups, fetches, staging ---------------------------------------------------------------
     def _flush(
@@ -369,8 +401,9 @@ class _Sync:
         with self.source_engine.connect() as conn:
             self.stats.source_rows = source.count_window(conn, self.window)
             if self.on_change is not None:
-                for key, _ in source.key_stream(conn, self.window, KeyRange(), self.chunk_size):
-                    self.on_change("inserted", key)
+                for chunk in source.key_stream(conn, self.window, KeyRange(), self.chunk_size):
+                    for key, _ in chunk:
+                        self.on_change("inserted", key)
         self.stats.inserted = self.stats.target_rows = self.stats.source_rows
 
     @contextmanager
@@ -388,3 +421,66 @@ def _quietly(action: Callable[[], object]) -> None:
         action()
     except sa.exc.SQLAlchemyError as error:
         log.debug("cleanup failed: %s", error)
+
+
+@dataclass(frozen=True)
+class _Failed:
+    error: BaseException
+
+
+_DONE = object()
+
+
+@contextmanager
+def _read_ahead(
+    produce: Callable[[], Generator[T, None, None]], name: str, depth: int = 2
+) -> Iterator[Iterator[T]]:
+    """Run a stream on a thread of its own, at most ``depth`` items ahead of its reader.
+
+    The stream's generator is created, drained and closed on that thread (its connection is used by
+    no other thread meanwhile); its error is raised to the reader. Leaving the block early stops the
+    thread at its next item and waits for it, so the stream's cursor is closed when the block ends.
+    """
+    items: queue.Queue[object] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item: object) -> bool:
+        while not stop.is_set():
+            try:
+                items.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work() -> None:
+        end: object = _DONE
+        try:
+            stream = produce()
+            try:
+                for item in stream:
+                    if not put(item):
+                        return
+            finally:
+                stream.close()
+        except BaseException as error:  # noqa: BLE001 - handed to the reader, who raises it
+            end = _Failed(error)
+        put(end)
+
+    thread = threading.Thread(target=work, name=name, daemon=True)
+    thread.start()
+
+    def read() -> Iterator[T]:
+        while True:
+            item = items.get()
+            if item is _DONE:
+                return
+            if isinstance(item, _Failed):
+                raise item.error
+            yield item  # type: ignore[misc]
+
+    try:
+        yield read()
+    finally:
+        stop.set()
+        thread.join()

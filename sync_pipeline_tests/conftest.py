@@ -127,3 +127,27 @@ def sqlite_url(make_db_url: MakeDbUrl) -> str:
 def _demo_data_outside_the_checkout(tmp_path_factory: pytest.TempPathFactory) -> None:
     """Importing the definitions without a config creates the demo's data folder: keep it in a temp dir."""
     os.environ.setdefault("SYNC_PIPELINE_DATA_DIR", str(tmp_path_factory.mktemp("demo-data")))
+
+
+# --- private servers, for the tests that restart one (test_restart.py) ---------------------------
+# Imported here, with the fixtures that use it, so that this section stands on its own.
+from sync_pipeline_tests.private_servers import (  # noqa: E402
+    PrivateMariaDB,
+    PrivatePostgres,
+    PrivateServer,
+    private_server,
+)
+
+
+@pytest.fixture(scope="module")
+def private_postgres() -> Iterator[PrivateServer]:
+    """A PostgreSQL cluster of the test module's own on a free port of 127.0.0.1, free to restart."""
+    with private_server(PrivatePostgres) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def private_mariadb() -> Iterator[PrivateServer]:
+    """A MariaDB server of the test module's own on a free port of 127.0.0.1, free to restart."""
+    with private_server(PrivateMariaDB) as server:
+        yield server

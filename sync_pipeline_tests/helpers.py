@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -77,6 +77,16 @@ class Pair:
 
     def sync(self, config: TableConfig, window: Window = W, **options: Any) -> SyncStats:
         return sync_partition(config, self.source.url, self.target.url, window, **options)
+
+
+def make_pair(make_db_url: Callable[[str, str], str], source_kind: str, target_kind: str) -> Pair:
+    """A fresh source and target database of the given engines, with engines for the test's own use."""
+    source_url = make_db_url(source_kind, "source")
+    target_url = make_db_url(target_kind, "target")
+    return Pair(
+        Side(source_kind, source_url, engine_for(source_kind, source_url)),
+        Side(target_kind, target_url, engine_for(target_kind, target_url)),
+    )
 
 
 def engine_for(kind: str, url: str) -> sa.Engine:

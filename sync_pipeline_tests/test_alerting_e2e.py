@@ -1,14 +1,22 @@
 """End to end: ``dagster dev`` alerts a missed hour and a drift, and repairs the drift, with nobody at the UI.
 
-The real ``dagster dev`` (webserver, daemon, code server) runs a config file on SQLite files with the
-sensors at their 30-second minimum and the schedule stopped, alerting a JSON receiver on loopback.
+The real ``dagster dev`` (webserver, daemon, code server) runs a config file syncing a SQLite file
+into PostgreSQL (its URL, with a password, given through ``${WAREHOUSE_URL}``) with the sensors at
+their 30-second minimum and the schedule stopped, alerting a JSON receiver on loopback whose URL
+carries tokens.
 One older hour is synced through the Dagster CLI and then tampered with behind the pipeline's back;
 the newest due hour is never synced. The sensors start RUNNING by default, so the alerts, the drift
 check and the repair happen on their own; the test only watches, polling against deadlines.
+
+It is also issue 6's search for secrets: the database password and the webhook tokens appear in
+none of the processes' output, anything Dagster stored (runs, events, compute logs, ticks), and none
+of the GraphQL responses the UI is built from (runs and their config, every run's events and
+metadata, asset definitions, resources, sensor ticks).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -27,6 +35,7 @@ from sync_pipeline.checks import DRIFT_CHECK
 from sync_pipeline.config import CONFIG_ENV_VAR
 from sync_pipeline.demo.config import DATA_DIR_ENV
 from sync_pipeline.diff.window import Window
+from sync_pipeline_tests.conftest import MakeDbUrl
 from sync_pipeline_tests.dagster_helpers import (
     create_source,
     in_hour,
@@ -52,6 +61,7 @@ from sync_pipeline_tests.webhook_server import SECRETS, Receiver, serve
 
 pytestmark = pytest.mark.slow
 
+DB_PASSWORD = "pg-SECRET-3"  # noqa: S105 -- trust auth on loopback accepts it without checking
 DEADLINE = 300.0  # seconds for everything the sensors do; at 30 s intervals it takes about two minutes
 
 SENSOR_TICKS = """
@@ -81,7 +91,7 @@ def receiver() -> Iterator[Receiver]:
 
 
 def test_dagster_dev_alerts_a_missed_hour_and_drift_and_repairs_it(
-    tmp_path: Path, receiver: Receiver
+    tmp_path: Path, receiver: Receiver, make_db_url: MakeDbUrl
 ) -> None:
     """A missed hour and a drifted hour are both alerted, each once, and the drift is repaired unattended.
 
@@ -94,7 +104,9 @@ def test_dagster_dev_alerts_a_missed_hour_and_drift_and_repairs_it(
     tampered = Window.hour_starting(now - timedelta(hours=3))
     missed_at_start = newest_due()
     source = side("sqlite", f"sqlite:///{tmp_path / 'source.db'}")
-    target = side("sqlite", f"sqlite:///{tmp_path / 'target.db'}")
+    target_url = make_db_url("postgresql", "target").replace("postgres@", f"postgres:{DB_PASSWORD}@", 1)
+    assert DB_PASSWORD in target_url
+    target = side("postgresql", target_url)
     orders = create_source(
         source,
         [row(i, in_hour(tampered, i)) for i in range(1, 6)]
@@ -103,7 +115,7 @@ def test_dagster_dev_alerts_a_missed_hour_and_drift_and_repairs_it(
     port = free_port()
     config = write_config(
         tmp_path / "sync.yaml",
-        {"app": source.url, "warehouse": target.url},
+        {"app": source.url, "warehouse": "${WAREHOUSE_URL}"},
         [
             table_entry(
                 "orders", "app", "warehouse", start=(now - timedelta(hours=4)).strftime("%Y-%m-%dT%H:%M:%S")
@@ -119,7 +131,8 @@ def test_dagster_dev_alerts_a_missed_hour_and_drift_and_repairs_it(
     home.mkdir()
     shutil.copyfile(INSTANCE_YAML, home / "dagster.yaml")
     env = {k: v for k, v in os.environ.items() if k not in (CONFIG_ENV_VAR, "DAGSTER_HOME", DATA_DIR_ENV)}
-    env.update({"DAGSTER_HOME": str(home), CONFIG_ENV_VAR: str(config)})
+    env.update({"DAGSTER_HOME": str(home), CONFIG_ENV_VAR: str(config), "WAREHOUSE_URL": target_url})
+    secrets = [*SECRETS, DB_PASSWORD]
 
     # Sync the older hour as an operator would, then change it behind the pipeline's back.
     done = subprocess.run(
@@ -135,6 +148,7 @@ def test_dagster_dev_alerts_a_missed_hour_and_drift_and_repairs_it(
         check=False,
     )
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    assert not [s for s in secrets if s in done.stdout + done.stderr]
     assert rows_in(target, "orders", tampered) == rows_in(source, "orders", tampered)
     warehouse = sa.Table("orders", sa.MetaData(), autoload_with=target.engine)
     delete(target, warehouse, warehouse.c.id == 1)
@@ -158,12 +172,16 @@ def test_dagster_dev_alerts_a_missed_hour_and_drift_and_repairs_it(
         wait_for("the code location", lambda: _loaded(server), 180, server.dead)
         with DagsterInstance.from_ref(InstanceRef.from_dir(str(home))) as instance:
             _watch(server, instance, receiver, source, target, tampered, missed_at_start)
+        responses = _ui_responses(server)
     finally:
         _stop(process)
-    # Neither the processes' output nor anything Dagster stored (runs, events, tick logs) holds a token.
+    # Neither the processes' output, nor anything Dagster stored (runs, events, compute logs, ticks),
+    # nor what the UI shows holds the password or a token.
     for path in [log, *(p for p in home.rglob("*") if p.is_file())]:
         content = path.read_bytes()
-        assert not [s for s in SECRETS if s.encode() in content], path
+        assert not [s for s in secrets if s.encode() in content], path
+    for query, response in responses:
+        assert not [s for s in secrets if s in response], query
 
 
 def _watch(
@@ -262,3 +280,58 @@ def _sensor_ticks(server: DevServer, name: str) -> list[dict[str, Any]]:
     assert sensor["sensorState"]["status"] == "RUNNING"
     ticks: list[dict[str, Any]] = sensor["sensorState"]["ticks"]
     return ticks
+
+
+_METADATA = """
+  label description
+  ... on TextMetadataEntry { text }
+  ... on JsonMetadataEntry { jsonString }
+  ... on MarkdownMetadataEntry { mdStr }
+  ... on UrlMetadataEntry { url }
+  ... on PathMetadataEntry { path }
+  ... on TableSchemaMetadataEntry { schema { columns { name type description } } }
+"""
+RUNS = "{ runsOrError { ... on Runs { results { runId jobName runConfigYaml tags { key value } } } } }"
+RUN_EVENTS = """query($runId: ID!) {
+  logsForRun(runId: $runId, limit: 10000) { __typename ... on EventConnection { events { __typename
+    ... on MessageEvent { message }
+    ... on MaterializationEvent { metadataEntries { METADATA } }
+    ... on ObservationEvent { metadataEntries { METADATA } }
+    ... on ExecutionStepFailureEvent { error { message stack causes { message stack } } }
+    ... on RunFailureEvent { error { message stack } }
+    ... on AssetCheckEvaluationEvent { evaluation { metadataEntries { METADATA } } }
+    ... on EngineEvent { metadataEntries { METADATA } }
+  } } } }""".replace("METADATA", _METADATA)
+ASSETS = """{ assetNodes { assetKey { path } description opName jobNames
+  metadataEntries { METADATA } } }""".replace("METADATA", _METADATA)
+RESOURCES = """query($selector: RepositorySelector!) {
+  allTopLevelResourceDetailsOrError(repositorySelector: $selector) { __typename
+    ... on ResourceDetailsList { results { name description configuredValues { key value } } } } }"""
+
+
+def _ui_responses(server: DevServer) -> list[tuple[str, str]]:
+    """What the UI is sent about this deployment: every run with its events, the assets, resources
+    and sensor ticks, as raw JSON text, each with a name for the failure message.
+    """
+    responses: list[tuple[str, str]] = []
+
+    def ask(name: str, query: str, **variables: Any) -> dict[str, Any]:
+        data = server.graphql(query, **variables)
+        responses.append((name, json.dumps(data)))
+        return data
+
+    runs = ask("runs", RUNS)["runsOrError"]["results"]
+    assert len(runs) >= 3, "the CLI sync, the drift check and the repair at least"
+    for run in runs:
+        events = ask(f"events of {run['runId']}", RUN_EVENTS, runId=run["runId"])["logsForRun"]
+        assert events["__typename"] == "EventConnection", events
+    assets = ask("assets", ASSETS)["assetNodes"]
+    assert ["sync", "orders"] in [a["assetKey"]["path"] for a in assets]
+    entries = server.graphql("{ workspaceOrError { ... on Workspace { locationEntries { name } } } }")
+    [location] = [e["name"] for e in entries["workspaceOrError"]["locationEntries"]]
+    selector = {"repositoryLocationName": location, "repositoryName": "__repository__"}
+    resources = ask("resources", RESOURCES, selector=selector)["allTopLevelResourceDetailsOrError"]
+    assert resources["__typename"] == "ResourceDetailsList", resources
+    for sensor in ("freshness_sensor", "drift_sensor", "sync_failure_sensor"):
+        responses.append((f"{sensor} ticks", json.dumps(_sensor_ticks(server, sensor))))
+    return responses

@@ -28,8 +28,8 @@ from dagster import (
     materialize,
 )
 
-from sync_pipeline.assets import LOOKBACK_TAG, SYNC_RETRY_POLICY, build_sync_asset
-from sync_pipeline.config import load_config
+from sync_pipeline.assets import LOOKBACK_TAG, build_sync_asset, sync_retry_policy
+from sync_pipeline.config import RetryConfig, load_config
 from sync_pipeline.demo.config import DATA_DIR_ENV
 from sync_pipeline.diff.window import Window
 from sync_pipeline.resources import SyncResource
@@ -169,7 +169,7 @@ def test_missing_source_table_fails_once_without_retry(databases: tuple[Side, Si
     """
     _, target, path = databases
     asset = asset_for(path)
-    assert asset.op.retry_policy == SYNC_RETRY_POLICY
+    assert asset.op.retry_policy == sync_retry_policy(RetryConfig())
 
     result = run(asset, path, "2026-11-30-08:00", raise_on_error=False)
 

@@ -21,17 +21,19 @@ import sqlalchemy as sa
 from dagster import (
     AssetKey,
     AssetsDefinition,
+    Backoff,
     DefaultScheduleStatus,
     Definitions,
     HourlyPartitionsDefinition,
+    Jitter,
     instance_for_test,
     multiprocess_executor,
 )
 from dagster._core.remote_representation.external_data import RepositorySnap
 from dagster._serdes import serialize_value
 
-from sync_pipeline.assets import SYNC_RETRY_POLICY
-from sync_pipeline.config import CONFIG_ENV_VAR
+from sync_pipeline.assets import sync_retry_policy
+from sync_pipeline.config import CONFIG_ENV_VAR, RetryConfig
 from sync_pipeline.demo.config import DATA_DIR_ENV, demo_config
 from sync_pipeline.resources import SyncResource
 from sync_pipeline_tests.conftest import MakeDbUrl
@@ -140,7 +142,7 @@ def test_yaml_definitions_describe_each_table(tmp_path: Path, make_db_url: MakeD
         assert isinstance(partitions, HourlyPartitionsDefinition)
         assert partitions.timezone == "America/New_York"
         assert partitions.get_first_partition_key() == first_partition
-        assert asset.op.retry_policy == SYNC_RETRY_POLICY
+        assert asset.op.retry_policy == sync_retry_policy(RetryConfig())
         assert asset.op.pool == f"sync_{key.path[-1]}"
         assert spec.metadata["dagster/table_name"] == key.path[-1]
         assert spec.code_version
@@ -188,6 +190,20 @@ def test_executor_settings_come_from_the_config(tmp_path: Path) -> None:
     )
     config = executor_config(load_definitions(str(path)), "sync_hourly")
     assert (config["max_concurrent"], config["start_method"]) == (3, {"spawn": {}})
+
+
+def test_retry_settings_become_each_assets_retry_policy(tmp_path: Path) -> None:
+    """``retry:`` sets how often and after how long Dagster retries a transiently failed sync."""
+    path = write_config(
+        tmp_path / "sync.yaml",
+        {"app": "sqlite:///app.db", "warehouse": "sqlite:///warehouse.db"},
+        [table_entry("orders", "app", "warehouse")],
+        retry={"max_retries": 5, "delay_seconds": 2},
+    )
+    policy = assets_def(load_definitions(str(path)), AssetKey(["sync", "orders"])).op.retry_policy
+    assert policy is not None
+    assert (policy.max_retries, policy.delay) == (5, 2)
+    assert (policy.backoff, policy.jitter) == (Backoff.EXPONENTIAL, Jitter.PLUS_MINUS)
 
 
 @pytest.fixture

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import itertools
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sync_pipeline.diff.merge import Outcome, merge_keys
+from sync_pipeline.diff.merge import Outcome, diff_chunks, merge_keys
 from sync_pipeline.diff.segments import Checksum, Descent, KeyRange
 from sync_pipeline.diff.window import Window
 from sync_pipeline.errors import DataError
@@ -153,3 +154,62 @@ def test_window_bounds_for_naive_columns() -> None:
     window = Window.from_partition_key("2026-11-30-08:00")
     lo, hi = window.bounds_in("Asia/Tokyo", naive=True)
     assert (lo, hi) == (datetime(2026, 11, 30, 17), datetime(2026, 11, 30, 18))
+
+
+def _chunked(pairs: list[tuple[int, int]], sizes: list[int]) -> list[list[tuple[int, int]]]:
+    chunks, at = [], 0
+    for size in itertools.cycle(sizes):
+        if at >= len(pairs):
+            return chunks
+        chunks.append(pairs[at : at + size])
+        at += size
+    return chunks
+
+
+@given(
+    st.dictionaries(st.integers(-3000, 3000), st.integers(0, 2), max_size=400),
+    st.dictionaries(st.integers(-3000, 3000), st.integers(0, 2), max_size=400),
+    st.lists(st.integers(1, 70), min_size=1, max_size=4),
+    st.lists(st.integers(1, 70), min_size=1, max_size=4),
+)
+def test_chunked_merge_agrees_with_the_key_by_key_merge(
+    source: dict[int, int], target: dict[int, int], source_sizes: list[int], target_sizes: list[int]
+) -> None:
+    """Whatever the chunk boundaries of either side, the chunk merge finds what merge_keys finds."""
+    src, tgt = sorted(source.items()), sorted(target.items())
+    expected = list(merge_keys(src, tgt))
+    chunks = list(diff_chunks(_chunked(src, source_sizes), _chunked(tgt, target_sizes)))
+    changed = [(k, s, t) for c in chunks for k, s, t in c.changed]
+    source_only = [pair for c in chunks for pair in c.source_only]
+    target_only = [pair for c in chunks for pair in c.target_only]
+    assert changed == [(d.key, d.source_ts, d.target_ts) for d in expected if d.outcome is Outcome.CHANGED]
+    assert source_only == [(d.key, d.source_ts) for d in expected if d.outcome is Outcome.SOURCE_ONLY]
+    assert target_only == [(d.key, d.target_ts) for d in expected if d.outcome is Outcome.TARGET_ONLY]
+    assert sum(c.unchanged for c in chunks) == sum(d.outcome is Outcome.UNCHANGED for d in expected)
+    assert sum(c.source_keys for c in chunks) == len(src)
+    assert sum(c.target_keys for c in chunks) == len(tgt)
+
+
+def test_chunked_merge_on_a_large_mostly_equal_window() -> None:
+    """10k keys with spread changes, unequal chunk sizes: exact counts, nothing unchanged listed."""
+    source = [(k, 1) for k in range(10_000) if k % 500 != 2] + [(k, 1) for k in range(20_000, 20_050)]
+    target = [(k, 2 if k % 100 == 1 else 1) for k in range(10_000)]
+    chunks = list(diff_chunks(_chunked(source, [997]), _chunked(target, [1024])))
+    assert sum(len(c.changed) for c in chunks) == 100
+    assert sum(len(c.source_only) for c in chunks) == 50
+    assert [k for c in chunks for k, _ in c.target_only] == [k for k in range(10_000) if k % 500 == 2]
+    assert sum(c.unchanged for c in chunks) == 10_000 - 100 - 20
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ([[(1, 1), (2, 1)], [(2, 2)]], "duplicate key 2"),
+        ([[(1, 1), (3, 1)], [(2, 1)]], "out of order"),
+        ([[(1, 1)], [(None, 1)]], "source has a row whose key is NULL"),
+    ],
+)
+def test_chunked_merge_checks_order_across_chunks(source: list[list[tuple[Any, int]]], message: str) -> None:
+    """A duplicate or a step back that straddles two chunks is caught like one inside a chunk."""
+    with pytest.raises(DataError, match=message):
+        list(diff_chunks(source, []))

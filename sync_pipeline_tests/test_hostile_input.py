@@ -35,10 +35,10 @@ from sync_pipeline_tests.helpers import (
     W,
     assert_same_rows,
     counts,
-    engine_for,
     fingerprint,
     has_table,
     insert,
+    make_pair,
     read_rows,
     stamp,
     table_config,
@@ -49,15 +49,6 @@ NOTHING = {"inserted": 0, "updated": 0, "deleted": 0}
 CONTROL = "".join(chr(c) for c in range(1, 32))  # every C0 control character but NUL
 # TEXT on MariaDB holds 64 KiB; LONGTEXT 4 GiB.
 LONG_TEXT: sa.types.TypeEngine[Any] = sa.Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
-
-
-def make_pair(make_db_url: MakeDbUrl, source_kind: str, target_kind: str) -> Pair:
-    source_url = make_db_url(source_kind, "source")
-    target_url = make_db_url(target_kind, "target")
-    return Pair(
-        Side(source_kind, source_url, engine_for(source_kind, source_url)),
-        Side(target_kind, target_url, engine_for(target_kind, target_url)),
-    )
 
 
 @pytest.fixture(params=PAIRS, ids=PAIR_IDS)
@@ -427,6 +418,30 @@ def test_mariadb_without_time_zone_tables_fails_before_writing(
     assert not has_table(pair.target, "zoned")
 
 
+def test_mariadb_timestamp_columns_need_no_time_zone_tables(make_db_url: MakeDbUrl) -> None:
+    """MariaDB's TIMESTAMP holds instants, read in the session's UTC: a table of TIMESTAMPs on both
+    sides never converts wall times, so a named ``naive_timezone`` (set for other tables) must not
+    make it depend on the server's time zone tables, nor shift its values (they were once read as
+    Tokyo wall times and written 9 hours early). Equal values, and a second run finds nothing.
+    """
+    pair = make_pair(make_db_url, "mysql", "mysql")
+    instants = sa.Table(
+        "instants",
+        sa.MetaData(),
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("updated_at", mysql.TIMESTAMP(fsp=6), nullable=False),
+        sa.Column("note", sa.String(20)),
+    )
+    instants.create(pair.source.engine)
+    instants.create(pair.target.engine)
+    insert(pair.source, instants, [{"id": i, "updated_at": stamp(W, i), "note": f"n{i}"} for i in range(5)])
+    config = table_config("instants", naive_timezone="Asia/Tokyo")
+
+    assert pair.sync(config).inserted == 5
+    assert_same_rows(pair, "instants", "instants", ["id"], ["id", "updated_at", "note"])
+    assert counts(pair.sync(config), *CHANGE_COUNTS) == NOTHING
+
+
 # -- broken keys --------------------------------------------------------------------------------------
 def unkeyed_table(key_type: sa.types.TypeEngine[Any]) -> sa.Table:
     """A source table without primary key or unique index, its key column nullable."""
@@ -546,3 +561,34 @@ def test_null_source_key_fails_and_writes_nothing(
     with pytest.raises(DataError, match=r"key.* is NULL"):
         pair.sync(config)
     assert fingerprint(pair.target, "unkeyed", ["id"]) == before
+
+
+def test_keys_differing_in_trailing_spaces_stay_distinct_in_a_mariadb_target(make_db_url: MakeDbUrl) -> None:
+    """Text keys that differ only in trailing spaces ("a" and "a ") are two rows in PostgreSQL and
+    must stay two rows in a MariaDB target, each with its own values; a second run finds nothing.
+    (A PAD SPACE collation such as utf8mb4_bin would make them one key: created targets use a
+    binary NO PAD collation.)
+    """
+    pair = make_pair(make_db_url, "postgresql", "mysql")
+    table = sa.Table(
+        "padded",
+        sa.MetaData(),
+        sa.Column("code", sa.String(20), primary_key=True),
+        sa.Column("updated_at", TS, nullable=False),
+        sa.Column("body", sa.Text),
+    )
+    table.create(pair.source.engine)
+    rows = [
+        {"code": "a", "updated_at": stamp(W, 1), "body": "no space"},
+        {"code": "a ", "updated_at": stamp(W, 2), "body": "one space"},
+    ]
+    insert(pair.source, table, rows)
+    config = table_config("padded", primary_key=["code"])
+
+    pair.sync(config)
+
+    assert read_rows(pair.target, "padded", ["code"], ["code", "body"]) == {
+        "a": ("a", "no space"),
+        "a ": ("a ", "one space"),
+    }
+    assert counts(pair.sync(config), *CHANGE_COUNTS) == NOTHING

@@ -18,6 +18,7 @@ import pytest
 import sqlalchemy as sa
 
 from sync_pipeline.config import TableConfig, parse_config
+from sync_pipeline.db.engine import is_driver_error, translate_error
 from sync_pipeline.diff.window import Window
 from sync_pipeline.errors import ConfigError, DatabaseUnavailable, SchemaError, SyncPipelineError
 from sync_pipeline.sync import sync_partition
@@ -198,7 +199,10 @@ TARGET_ROWS = [{"id": 1, "note": "old", "updated_at": datetime(2026, 11, 1, tzin
 def test_target_missing_a_column_names_it_and_keeps_its_rows(
     make_db_url: MakeDbUrl, target_engine: str
 ) -> None:
-    """An existing target without a synced column is refused, naming the column; its rows stay."""
+    """With ``add_missing_columns: false``, an existing target without a synced column is refused,
+    naming the column and the setting that would add it; its rows stay. (The default adds it:
+    test_schema_changes.py.)
+    """
     source, target = make_db_url("sqlite", "source"), make_db_url(target_engine, "target")
     seed_source(source)
     create_table(
@@ -210,9 +214,10 @@ def test_target_missing_a_column_names_it_and_keeps_its_rows(
         [{"id": 1, "updated_at": datetime(2026, 11, 1, tzinfo=UTC)}],
     )
     before = snapshot(target)
-    message = schema_error(table_config(), source, target)
+    message = schema_error(table_config(add_missing_columns=False), source, target)
     assert "target table 'orders'" in message
     assert "missing column(s) 'note'" in message
+    assert "add_missing_columns: true" in message
     assert snapshot(target) == before
 
 
@@ -408,6 +413,29 @@ def test_unreachable_database_is_transient_and_hides_the_password(
     assert PASSWORD not in _whole_chain(info.value)
     if side == "target":
         assert snapshot(reachable) is not None  # the source is only read
+
+
+def test_connection_lost_under_the_driver_is_transient(pg_url: str) -> None:
+    """An error raised by psycopg itself (as during a COPY, which runs on the raw connection), not
+    wrapped by SQLAlchemy, is still recognised: a killed backend becomes DatabaseUnavailable.
+    """
+    import psycopg
+
+    url = sa.make_url(pg_url)
+    with psycopg.connect(host=url.host, port=url.port, user=url.username, dbname=url.database) as conn:
+        admin = sa.create_engine(pg_url)
+        try:
+            with admin.begin() as killer:
+                killer.execute(sa.select(sa.func.pg_terminate_backend(conn.info.backend_pid)))
+        finally:
+            admin.dispose()
+        with pytest.raises(psycopg.OperationalError) as caught:
+            conn.execute("SELECT 1")
+    assert is_driver_error(caught.value)
+    assert not is_driver_error(ValueError("not from a driver"))
+    translated = translate_error(caught.value, where="sync of orders")
+    assert isinstance(translated, DatabaseUnavailable)
+    assert str(translated).startswith("sync of orders: ")
 
 
 def test_every_validation_error_is_a_sync_pipeline_error(make_db_url: MakeDbUrl) -> None:

@@ -66,6 +66,14 @@ _TRANSIENT_SQLSTATES = ("08", "40001", "40P01", "57P01", "57P02", "57P03", "5330
 _TRANSIENT_MYSQL_CODES = {1040, 1053, 1205, 1213, 2002, 2003, 2006, 2013, 2055}
 
 
+_DRIVER_MODULES = frozenset({"psycopg", "psycopg2", "pymysql", "MySQLdb", "sqlite3", "pg8000"})
+
+
+def is_driver_error(error: BaseException) -> bool:
+    """Whether ``error`` was raised by a database driver itself, not wrapped by SQLAlchemy."""
+    return type(error).__module__.partition(".")[0] in _DRIVER_MODULES
+
+
 def is_transient(error: BaseException) -> bool:
     """Whether ``error`` (a DBAPI error, raw or wrapped by SQLAlchemy) may go away on a retry."""
     if isinstance(error, sa.exc.DBAPIError):

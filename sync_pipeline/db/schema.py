@@ -143,8 +143,14 @@ def require_columns(table: sa.Table, name: TableName, columns: list[str], role: 
         )
 
 
-def target_type(column: sa.Column[Any], target_dialect: str, *, is_key: bool) -> sa.types.TypeEngine[Any]:
-    """The type a target column gets when sync_pipeline creates the table from the source's column."""
+def target_type(
+    column: sa.Column[Any], target_dialect: str, *, is_key: bool, mariadb: bool = True
+) -> sa.types.TypeEngine[Any]:
+    """The type a target column gets when sync_pipeline creates it from the source's column.
+
+    ``mariadb`` tells MariaDB from MySQL 8 when the target dialect is ``mysql``: their binary NO PAD
+    collations have different names.
+    """
     source_type = column.type
     family = family_of(source_type)
     mysql_target = target_dialect in ("mysql", "mariadb")
@@ -168,9 +174,12 @@ def target_type(column: sa.Column[Any], target_dialect: str, *, is_key: bool) ->
     if family is Family.TEXT:
         length = getattr(source_type, "length", None)
         if mysql_target:
+            # A binary NO PAD collation: 'a' and 'a ' are two keys, as in PostgreSQL and SQLite. Under
+            # utf8mb4_bin (PAD SPACE) the unique index would make them one row.
+            collation = "utf8mb4_nopad_bin" if mariadb else "utf8mb4_0900_bin"
             if is_key or (length and length <= 16383):
-                return mysql.VARCHAR(length or 255, charset="utf8mb4", collation="utf8mb4_bin")
-            return mysql.LONGTEXT(charset="utf8mb4", collation="utf8mb4_bin")
+                return mysql.VARCHAR(length or 255, charset="utf8mb4", collation=collation)
+            return mysql.LONGTEXT(charset="utf8mb4", collation=collation)
         if target_dialect == "postgresql" and length:
             return sa.String(length)
         return sa.Text()
@@ -204,12 +213,14 @@ def build_target_table(
     columns: list[str],
     primary_key: list[str],
     extra: list[sa.Column[Any]],
+    *,
+    mariadb: bool = True,
 ) -> sa.Table:
     """The target table definition derived from the source's reflected columns."""
     cols: list[sa.Column[Any]] = [
         sa.Column(
             name,
-            target_type(source.c[name], target_dialect, is_key=name in primary_key),
+            target_type(source.c[name], target_dialect, is_key=name in primary_key, mariadb=mariadb),
             primary_key=name in primary_key,
             nullable=name not in primary_key,
             autoincrement=False,
@@ -225,16 +236,24 @@ def check_compatible(
     target_name: TableName,
     columns: list[str],
     primary_key: list[str],
+    *,
+    dialects: tuple[str, str] = ("", ""),
 ) -> None:
     """Fail before writing if the existing target cannot hold the source's rows.
 
-    Every synced column must exist with a family that receives the source's without loss, and the key
-    columns must be unique in the target (primary key or unique index) so upserts have a conflict target.
+    Every synced column must exist with a family that receives the source's without loss and is not
+    narrower (fewer integer bits, a shorter declared length, fewer decimal digits); the key columns
+    must be unique in the target (primary key or unique index) so upserts have a conflict target; a
+    target column the sync does not write must accept rows without it (nullable or with a default).
+    Each problem says how to fix it: a sync never drops, narrows or rewrites a column by itself.
     """
     problems: list[str] = []
     missing = [c for c in columns if c not in target.c]
     if missing:
-        problems.append(f"missing column(s) {', '.join(map(repr, missing))}")
+        problems.append(
+            f"missing column(s) {', '.join(map(repr, missing))} (add them to the target, or set "
+            "add_missing_columns: true to let the sync add them as nullable columns)"
+        )
     for name in columns:
         if name not in target.c:
             continue
@@ -242,8 +261,20 @@ def check_compatible(
         if have not in _ACCEPTS[want]:
             problems.append(
                 f"column {name!r} is {target.c[name].type} ({have}) but the source's is "
-                f"{source.c[name].type} ({want})"
+                f"{source.c[name].type} ({want}); alter the target column to a {want} type, or drop the "
+                "target table so the sync recreates it, then backfill"
             )
+        elif "sqlite" not in dialects and (narrower := _narrower(source.c[name], target.c[name], want, have)):
+            problems.append(f"column {name!r} {narrower}; widen the target column, then backfill")
+    for column in target.columns:
+        if column.name in columns or column.nullable or column.server_default is not None:
+            continue
+        if column.autoincrement is True or (column.primary_key and len(target.primary_key.columns) == 1):
+            continue  # an identity the database fills in
+        problems.append(
+            f"column {column.name!r} is NOT NULL without a default but is not synced (dropped from the "
+            "source, or not in columns): make it nullable or give it a default, or drop it"
+        )
     if not _has_unique(target, primary_key):
         problems.append(
             f"no primary key or unique index on exactly ({', '.join(primary_key)}); "
@@ -251,6 +282,79 @@ def check_compatible(
         )
     if problems:
         raise SchemaError(f"{target_name} is incompatible with the source: " + "; ".join(problems))
+
+
+def _narrower(source: sa.Column[Any], target: sa.Column[Any], want: Family, have: Family) -> str | None:
+    """Why the target column holds less than the source's declares, when both say how much.
+
+    Only declared sizes are compared, and never on SQLite, which enforces none: an unbounded source
+    (TEXT, NUMERIC) says nothing a check could use, and the database refuses an oversized value
+    within the sync's transaction, so nothing is half-written either way.
+    """
+    if want is not have:
+        return None
+    s, t = source.type, target.type
+    if want is Family.INTEGER:
+        s_bits, t_bits = _integer_bits(s), _integer_bits(t)
+        if s_bits and t_bits and t_bits < s_bits:
+            return f"is {t} ({t_bits} bits) but the source's is {s} ({s_bits} bits)"
+    if want is Family.TEXT:
+        s_len, t_len = getattr(s, "length", None), getattr(t, "length", None)
+        if s_len and t_len and t_len < s_len:
+            return f"is {t} but the source's is {s}: longer values would be refused"
+    if want is Family.DECIMAL:
+        s_p, s_s = getattr(s, "precision", None), getattr(s, "scale", None)
+        t_p, t_s = getattr(t, "precision", None), getattr(t, "scale", None)
+        if None not in (s_p, s_s, t_p, t_s) and (t_s < s_s or t_p - t_s < s_p - s_s):  # type: ignore[operator]
+            return f"is {t} but the source's is {s}: values would be rounded or refused"
+    return None
+
+
+def _integer_bits(type_: sa.types.TypeEngine[Any]) -> int | None:
+    """Magnitude bits an integer column holds (sign excluded)."""
+    sizes: list[tuple[type[sa.types.TypeEngine[Any]], int]] = [
+        (mysql.TINYINT, 8),
+        (sa.SmallInteger, 16),
+        (mysql.MEDIUMINT, 24),
+        (sa.BigInteger, 64),
+        (sa.Integer, 32),
+    ]
+    for klass, bits in sizes:
+        if isinstance(type_, klass):
+            return bits if getattr(type_, "unsigned", False) else bits - 1
+    return None
+
+
+def add_column(conn: sa.Connection, table: sa.Table, column: sa.Column[Any]) -> None:
+    """``ALTER TABLE … ADD COLUMN``, committed: the DDL SQLAlchemy's metadata cannot express."""
+    spec = sa.schema.CreateColumn(column).compile(dialect=conn.dialect)
+    table_sql = conn.dialect.identifier_preparer.format_table(table)
+    conn.exec_driver_sql(f"ALTER TABLE {table_sql} ADD COLUMN {spec}")
+    conn.commit()
+
+
+def add_missing_columns(
+    conn: sa.Connection, source: sa.Table, target: sa.Table, columns: list[str], *, mariadb: bool
+) -> list[str]:
+    """Add the synced columns the target lacks, nullable, typed as a created target would be.
+
+    Rows already in the target get NULL: the caller must compare whole rows to fill them in. Another
+    sync adding the same column at the same moment is not an error: its column is used.
+    """
+    added = []
+    for name in (c for c in columns if c not in target.c):
+        column_type = target_type(source.c[name], conn.dialect.name, is_key=False, mariadb=mariadb)
+        try:
+            add_column(conn, target, sa.Column(name, column_type, nullable=True))
+        except sa.exc.DBAPIError:
+            conn.rollback()
+            if not sa.inspect(conn).has_table(target.name, schema=target.schema) or name not in {
+                c["name"] for c in sa.inspect(conn).get_columns(target.name, schema=target.schema)
+            }:
+                raise
+            continue
+        added.append(name)
+    return added
 
 
 def _has_unique(table: sa.Table, key: list[str]) -> bool:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.sql.elements import ColumnElement
@@ -21,6 +21,16 @@ from sync_pipeline.diff.merge import Key
 from sync_pipeline.diff.segments import Checksum, KeyRange
 from sync_pipeline.diff.window import Window
 from sync_pipeline.errors import DataError
+
+
+def _needs_processing(stmt: sa.Select[Any], dialect: sa.Dialect) -> bool:
+    """Whether any selected column's values are converted by SQLAlchemy after the driver reads them."""
+    for column in stmt.selected_columns:
+        impl = column.type.dialect_impl(dialect)
+        if impl.result_processor(dialect, None) is not None:
+            return True
+    return False
+
 
 # SQLite allows 32766 bound parameters per statement; stay well inside every engine's limit.
 MAX_BOUND_PARAMETERS = 30_000
@@ -115,33 +125,65 @@ class TableSide:
         return row[0] if n == 1 else tuple(row[:n])
 
     # -- aggregates -----------------------------------------------------------------------------
+    @property
+    def mixes(self) -> bool:
+        """Whether range checksums use the integer mix of ``(key, updated_at micros)`` (see
+        :mod:`~sync_pipeline.diff.mixhash`) rather than md5 of text: the ``updated_at`` comparison of
+        a single integer key. Both sides of a plan decide alike (the plan requires equal key families)."""
+        return self.row_parts is None and self.row_texts is None and self.single_integer_key
+
+    def _hashed(self, window: Window, krange: KeyRange) -> tuple[ColumnElement[Any], ColumnElement[int]]:
+        """The integer key (or ``None``) and each row's hash, over a FROM clause holding the range's rows.
+
+        The mix uses key and micros several times: they come from a subquery, kept apart from the
+        aggregate where the engine would otherwise compute ``updated_at`` micros once per use.
+        """
+        if not self.mixes:
+            return self.keys[0], self._row_hash()
+        inner = sa.select(sa.cast(self.keys[0], sa.BigInteger).label("k"), self.ts_micros.label("m")).where(
+            self._range_clause(window, krange)
+        )
+        if self.adapter.isolate_row_values:
+            inner = inner.offset(0)
+        rows = inner.subquery("hashed_rows")
+        return rows.c.k, self.adapter.mix_hash(rows.c.k, rows.c.m)
+
+    def _aggregate(
+        self, window: Window, krange: KeyRange, columns: Callable[[ColumnElement[Any]], list[Any]]
+    ) -> sa.Select[Any]:
+        key, hashed = self._hashed(window, krange)
+        stmt = sa.select(sa.func.count(), self.adapter.hash_sum(hashed), *columns(key))
+        return stmt if self.mixes else stmt.where(self._range_clause(window, krange))
+
     def checksum(self, conn: sa.Connection, window: Window) -> tuple[Checksum, int | None, int | None]:
         """Count and hash of the whole window, with its smallest and largest integer key."""
-        columns: list[ColumnElement[Any]] = [sa.func.count(), self.adapter.hash_sum(self._row_hash())]
-        if self.single_integer_key:
-            columns += [sa.func.min(self.keys[0]), sa.func.max(self.keys[0]), sa.func.count(self.keys[0])]
-        row = conn.execute(sa.select(*columns).where(self.window_clause(window))).one()
-        if self.single_integer_key and row[4] != row[0]:
+        integer = self.single_integer_key
+        stmt = self._aggregate(
+            window,
+            KeyRange(),
+            lambda key: [sa.func.min(key), sa.func.max(key), sa.func.count(key)] if integer else [],
+        )
+        row = conn.execute(stmt).one()
+        if integer and row[4] != row[0]:
             # The key ranges of the descent hold no NULL: without this, such a row would be skipped
             # by every sync, silently. (Other keys are streamed whole, and the merge refuses NULLs.)
             raise DataError(
                 f"{self.name} has {row[0] - row[4]} row(s) in the window {window} whose key "
                 f"{self.key_columns[0]!r} is NULL; keys must be non-NULL"
             )
-        lo = row[2] if self.single_integer_key else None
-        hi = row[3] if self.single_integer_key else None
+        lo = row[2] if integer else None
+        hi = row[3] if integer else None
         return Checksum.of(row[0], row[1]), lo, hi
 
     def bucket_checksums(
         self, conn: sa.Connection, window: Window, krange: KeyRange, width: int
     ) -> dict[int, Checksum]:
         """Count and hash per bucket ``(key - lo) // width`` of an integer key range, in one query."""
-        bucket = ((self.keys[0] - krange.lo) // width).label("bucket")
-        stmt = (
-            sa.select(bucket, sa.func.count(), self.adapter.hash_sum(self._row_hash()))
-            .where(self._range_clause(window, krange))
-            .group_by(bucket)
-        )
+        key, hashed = self._hashed(window, krange)
+        bucket = ((key - krange.lo) // width).label("bucket")
+        stmt = sa.select(bucket, sa.func.count(), self.adapter.hash_sum(hashed)).group_by(bucket)
+        if not self.mixes:
+            stmt = stmt.where(self._range_clause(window, krange))
         return {int(b): Checksum.of(c, h) for b, c, h in conn.execute(stmt)}
 
     def count_window(self, conn: sa.Connection, window: Window) -> int:
@@ -155,8 +197,14 @@ class TableSide:
     # -- streams and lookups --------------------------------------------------------------------
     def key_stream(
         self, conn: sa.Connection, window: Window, krange: KeyRange, chunk_size: int
-    ) -> Generator[tuple[Key, int], None, None]:
-        """``(key, updated_at micros)`` of a key range of the window, in binary key order."""
+    ) -> Generator[list[tuple[Key, int]], None, None]:
+        """``(key, fingerprint)`` of a key range of the window, in binary key order, a chunk at a time.
+
+        Chunks of plain tuples, not one object per key: the merge compares whole chunks (see
+        :func:`~sync_pipeline.diff.merge.diff_chunks`). Where no selected column needs SQLAlchemy's
+        result processing (integers, text on most drivers), the driver's own tuples are used as they
+        come, without building a row object per key.
+        """
         order = [
             self.adapter.ordered(column, is_string=family_of(column.type) is Family.TEXT)
             for column in self.keys
@@ -167,16 +215,32 @@ class TableSide:
         stmt = (
             sa.select(*self.keys, self.fingerprint).where(self._range_clause(window, krange)).order_by(*order)
         )
-        result = conn.execution_options(stream_results=True, yield_per=chunk_size).execute(stmt)
         n = len(self.key_columns)
+        raw = n == 1 and not _needs_processing(stmt, conn.dialect)
+        result = conn.execution_options(stream_results=True, yield_per=chunk_size).execute(stmt)
         try:
-            for partition in result.partitions():
-                if n == 1:
-                    for row in partition:
-                        yield row[0], row[1]
-                else:
-                    for row in partition:
-                        yield tuple(row[:n]), row[n]
+            if raw:
+                # SQLAlchemy has read ahead into its own buffer: take the first chunk through it, then
+                # the driver's cursor (a stream shorter than a chunk is done, and closed, by then).
+                first = result.fetchmany(chunk_size)
+                if first:
+                    yield [(row[0], row[1]) for row in first]
+                if len(first) < chunk_size:
+                    return
+                cursor = result.cursor
+                while rows := cursor.fetchmany(chunk_size):
+                    # The drivers return lists of 2-tuples (key, fingerprint): no copy needed.
+                    yield (
+                        cast(list[tuple[Key, int]], rows)
+                        if type(rows[0]) is tuple
+                        else [tuple(r) for r in rows]
+                    )
+            else:
+                for partition in result.partitions():
+                    if n == 1:
+                        yield [(row[0], row[1]) for row in partition]
+                    else:
+                        yield [(tuple(row[:n]), row[n]) for row in partition]
         finally:
             result.close()
 
@@ -187,7 +251,7 @@ class TableSide:
         krange: KeyRange,
         order: list[ColumnElement[Any]],
         chunk_size: int,
-    ) -> Iterator[tuple[Key, int]]:
+    ) -> Iterator[list[tuple[Key, int]]]:
         """Keys with a hash of the row's canonical text computed here: rows travel, a chunk at a time."""
         assert self.row_columns is not None
         assert self.row_texts is not None
@@ -201,9 +265,13 @@ class TableSide:
         result = conn.execution_options(stream_results=True, yield_per=chunk_size).execute(stmt)
         try:
             for partition in result.partitions():
-                for row in partition:
-                    key = row[0] if n == 1 else tuple(row[:n])
-                    yield key, hash60(*(text(value) for text, value in zip(texts, row[n:], strict=True)))
+                yield [
+                    (
+                        row[0] if n == 1 else tuple(row[:n]),
+                        hash60(*(text(value) for text, value in zip(texts, row[n:], strict=True))),
+                    )
+                    for row in partition
+                ]
         finally:
             result.close()
 

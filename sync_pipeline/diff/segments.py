@@ -46,6 +46,16 @@ class Checksum:
 
 
 BucketChecksums = Callable[[KeyRange, int], dict[int, Checksum]]
+Both = Callable[
+    [Callable[[], dict[int, Checksum]], Callable[[], dict[int, Checksum]]],
+    tuple[dict[int, Checksum], dict[int, Checksum]],
+]
+
+
+def one_after_the_other(
+    first: Callable[[], dict[int, Checksum]], second: Callable[[], dict[int, Checksum]]
+) -> tuple[dict[int, Checksum], dict[int, Checksum]]:
+    return first(), second()
 
 
 @dataclass
@@ -57,6 +67,8 @@ class Descent:
     fan_out: int = 32
     leaf_rows: int = 20_000
     dense_fraction: float = 0.5
+    # Runs the source's and the target's bucket query; the sync runs them at the same time.
+    both: Both = one_after_the_other
     ranges_compared: int = 0
     ranges_differing: int = 0
     rows_proved_equal: int = 0
@@ -79,8 +91,9 @@ class Descent:
             yield krange
             return
         width, buckets = krange.split(self.fan_out)
-        src = self.source_buckets(krange, width)
-        tgt = self.target_buckets(krange, width)
+        src, tgt = self.both(
+            lambda: self.source_buckets(krange, width), lambda: self.target_buckets(krange, width)
+        )
         self.ranges_compared += len(buckets)
         empty = Checksum(0, 0)
         differing = [(i, b) for i, b in enumerate(buckets) if src.get(i, empty) != tgt.get(i, empty)]

@@ -18,6 +18,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.sql.elements import ColumnElement
 
 from sync_pipeline.db.schema import is_timezone_aware
+from sync_pipeline.diff.mixhash import mix62_sql
 from sync_pipeline.diff.window import Window
 
 
@@ -67,6 +68,18 @@ class Adapter(ABC):
     @abstractmethod
     def row_hash(self, parts: list[ColumnElement[Any]]) -> ColumnElement[int]:
         """A 60-bit integer: the first 15 hex digits of md5 of the parts' text joined by ``|``."""
+
+    # Whether the checksum queries compute each row's key and micros once, in a subquery the planner
+    # may not flatten, before hashing them (the integer mix uses each several times).
+    isolate_row_values: ClassVar[bool] = False
+
+    def int_div(self, left: ColumnElement[Any], right: ColumnElement[Any]) -> ColumnElement[Any]:
+        """Integer division truncating toward zero (``/`` of two integers on most engines)."""
+        return left.op("/", return_type=sa.BigInteger)(right)
+
+    def mix_hash(self, key: ColumnElement[Any], micros: ColumnElement[Any]) -> ColumnElement[int]:
+        """:func:`~sync_pipeline.diff.mixhash.mix62` of an integer key and ``updated_at`` micros."""
+        return mix62_sql(key, micros, self.int_div)
 
     def hash_sum(self, hashed: ColumnElement[int]) -> ColumnElement[Any]:
         """The aggregate of row hashes over a range; compared modulo :data:`HASH_MODULUS`."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 from datetime import datetime
 from typing import Any, ClassVar
 
@@ -15,8 +16,8 @@ from sync_pipeline.db.dialects.base import Adapter
 from sync_pipeline.diff.window import Window
 
 
-def _lock_name(name: str) -> str:
-    # GET_LOCK names are limited to 64 characters; a digest keeps any table name within that.
+def get_lock_name(name: str) -> str:
+    """The ``GET_LOCK`` name for a lock name: limited to 64 characters, so a digest of any name."""
     return "sync_pipeline:" + hashlib.sha256(name.encode()).hexdigest()[:40]
 
 
@@ -62,6 +63,10 @@ class MySQLAdapter(Adapter):
         digest = sa.func.substring(sa.func.md5(sa.func.concat_ws("|", *parts)), 1, 15)
         return sa.cast(sa.func.conv(digest, 16, 10), mysql.INTEGER(unsigned=True))
 
+    def int_div(self, left: ColumnElement[Any], right: ColumnElement[Any]) -> ColumnElement[Any]:
+        # `/` is decimal division in MySQL; DIV is the integer one, truncating like PostgreSQL's.
+        return left.op("DIV", return_type=sa.BigInteger)(right)
+
     def ordered(self, column: ColumnElement[Any], *, is_string: bool) -> ColumnElement[Any]:
         if not is_string:
             return column
@@ -95,12 +100,13 @@ class MySQLAdapter(Adapter):
 
     def acquire_lock(self, conn: sa.Connection, name: str, timeout_seconds: float) -> bool:
         # GET_LOCK is held by the session and released when it ends: a killed sync leaves nothing.
+        # Whole seconds, rounded up: MySQL truncates a fraction, and 0.5 s must not become "don't wait".
         got = conn.execute(
-            sa.select(sa.func.get_lock(_lock_name(name), max(0, int(timeout_seconds))))
+            sa.select(sa.func.get_lock(get_lock_name(name), max(0, math.ceil(timeout_seconds))))
         ).scalar()
         conn.commit()
         return got == 1
 
     def release_lock(self, conn: sa.Connection, name: str) -> None:
-        conn.execute(sa.select(sa.func.release_lock(_lock_name(name))))
+        conn.execute(sa.select(sa.func.release_lock(get_lock_name(name))))
         conn.commit()

@@ -39,6 +39,9 @@ class PostgresAdapter(Adapter):
         digest = sa.func.substr(sa.func.md5(sa.func.concat_ws("|", *parts)), 1, 15)
         return sa.cast(sa.cast(sa.func.concat("x", digest), BIT(60)), sa.BigInteger)
 
+    # extract(epoch) is numeric arithmetic: computed once per row, not once per use in the mix hash.
+    isolate_row_values: ClassVar[bool] = True
+
     def json_text(self, column: ColumnElement[Any]) -> ColumnElement[Any]:
         # json keeps its input text; through jsonb, json and jsonb columns print alike.
         as_jsonb = sa.cast(column, JSONB)

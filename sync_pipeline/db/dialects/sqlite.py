@@ -22,6 +22,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.sql.elements import ColumnElement
 
 from sync_pipeline.db.dialects.base import Adapter
+from sync_pipeline.diff.mixhash import mix62
 from sync_pipeline.diff.segments import HASH_MODULUS
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -56,6 +57,10 @@ def hash60(*parts: object) -> int:
     return int(hashlib.md5(text.encode(), usedforsecurity=False).hexdigest()[:15], 16)
 
 
+def _mix62_or_null(key: int | None, micros: int | None) -> int | None:
+    return None if key is None or micros is None else mix62(key, micros)
+
+
 class _HashSum:
     """Sum of row hashes wrapped at 2**63, since SQLite's sum() raises on integer overflow."""
 
@@ -73,6 +78,7 @@ class _HashSum:
 def _register(dbapi_connection: sqlite3.Connection, _record: object) -> None:
     dbapi_connection.create_function("sp_epoch_us", 3, epoch_micros, deterministic=True)
     dbapi_connection.create_function("sp_hash60", -1, hash60, deterministic=True)
+    dbapi_connection.create_function("sp_mix62", 2, _mix62_or_null, deterministic=True)
     dbapi_connection.create_aggregate("sp_hashsum", 1, _HashSum)
     # Let SQLAlchemy, not the sqlite3 module, decide when transactions begin (SQLAlchemy's
     # documented recipe), so the writer can take the write lock up front with BEGIN IMMEDIATE.
@@ -108,6 +114,11 @@ class SQLiteAdapter(Adapter):
     def json_text(self, column: ColumnElement[Any]) -> ColumnElement[Any]:
         # Minified, whatever spacing the writer used; the JSON literal null reads as NULL (see base).
         return sa.case((sa.func.json_type(column) == "null", None), else_=sa.func.json(column))
+
+    def mix_hash(self, key: ColumnElement[Any], micros: ColumnElement[Any]) -> ColumnElement[int]:
+        # The same integers as the SQL of the other engines, in one call: SQLite would evaluate the
+        # micros (a Python function here) once per use in the expression.
+        return sa.func.sp_mix62(key, micros, type_=sa.BigInteger)
 
     def hash_sum(self, hashed: ColumnElement[int]) -> ColumnElement[Any]:
         return sa.func.sp_hashsum(hashed, type_=sa.BigInteger)

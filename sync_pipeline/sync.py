@@ -170,6 +170,7 @@ class _Sync:
     def _locked_sync(self, target: TableSide) -> None:
         lock_name = window_lock_name(target.name.schema, target.name.table, self.window)
         timeout = self.config.lock_timeout_seconds
+        wrote = False
         with self.target_engine.connect() as conn:
             with self._timed("lock"):
                 if not target.adapter.acquire_lock(conn, lock_name, timeout):
@@ -195,8 +196,14 @@ class _Sync:
                     with self._timed("apply"):
                         writer.apply()
                         writer.close()
+                    wrote = bool(writer.staged_rows or writer.staged_keys)
             finally:
                 _quietly(lambda: target.adapter.release_lock(conn, lock_name))
+        if not wrote:
+            # Nothing was written: the window holds what the checksum (or the merge) just counted,
+            # and the steady-state sync of an unchanged window costs no second scan of it.
+            self.stats.target_rows = self.stats.target_rows_before
+            return
         with self.target_engine.connect() as conn:
             self.stats.target_rows = target.count_window(conn, self.window)
 

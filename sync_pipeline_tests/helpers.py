@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import socket
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -274,3 +275,11 @@ def counts(stats: SyncStats, *names: str) -> dict[str, int]:
 
 CHANGE_COUNTS = ("inserted", "updated", "deleted")
 ALL_COUNTS = ("inserted", "updated", "deleted", "unchanged", "source_rows", "target_rows")
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now (a server binds it a moment later)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port

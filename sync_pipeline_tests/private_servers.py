@@ -20,7 +20,6 @@ import glob
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -36,6 +35,8 @@ import pymysql
 import pytest
 import sqlalchemy as sa
 
+from sync_pipeline_tests.helpers import free_port
+
 START_SECONDS = 60.0  # a server that has not answered by then has failed to start
 STOP_SECONDS = 60.0
 POLL_SECONDS = 0.05  # the interval between two probes while waiting for a server
@@ -43,14 +44,6 @@ POLL_SECONDS = 0.05  # the interval between two probes while waiting for a serve
 
 class ServerUnavailable(RuntimeError):
     """A private server could not be set up on this machine (binaries missing, no user to run it)."""
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on now (the server binds it a moment later)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def _run(command: list[str], what: str, timeout: float) -> None:

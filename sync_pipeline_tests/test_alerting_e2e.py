@@ -45,18 +45,16 @@ from sync_pipeline_tests.dagster_helpers import (
     table_entry,
     write_config,
 )
-from sync_pipeline_tests.helpers import Side, delete, update
-from sync_pipeline_tests.test_dagster_dev import (
+from sync_pipeline_tests.dagster_processes import (
     DAGSTER,
     INSTANCE_YAML,
-    Demo,
-    DevServer,
-    _loaded,
-    _server_info,
-    _stop,
-    free_port,
+    location_loaded,
+    server_info,
+    stop_group,
     wait_for,
 )
+from sync_pipeline_tests.helpers import Side, delete, free_port, update
+from sync_pipeline_tests.test_dagster_dev import Demo, DevServer
 from sync_pipeline_tests.webhook_server import SECRETS, Receiver, serve
 
 pytestmark = pytest.mark.slow
@@ -168,13 +166,13 @@ def test_dagster_dev_alerts_a_missed_hour_and_drift_and_repairs_it(
         )
     try:
         server = DevServer(f"http://127.0.0.1:{port}", process, Demo(home, tmp_path / "data", env, log))
-        wait_for("the webserver", lambda: _server_info(server.url), 180, server.dead)
-        wait_for("the code location", lambda: _loaded(server), 180, server.dead)
+        wait_for("the webserver", lambda: server_info(server.url), 180, server.dead)
+        wait_for("the code location", lambda: location_loaded(server.url), 180, server.dead)
         with DagsterInstance.from_ref(InstanceRef.from_dir(str(home))) as instance:
             _watch(server, instance, receiver, source, target, tampered, missed_at_start)
         responses = _ui_responses(server)
     finally:
-        _stop(process)
+        stop_group(process)
     # Neither the processes' output, nor anything Dagster stored (runs, events, compute logs, ticks),
     # nor what the UI shows holds the password or a token.
     for path in [log, *(p for p in home.rglob("*") if p.is_file())]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -39,6 +38,7 @@ from sync_pipeline.alerts import (
     render_wecom,
 )
 from sync_pipeline.config import AlertFormat, AlertSinkConfig
+from sync_pipeline_tests.helpers import free_port
 
 SECRET = "tok-3f9a-SECRET"  # noqa: S105 - a fake token whose leaks the tests look for
 PARTITION = "2026-11-30-08:00"
@@ -157,9 +157,7 @@ def webhook() -> Iterator[Webhook]:
 
 @pytest.fixture
 def closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    return free_port()
 
 
 # --------------------------------------------------------------------------------------------------

@@ -13,20 +13,16 @@ own clock, and a Redis broker hands a dead worker's step on only after its visib
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -55,7 +51,13 @@ from sync_pipeline_tests.dagster_helpers import (
     table_entry,
     write_config,
 )
-from sync_pipeline_tests.helpers import Side
+from sync_pipeline_tests.dagster_processes import (
+    graphql,
+    location_loaded,
+    server_info,
+    wait_for,
+)
+from sync_pipeline_tests.helpers import Side, free_port
 
 pytestmark = pytest.mark.slow
 
@@ -75,29 +77,6 @@ BACKFILL_DONE = {"COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED"}
 # long (kombu checks every 10 s); RabbitMQ does so as soon as the dead worker's connection drops.
 REDIS_VISIBILITY_TIMEOUT = 15
 IN_WORKER = "in celery worker"  # dagster-celery's engine event when a worker starts a step
-
-T = TypeVar("T")
-
-
-def wait_for(what: str, probe: Callable[[], T | None], timeout: float, alive: Callable[[], str | None]) -> T:
-    """Poll ``probe`` until it returns a value, failing at the deadline or when ``alive`` reports death."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value is not None:
-            return value
-        if (dead := alive()) is not None:
-            pytest.fail(f"while waiting for {what}: {dead}")
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.5)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def require_broker(url: str) -> None:
@@ -193,36 +172,7 @@ class Deployment:
         return "\n".join(p.tail() for p in self.processes)
 
     def graphql(self, query: str, **variables: Any) -> dict[str, Any]:
-        body = json.dumps({"query": query, "variables": variables}).encode()
-        # S310: the URL is the local http:// server this test started.
-        request = urllib.request.Request(  # noqa: S310
-            f"{self.url}/graphql", data=body, headers={"Content-Type": "application/json"}
-        )
-        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
-            document = json.load(response)
-        assert not document.get("errors"), document["errors"]
-        data: dict[str, Any] = document["data"]
-        return data
-
-
-def _server_up(url: str) -> bool | None:
-    try:
-        with urllib.request.urlopen(f"{url}/server_info", timeout=5):  # noqa: S310
-            return True
-    except (urllib.error.URLError, ConnectionError, TimeoutError):
-        return None
-
-
-def _location_loaded(deployment: Deployment) -> bool | None:
-    data = deployment.graphql(
-        "{ workspaceOrError { ... on Workspace { locationEntries { loadStatus"
-        " locationOrLoadError { __typename ... on PythonError { message } } } } } }"
-    )
-    [entry] = data["workspaceOrError"]["locationEntries"]
-    error = entry["locationOrLoadError"]
-    if error and error["__typename"] == "PythonError":
-        pytest.fail(f"the code location failed to load: {error['message']}")
-    return True if entry["loadStatus"] == "LOADED" and error else None
+        return graphql(self.url, query, **variables)
 
 
 def _worker_ready(process: Process) -> bool | None:
@@ -303,8 +253,8 @@ def deployment(
                 *("-h", "127.0.0.1", "-p", str(port)),
             ],
         )
-        wait_for("the webserver", lambda: _server_up(deployment.url), 180, deployment.dead)
-        wait_for("the code location", lambda: _location_loaded(deployment), 180, deployment.dead)
+        wait_for("the webserver", lambda: server_info(deployment.url), 180, deployment.dead)
+        wait_for("the code location", lambda: location_loaded(deployment.url), 180, deployment.dead)
         for node, worker in deployment.workers.items():
             wait_for(f"worker {node}", lambda w=worker: _worker_ready(w), 120, deployment.dead)  # type: ignore[misc]
         yield deployment

@@ -46,8 +46,8 @@ from sync_pipeline_tests.dagster_helpers import (
     table_entry,
     write_config,
 )
+from sync_pipeline_tests.dagster_processes import DAGSTER, INSTANCE_YAML
 from sync_pipeline_tests.helpers import Side
-from sync_pipeline_tests.test_dagster_dev import DAGSTER, INSTANCE_YAML
 
 pytestmark = pytest.mark.slow
 

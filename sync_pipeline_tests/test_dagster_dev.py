@@ -10,57 +10,35 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
-import sync_pipeline
 from sync_pipeline.config import CONFIG_ENV_VAR
 from sync_pipeline.demo.config import DATA_DIR_ENV, demo_config, demo_start
 from sync_pipeline.dev import sync_last_hour
 from sync_pipeline.diff.window import Window
+from sync_pipeline_tests.dagster_processes import (
+    DAGSTER,
+    INSTANCE_YAML,
+    graphql,
+    location_loaded,
+    server_info,
+    stop_group,
+    wait_for,
+)
+from sync_pipeline_tests.helpers import free_port
 
 pytestmark = pytest.mark.slow
 
-DAGSTER = Path(sys.executable).with_name("dagster")
-INSTANCE_YAML = Path(sync_pipeline.__file__).with_name("instance") / "dagster.yaml"
 UNFINISHED = ["QUEUED", "NOT_STARTED", "STARTING", "STARTED", "CANCELING"]
 BACKFILL_DONE = {"COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED"}
-
-T = TypeVar("T")
-
-
-def wait_for(what: str, probe: Callable[[], T | None], timeout: float, alive: Callable[[], str | None]) -> T:
-    """Poll ``probe`` until it returns a value, failing at the deadline or when ``alive`` reports death."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value is not None:
-            return value
-        if (dead := alive()) is not None:
-            pytest.fail(f"while waiting for {what}: {dead}")
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.5)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 @dataclass
@@ -145,44 +123,7 @@ class DevServer:
         return None if code is None else f"dagster dev exited with {code}:\n{self.demo.log_tail()}"
 
     def graphql(self, query: str, **variables: Any) -> dict[str, Any]:
-        body = json.dumps({"query": query, "variables": variables}).encode()
-        # S310: the URL is the local http:// server this test started, never a file: or custom scheme.
-        request = urllib.request.Request(  # noqa: S310
-            f"{self.url}/graphql", data=body, headers={"Content-Type": "application/json"}
-        )
-        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
-            document = json.load(response)
-        assert not document.get("errors"), document["errors"]
-        data: dict[str, Any] = document["data"]
-        return data
-
-
-def _server_info(url: str) -> dict[str, Any] | None:
-    try:
-        with urllib.request.urlopen(f"{url}/server_info", timeout=5) as response:  # noqa: S310
-            info: dict[str, Any] = json.load(response)
-            return info
-    except (urllib.error.URLError, ConnectionError, TimeoutError):
-        return None
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    """Interrupt the whole process group as Ctrl-C would; kill what is left after a grace period."""
-    group = process.pid  # the group leader: started with start_new_session
-    for sig, grace in ((signal.SIGINT, 20.0), (signal.SIGKILL, 10.0)):
-        try:
-            os.killpg(group, sig)
-        except ProcessLookupError:
-            return
-        try:
-            process.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            continue
-        # The leader is gone; its children may not be, so make sure of the group too.
-        try:
-            os.killpg(group, 0)
-        except ProcessLookupError:
-            return
+        return graphql(self.url, query, **variables)
 
 
 @pytest.fixture
@@ -200,23 +141,11 @@ def dagster_dev(demo: Demo, tmp_path: Path) -> Iterator[DevServer]:
         )
         try:
             server = DevServer(f"http://127.0.0.1:{port}", process, demo)
-            wait_for("the webserver", lambda: _server_info(server.url), 180, server.dead)
-            wait_for("the code location", lambda: _loaded(server), 180, server.dead)
+            wait_for("the webserver", lambda: server_info(server.url), 180, server.dead)
+            wait_for("the code location", lambda: location_loaded(server.url), 180, server.dead)
             yield server
         finally:
-            _stop(process)
-
-
-def _loaded(server: DevServer) -> bool | None:
-    data = server.graphql(
-        "{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus"
-        " locationOrLoadError { __typename ... on PythonError { message } } } } } }"
-    )
-    [entry] = data["workspaceOrError"]["locationEntries"]
-    error = entry["locationOrLoadError"]
-    if error and error["__typename"] == "PythonError":
-        pytest.fail(f"the code location failed to load: {error['message']}")
-    return True if entry["loadStatus"] == "LOADED" and error else None
+            stop_group(process)
 
 
 def _stop_schedules_and_drain(server: DevServer) -> None:

@@ -125,6 +125,35 @@ def test_descent_stops_when_changes_are_dense() -> None:
     assert descent.ranges_compared == 8
 
 
+def test_descent_probes_a_large_range_before_splitting_it() -> None:
+    """Changes everywhere: a few probed buckets all differ, and the range goes to the merge whole.
+
+    Without the probe, proving the range dense would cost a bucket query over all its rows."""
+    source = {k: k for k in range(0, 400_000, 2)}
+    target = {k: k + (k % 100 == 0) for k in source}
+    descent = Descent(_buckets(source), _buckets(target), fan_out=32, leaf_rows=1000, probe_min_rows=100_000)
+    ranges = list(descent.differing(KeyRange(0, 400_000), 200_000))
+    assert ranges == [KeyRange(0, 400_000)]
+    assert (descent.ranges_compared, descent.ranges_differing) == (4, 4)
+
+
+def test_descent_probe_that_matches_falls_back_to_the_full_level() -> None:
+    """Changes in one corner: a probe matches, so every bucket is compared and the rest skipped."""
+    source = {k: k for k in range(200_000)}
+    target = dict(source)
+    for k in range(150_000, 150_050):
+        target[k] = -k
+    descent = Descent(_buckets(source), _buckets(target), fan_out=32, leaf_rows=1000, probe_min_rows=100_000)
+    ranges = list(descent.differing(KeyRange(0, 200_000), 200_000))
+    (found,) = ranges
+    assert found.lo is not None
+    assert found.hi is not None
+    assert found.lo <= 150_000
+    assert found.hi > 150_049
+    assert found.hi - found.lo <= 1000
+    assert descent.rows_proved_equal >= 190_000
+
+
 def test_descent_finds_rows_missing_on_one_side() -> None:
     """A bucket present on one side only differs from the empty bucket of the other."""
     source = dict.fromkeys(range(5000), 1)

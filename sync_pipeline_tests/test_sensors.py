@@ -11,7 +11,6 @@ checks, repairs) are executed for real on that instance.
 from __future__ import annotations
 
 import logging
-import socket
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -60,7 +59,7 @@ from sync_pipeline_tests.dagster_helpers import (
     utc,
     write_config,
 )
-from sync_pipeline_tests.helpers import Side, delete, update
+from sync_pipeline_tests.helpers import Side, delete, free_port, update
 from sync_pipeline_tests.webhook_server import HOOK_PATH, SECRETS, Receiver, serve
 
 KEY = AssetKey(["sync", "orders"])
@@ -145,7 +144,7 @@ class Site:
 @pytest.fixture
 def deploy(make_db_url: MakeDbUrl, tmp_path: Path, instance: DagsterInstance, receiver: Receiver) -> Deploy:
     """``deploy(start, rows, **top)``: a Site syncing ``orders`` from ``start`` (``rows=None``: no table)."""
-    dead_port = _closed_port()
+    dead_port = free_port()
 
     def deploy(start: str, rows: list[dict[str, Any]] | None, **top: Any) -> Site:
         source = side("sqlite", make_db_url("sqlite", "source"))
@@ -172,12 +171,6 @@ def deploy(make_db_url: MakeDbUrl, tmp_path: Path, instance: DagsterInstance, re
         return Site(source, target, load_definitions(str(path)), instance, receiver, dead_port)
 
     return deploy
-
-
-def _closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def assert_no_secrets(

@@ -4,6 +4,11 @@ Each side reports a count and a sum of row hashes per key range, computed inside
 ranges are done without moving a row; differing ranges are split and compared again while the changes
 are sparse, and handed to the key merge once they are small or densely changed (where splitting further
 would cost more queries than streaming the keys).
+
+Finding out that a range is densely changed costs a whole level of bucket queries over it, as much
+server time as the window's checksum, and buys nothing. So before splitting a large range the descent
+probes a few of its buckets spread across it (each a narrow key-range query); if every probe differs,
+the range is taken as dense and goes to the key merge without the full level.
 """
 
 from __future__ import annotations
@@ -67,6 +72,10 @@ class Descent:
     fan_out: int = 32
     leaf_rows: int = 20_000
     dense_fraction: float = 0.5
+    # Buckets probed before a full level (0: never probe), and the smallest range worth probing: the
+    # probe's cost is about probe_buckets / fan_out of the level it may save.
+    probe_buckets: int = 4
+    probe_min_rows: int = 200_000
     # Runs the source's and the target's bucket query; the sync runs them at the same time.
     both: Both = one_after_the_other
     ranges_compared: int = 0
@@ -91,6 +100,9 @@ class Descent:
             yield krange
             return
         width, buckets = krange.split(self.fan_out)
+        if self._probed_dense(buckets, rows):
+            yield krange
+            return
         src, tgt = self.both(
             lambda: self.source_buckets(krange, width), lambda: self.target_buckets(krange, width)
         )
@@ -107,3 +119,28 @@ class Descent:
                 yield bucket
             else:
                 yield from self._descend(bucket, size)
+
+    def _probed_dense(self, buckets: list[KeyRange], rows: int) -> bool:
+        """Whether every one of a few buckets, spread over the range, differs between the sides.
+
+        Each probe is one bucket's checksum on each side (a query over that bucket's keys alone). A
+        probe that matches proves nothing about the others, so the full level runs; probes that all
+        differ are what a densely changed range looks like, and the range goes to the merge whole.
+        """
+        if self.probe_buckets <= 0 or rows < self.probe_min_rows or len(buckets) <= self.probe_buckets:
+            return False
+        step = len(buckets) / self.probe_buckets
+        probes = [buckets[int(i * step + step / 2)] for i in range(self.probe_buckets)]
+        for probe in probes:
+            assert probe.lo is not None
+            assert probe.hi is not None
+            width = probe.hi - probe.lo
+            src, tgt = self.both(
+                lambda p=probe, w=width: self.source_buckets(p, w),  # type: ignore[misc]
+                lambda p=probe, w=width: self.target_buckets(p, w),  # type: ignore[misc]
+            )
+            self.ranges_compared += 1
+            if src == tgt:
+                return False
+            self.ranges_differing += 1
+        return True

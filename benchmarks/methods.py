@@ -20,6 +20,7 @@ The methods:
 * ``naive``: the job sync_pipeline replaces (SPEC section 1): compare the window's row counts; if they
   differ, delete the target's window and insert every source row of it, read with ``pandas.read_sql``.
 * ``engine``: :func:`sync_pipeline.sync.sync_partition` with the project's default chunk size.
+* ``dlt``, ``dlt_pyarrow``, ``sling``: the peers, in :mod:`benchmarks.peers`.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from collections.abc import Callable
 from time import perf_counter
 from typing import Any
 
+from benchmarks import peers
 from benchmarks.workload import COLUMNS, WINDOW_END, WINDOW_START
 
 Result = dict[str, Any]
@@ -276,6 +278,7 @@ METHODS: dict[str, Callable[..., Result]] = {
     "limit_keys": limit_keys,
     "naive": naive,
     "engine": engine,
+    **peers.METHODS,
 }
 
 
@@ -289,7 +292,8 @@ def run(method: str, params: dict[str, Any]) -> Result:
     return {
         "method": method,
         "seconds": round(seconds, 4),
-        "peak_rss_kib": peak_rss_kib(),
+        # A method whose work runs in another process (Sling's binary) reports that process's peak.
+        "peak_rss_kib": max(peak_rss_kib(), result.get("peak_rss_kib", 0)),
         "ru_maxrss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,  # see peak_rss_kib()
         "start_rss_kib": start_rss,
         "rows_read": result["rows_read"],
@@ -315,6 +319,8 @@ def _preload(method: str) -> None:
         import pandas  # noqa: F401
     elif method == "engine":
         import sync_pipeline.sync  # noqa: F401
+    elif method in peers.METHODS:
+        peers.preload(method)
     import pymysql  # noqa: F401 - the MariaDB source's driver
 
 

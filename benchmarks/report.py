@@ -21,6 +21,12 @@ ORDER = (
     "engine_unchanged",
     "naive_counts_equal",
     "engine_counts_equal",
+    "dlt_initial",
+    "dlt",
+    "dlt_pyarrow_initial",
+    "dlt_pyarrow",
+    "sling_initial",
+    "sling",
 )
 LABELS = {
     "limit_copy": "limit: COPY the window once",
@@ -30,7 +36,14 @@ LABELS = {
     "engine_unchanged": "sync_pipeline: unchanged window (steady state)",
     "naive_counts_equal": "naive: 1% stale rows, counts equal",
     "engine_counts_equal": "sync_pipeline: 1% stale rows, counts equal",
+    "dlt_initial": "dlt: initial load, unchanged source (seeds its state)",
+    "dlt": "dlt: incremental merge on updated_at",
+    "dlt_pyarrow_initial": "dlt, pyarrow backend: initial load, unchanged source",
+    "dlt_pyarrow": "dlt, pyarrow backend: incremental merge on updated_at",
+    "sling_initial": "Sling: initial load, unchanged source (seeds its state)",
+    "sling": "Sling: incremental, update key updated_at",
 }
+CHANGE_KINDS = ("updated", "inserted", "deleted", "moved")
 # The benchmarks issue's targets.
 ENGINE_VS_LIMIT = 0.6
 NAIVE_VS_ENGINE = 15.0
@@ -63,6 +76,8 @@ def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "rows_written": group[0]["rows_written"],
                 "equal": None if None in equal else all(equal),
                 "differing": max((r["differing"] or 0) for r in group) if None not in equal else None,
+                "changes_applied": group[0].get("changes_applied"),  # peers only
+                "json_not_objects": group[0].get("json_not_objects"),  # peers only
             }
         )
     pairs = list(PAIR_TITLES)
@@ -176,7 +191,33 @@ def markdown(results: dict[str, Any]) -> str:
         )
     lines.append("")
     lines += _rss_flatness(results["ratios"])
+    lines += _peer_changes(results["summary"])
     return "\n".join(lines) + "\n"
+
+
+def _peer_changes(summary: list[dict[str, Any]]) -> list[str]:
+    """Per peer run: how many of each kind of change reached the target, of how many made; and how
+    many payloads the target holds as something other than a JSON object (all the source's are)."""
+    rows = [s for s in summary if s.get("json_not_objects") is not None]
+    if not rows:
+        return []
+    lines = [
+        "#### Peers: changes that reached the target (applied / made in the source)",
+        "",
+        f"| pair | window rows | peer | {' | '.join(CHANGE_KINDS)} | payloads not a JSON object |",
+        "|---|---|---|" + "---|" * (len(CHANGE_KINDS) + 1),
+    ]
+    for s in rows:
+        applied = s["changes_applied"]
+        cells = [
+            "-" if applied is None else f"{applied[k]['applied']:,} / {applied[k]['expected']:,}"
+            for k in CHANGE_KINDS
+        ]
+        lines.append(
+            f"| {PAIR_TITLES[s['pair']]} | {s['rows']:,} | {LABELS[s['name']]} | {' | '.join(cells)} "
+            f"| {s['json_not_objects']:,} |"
+        )
+    return [*lines, ""]
 
 
 def _rss_flatness(rows: list[dict[str, Any]]) -> list[str]:

@@ -3,7 +3,8 @@
 Runs the demo's three sync assets for several hours through ``execute_job`` on a real (non-ephemeral)
 instance, once per start method, and reads from the event log, per step, the time between the
 executor launching the step's process and the step starting in it. The first step of a run pays for
-starting the forkserver itself, so it is reported apart.
+starting the forkserver itself, so it is reported apart. Each start method runs in a process of its
+own: multiprocessing keeps one forkserver per process, started with the preloads of its first use.
 
     .venv/bin/python -m benchmarks.step_start --runs 3
 """
@@ -11,8 +12,11 @@ starting the forkserver itself, so it is reported apart.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
+import subprocess
+import sys
 import tempfile
 from collections import defaultdict
 from datetime import timedelta
@@ -27,6 +31,8 @@ from dagster import (
     reconstructable,
 )
 
+from sync_pipeline.executors import PRELOAD_MODULES
+
 
 def benchmark_job() -> JobDefinition:
     """The demo's sync job with an executor whose start method the run config chooses."""
@@ -35,12 +41,21 @@ def benchmark_job() -> JobDefinition:
     return defs.resolve_job_def("sync_hourly").with_executor_def(multiprocess_executor)
 
 
+# The start methods compared: spawn, forkserver preloading the code location only, and forkserver
+# preloading what the project's executor preloads (the code location and the instance's storages).
+METHODS: dict[str, dict[str, object]] = {
+    "spawn": {"spawn": {}},
+    "forkserver, `preload_modules: [sync_pipeline.definitions]`": {
+        "forkserver": {"preload_modules": ["sync_pipeline.definitions"]}
+    },
+    "forkserver, `preload_modules: PRELOAD_MODULES` (the default)": {
+        "forkserver": {"preload_modules": PRELOAD_MODULES}
+    },
+}
+
+
 def _run(method: str, partition_key: str, instance: DagsterInstance) -> tuple[list[float], float]:
-    start_method: dict[str, object] = (
-        {"forkserver": {"preload_modules": ["sync_pipeline.definitions"]}}
-        if method == "forkserver"
-        else {"spawn": {}}
-    )
+    start_method = METHODS[method]
     with execute_job(
         reconstructable(benchmark_job),
         instance=instance,
@@ -68,36 +83,53 @@ def _run(method: str, partition_key: str, instance: DagsterInstance) -> tuple[li
     return delays, max(started.values()) - run_start
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--runs", type=int, default=3, help="runs per start method")
-    args = parser.parse_args()
+def _measure(method: str, runs: int) -> dict[str, list[float]]:
+    """Step start delays of ``runs`` runs with one start method, in this process."""
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["SYNC_PIPELINE_DATA_DIR"] = str(Path(tmp) / "data")
         os.environ.pop("SYNC_PIPELINE_CONFIG", None)
         from sync_pipeline.demo.config import demo_start
 
         start = demo_start(Path(tmp) / "data")
-        results: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+        results: dict[str, list[float]] = defaultdict(list)
         (Path(tmp) / "home").mkdir()
         with DagsterInstance.local_temp(str(Path(tmp) / "home")) as instance:
-            for i in range(args.runs):
+            for i in range(runs):
                 key = (start + timedelta(hours=10 + i)).strftime("%Y-%m-%d-%H:%M")
-                for method in ("spawn", "forkserver"):
-                    delays, _ = _run(method, key, instance)
-                    results[method]["first"].append(delays[0])
-                    results[method]["later"].extend(delays[1:])
-        print(
-            "| start method | first step of a run (median s) | later steps (median s) | later steps (max s) |"
+                delays, _ = _run(method, key, instance)
+                results["first"].append(delays[0])
+                results["later"].extend(delays[1:])
+        return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--runs", type=int, default=3, help="runs per start method")
+    parser.add_argument("--method", choices=list(METHODS), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.method:
+        print(json.dumps(_measure(args.method, args.runs)))
+        return
+    # Each start method in a process of its own, as each run worker is in a deployment:
+    # multiprocessing starts one forkserver per process, with the preloads of its first use.
+    results = {}
+    for method in METHODS:
+        child = subprocess.run(  # noqa: S603 - this module, with this interpreter
+            [sys.executable, "-m", "benchmarks.step_start", "--runs", str(args.runs), "--method", method],
+            check=True,
+            capture_output=True,
+            text=True,
         )
-        print("|---|---|---|---|")
-        for method, values in results.items():
-            print(
-                f"| {method} | {statistics.median(values['first']):.3f} | "
-                f"{statistics.median(values['later']):.3f} | {max(values['later']):.3f} |"
-            )
+        results[method] = json.loads(child.stdout.strip().splitlines()[-1])
+    print("| start method | first step of a run (median s) | later steps (median s) | later steps (max s) |")
+    print("|---|---|---|---|")
+    for method, values in results.items():
+        print(
+            f"| {method} | {statistics.median(values['first']):.3f} | "
+            f"{statistics.median(values['later']):.3f} | {max(values['later']):.3f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -11,7 +11,10 @@ the window updated, 0.5% inserted, 0.2% deleted, 0.1% moved into the next hour; 
 * ``engine_changed``: ``sync_partition`` on the changed window; ``engine_unchanged``: the same again,
   the hourly steady state (nothing changed since);
 * once per size, on a target whose window has the source's row count but 1% stale rows:
-  ``naive_counts_equal`` (the count check sees nothing) and ``engine_counts_equal``.
+  ``naive_counts_equal`` (the count check sees nothing) and ``engine_counts_equal``;
+* only when asked for (``--methods ...,dlt,dlt_pyarrow,sling``), the peers of :mod:`benchmarks.peers`:
+  each first loads the unchanged source into an emptied copy of the target (``<peer>_initial``, which
+  leaves the state its previous hourly run would have), then runs incrementally on the changed source.
 
 Every method that writes gets its own copy of the prepared target (``CREATE DATABASE ... TEMPLATE``),
 and after it the target's window is compared with the source's, every column, by reading both in key
@@ -45,12 +48,13 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from benchmarks import report
+from benchmarks import peers, report
 from benchmarks.workload import Layout, Servers, apply_changes, build, compare_window, make_target_stale
 
 ROOT = Path(__file__).resolve().parents[1]
 PAIRS = {"pg-pg": ("postgresql", "postgresql"), "mariadb-pg": ("mysql", "postgresql")}
 METHODS = ("limit_copy", "limit_keys", "naive", "engine")
+KNOWN_METHODS = (*METHODS, *peers.METHODS)  # the peers run only when named
 QUICK_SIZE = 20_000
 CHILD_TIMEOUT = 3600
 
@@ -141,19 +145,24 @@ class SizeRun:
         source = servers.create(kinds[0], f"{self.label}_src")
         template = servers.create(kinds[1], f"{self.label}_tgt")
         scratch = servers.create(kinds[1], f"{self.label}_scratch")
+        seeds: dict[str, str] = {}
         try:
             build(source, self.layout)
             build(template, self.layout)
             baseline = compare_window(source, template)
             if not baseline.equal:
                 raise RuntimeError(f"the generated target differs from the source: {baseline}")
+            seeding = time.perf_counter()
+            self._seed_peers(source, template, seeds)
+            seed_seconds = time.perf_counter() - seeding
             apply_changes(source, self.layout)
-            build_seconds = time.perf_counter() - started
+            build_seconds = time.perf_counter() - started - seed_seconds
             self.log(f"  built and checked in {build_seconds:.1f}s")
             for r in range(repeat):
                 self._repeat(r, source, template, scratch)
+                self._repeat_peers(r, source, seeds)
         finally:
-            for url in (source, template, scratch):
+            for url in (source, template, scratch, *seeds.values()):
                 servers.drop(url)
         return {
             "pair": self.pair,
@@ -161,11 +170,46 @@ class SizeRun:
             "baseline_equal": baseline.equal,
             "expected": self.expected(),
             "build_seconds": round(build_seconds, 1),  # both databases built and compared
+            "peers_seed_seconds": round(seed_seconds, 1),  # the peers' initial loads, copies included
             "total_seconds": round(time.perf_counter() - started, 1),  # with every measurement
         }
 
     def _clone(self, template: str, tag: str) -> str:
         return self.servers.create("postgresql", f"{self.label}_{tag}", template=_database(template))
+
+    def _peers(self) -> list[str]:
+        chosen = [m for m in self.methods if m in peers.METHODS]
+        for peer in chosen:
+            if self.pair not in peers.PAIRS[peer]:
+                self.log(f"  {peer} runs on {', '.join(peers.PAIRS[peer])} only: skipped for {self.pair}")
+        return [m for m in chosen if self.pair in peers.PAIRS[m]]
+
+    def _seed_peers(self, source: str, template: str, seeds: dict[str, str]) -> None:
+        """Before the changes: each peer loads the source into an emptied target copy (its state).
+
+        The target then is what the peer's previous hourly run left, cursor included; it is checked
+        equal to the unchanged source (run ``<peer>_initial``) and cloned for every measured run.
+        """
+        for peer in self._peers():
+            seeds[peer] = self._clone(template, f"{peer}_seed")
+            peers.empty_target(seeds[peer])
+            params = {"source_url": source, "target_url": seeds[peer], "chunk_size": self.chunk_size}
+            result = run_child(peer, params)
+            result["json_not_objects"] = peers.json_not_objects(seeds[peer])
+            self._record(f"{peer}_initial", 0, result, source, seeds[peer])
+
+    def _repeat_peers(self, r: int, source: str, seeds: dict[str, str]) -> None:
+        """Each peer once on the changed source, in a copy of its seeded target."""
+        for peer, seed in seeds.items():
+            target = self._clone(seed, f"{peer}{r}")
+            try:
+                params = {"source_url": source, "target_url": target, "chunk_size": self.chunk_size}
+                result = run_child(peer, params)
+                result["changes_applied"] = peers.change_coverage(target, self.layout)
+                result["json_not_objects"] = peers.json_not_objects(target)
+                self._record(peer, r, result, source, target)
+            finally:
+                self.servers.drop(target)
 
     def _repeat(self, r: int, source: str, template: str, scratch: str) -> None:
         params = {"source_url": source, "chunk_size": self.chunk_size}
@@ -209,6 +253,7 @@ def environment(servers: Servers) -> dict[str, Any]:
             packages[name] = version(name)
         except PackageNotFoundError:
             packages[name] = "not installed"
+    packages.update(peers.versions())
     cpu = "unknown"
     try:
         with open("/proc/cpuinfo") as cpuinfo:
@@ -229,11 +274,16 @@ def environment(servers: Servers) -> dict[str, Any]:
 
 
 def available_methods(requested: Sequence[str], log: Log) -> list[str]:
-    """The requested methods whose packages are installed (pandas for the naive job)."""
+    """The requested methods whose packages are installed (pandas for the naive job, the peers')."""
     methods = list(requested)
     if "naive" in methods and importlib.util.find_spec("pandas") is None:
         log("pandas is not installed (pip install -e '.[bench]'): skipping the naive job")
         methods.remove("naive")
+    for peer in [m for m in methods if m in peers.METHODS]:
+        reason = peers.missing(peer)
+        if reason is not None:
+            log(f"{reason}: skipping {peer}")
+            methods.remove(peer)
     return methods
 
 
@@ -297,7 +347,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--repeat", type=int, help="runs per method; the median is reported (default 3)")
     parser.add_argument("--pairs", default=",".join(PAIRS), help=f"comma-separated, of {', '.join(PAIRS)}")
     parser.add_argument(
-        "--methods", default=",".join(METHODS), help=f"comma-separated, of {', '.join(METHODS)}"
+        "--methods",
+        default=",".join(METHODS),
+        help=f"comma-separated, of {', '.join(KNOWN_METHODS)} (the peers only when named)",
     )
     parser.add_argument("--chunk-size", type=int, default=10_000, help="the engine's chunk_size")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
@@ -321,7 +373,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     repeat = args.repeat or (1 if args.quick else 3)
     pairs = [p for p in args.pairs.split(",") if p]
     methods = [m for m in args.methods.split(",") if m]
-    for name, chosen, known in (("pair", pairs, PAIRS), ("method", methods, METHODS)):
+    for name, chosen, known in (("pair", pairs, PAIRS), ("method", methods, KNOWN_METHODS)):
         unknown = set(chosen) - set(known)
         if unknown:
             parser.error(f"unknown {name}: {', '.join(sorted(unknown))}")

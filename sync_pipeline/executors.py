@@ -36,7 +36,25 @@ __all__ = [
 
 # Modules the forkserver imports once, so each step process starts as a cheap fork of a warm
 # interpreter instead of a fresh one that imports Dagster, SQLAlchemy and the drivers again.
-PRELOAD_MODULES = ["sync_pipeline.definitions"]
+# Beyond the code location: what a step imports to load the Dagster instance (its run, event-log and
+# schedule storages, alembic, the instance factory), 370 modules and about 0.4 s per step when left
+# to each step (BENCHMARKS.md, "Step process start"). Only imports: no storage is opened before the
+# fork. The forkserver skips a module that is not installed (dagster_postgres without the extra).
+PRELOAD_MODULES = [
+    "sync_pipeline.definitions",
+    "dagster._core.instance.factory",
+    "dagster._core.remote_representation",
+    "dagster._core.scheduler",
+    "dagster._core.secrets.env_file",
+    "dagster._core.storage.root",
+    "dagster._core.storage.local_compute_log_manager",
+    "dagster._core.storage.sqlite_storage",
+    "dagster._core.storage.event_log.sqlite.consolidated_sqlite_event_log",
+    "dagster._core.storage.event_log.sqlite.sqlite_event_log",
+    "dagster._core.storage.runs.sqlite",
+    "dagster._core.storage.schedules.sqlite",
+    "dagster_postgres",
+]
 
 MULTIPROCESS_EXECUTOR_NAME: Final = "sync_multiprocess_executor"
 CELERY_EXECUTOR_NAME: Final = "sync_celery_executor"

@@ -185,6 +185,7 @@ def plan_sync(config: TableConfig, source: sa.Engine, target: sa.Engine, *, crea
         live,
     )
     _check_keys(source_side, target_side)
+    _use_native_hash(source_side, target_side)
     converters = [
         converter(
             family_of(source_table.c[name].type),
@@ -225,6 +226,22 @@ def plan_sync(config: TableConfig, source: sa.Engine, target: sa.Engine, *, crea
     return SyncPlan(
         config, source_side, target_side, columns, row_converter(converters), hashable, created, added
     )
+
+
+def _use_native_hash(source: TableSide, target: TableSide) -> None:
+    """Let two sides on the same engine compare ranges by that engine's own hash of the stored rows.
+
+    Only where the stored ``updated_at`` values mean the same on both sides: the same engine, both
+    columns instants or both wall times (read in the one ``naive_timezone``), and no precision to
+    floor away (``micros_divisor`` 1). Anywhere else the exact micros and the cross-engine mix stay.
+    """
+    if (
+        source.adapter.name == target.adapter.name
+        and source.micros_divisor == target.micros_divisor == 1
+        and source.naive == target.naive
+        and source.adapter.native_row_hash(source.keys[0], source.ts, naive=source.naive) is not None
+    ):
+        source.native_hash = target.native_hash = True
 
 
 def _require_timestamp(table: sa.Table, name: TableName, column: str, dialect: str) -> None:

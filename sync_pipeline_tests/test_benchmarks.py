@@ -113,3 +113,81 @@ def test_quick_suite_measures_correct_runs(tmp_path: Path) -> None:
     if HAS_MATPLOTLIB:
         for chart in ("time.png", "rss.png"):
             assert (tmp_path / chart).read_bytes().startswith(b"\x89PNG")
+
+
+def test_peers_are_dropped_with_a_reason_when_not_installed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without the ``peers`` extra the suite skips dlt and Sling, saying why, and runs the rest."""
+    from benchmarks import peers
+    from benchmarks.suite import available_methods
+
+    monkeypatch.setattr(peers, "missing", lambda method: f"{method} not installed")
+    logged: list[str] = []
+    assert available_methods(["limit_copy", "dlt", "sling", "engine"], logged.append) == [
+        "limit_copy",
+        "engine",
+    ]
+    assert logged == ["dlt not installed: skipping dlt", "sling not installed: skipping sling"]
+
+
+@pytest.mark.slow
+def test_quick_suite_measures_the_peers(tmp_path: Path) -> None:
+    """dlt and Sling run from their own seeded state; the comparison and the change counts are recorded.
+
+    The peers are the optional ``peers`` extra, which CI does not install: skipped there.
+    """
+    reason = "the 'peers' extra (dlt, pyarrow, sling-linux-amd64) is not installed; CI does not install it"
+    pytest.importorskip("dlt", reason=reason)
+    pytest.importorskip("pyarrow", reason=reason)
+    pytest.importorskip("sling_linux_amd64", reason=reason)
+    _admin_engine(PG_ADMIN_URL, "PostgreSQL").dispose()
+    results = run_suite(
+        sizes=[QUICK_SIZE],
+        repeat=1,
+        pairs=["pg-pg"],
+        out=tmp_path,
+        methods=["dlt", "dlt_pyarrow", "sling"],
+        pg_admin=PG_ADMIN_URL,
+        mysql_admin=MYSQL_ADMIN_URL,
+        command="pytest",
+        charts=False,
+        log=lambda message: None,
+    )
+    layout = Layout(QUICK_SIZE)
+    assert [w["baseline_equal"] for w in results["workloads"]] == [True]
+    runs = {r["name"]: r for r in results["runs"]}
+    peer_names = ("dlt", "dlt_pyarrow", "sling")
+    assert set(runs) == {n for p in peer_names for n in (p, f"{p}_initial")}
+    for run in runs.values():
+        _check_well_formed(run)
+
+    for run in runs.values():
+        assert run["json_not_objects"] >= 0  # the payload check ran on every peer's target
+
+    for peer in peer_names:
+        # The seed: the whole unchanged source loaded into an emptied target, equal to it.
+        initial = runs[f"{peer}_initial"]
+        assert initial["rows_written"] == layout.rows + 2 * layout.margin, peer
+        assert initial["equal"] is True, peer
+
+        # The incremental run started from that state, and was compared with the changed source.
+        run = runs[peer]
+        assert run["equal"] is not None, peer
+        assert run["source_window_rows"] == layout.source_rows_after, peer
+        changes = run["changes_applied"]
+        assert {k: v["expected"] for k, v in changes.items()} == {
+            "updated": layout.updated,
+            "inserted": layout.inserted,
+            "deleted": layout.deleted,
+            "moved": layout.moved,
+        }
+        missed = sum(v["expected"] - v["applied"] for v in changes.values())
+        assert 0 <= missed <= run["differing"], peer  # every missed change is a differing row
+        assert changes["deleted"]["applied"] == 0, peer  # an updated_at cursor cannot see a delete
+        if peer.startswith("dlt"):
+            assert run["detail"]["cursor_before"] == initial["detail"]["cursor_after"] is not None
+        else:
+            assert '"updated_at" >' in run["detail"]["source_query"]
+
+    table = (tmp_path / "results.md").read_text()
+    assert "Peers: changes that reached the target" in table
+    assert "Sling: incremental, update key updated_at" in table

@@ -7,6 +7,7 @@ password reaches what the UI is sent.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import socket
@@ -35,6 +36,7 @@ from dagster._serdes import serialize_value
 from sync_pipeline.assets import sync_retry_policy
 from sync_pipeline.config import CONFIG_ENV_VAR, RetryConfig
 from sync_pipeline.demo.config import DATA_DIR_ENV, demo_config
+from sync_pipeline.executors import PRELOAD_MODULES
 from sync_pipeline.resources import SyncResource
 from sync_pipeline_tests.conftest import MakeDbUrl
 from sync_pipeline_tests.dagster_helpers import load_definitions, table_entry, write_config
@@ -112,7 +114,7 @@ def test_demo_definitions(environment: Path) -> None:
     assert schedules["demo_activity_schedule"].job_name == "demo_activity_job"
     for job in ("sync_hourly", "demo_activity_job"):
         config = executor_config(defs, job)
-        assert config["start_method"] == {"forkserver": {"preload_modules": ["sync_pipeline.definitions"]}}
+        assert config["start_method"] == {"forkserver": {"preload_modules": PRELOAD_MODULES}}
         assert config["max_concurrent"] == 2
     assert sorted(p.name for p in environment.iterdir()) == ["demo.json"]
 
@@ -151,8 +153,17 @@ def test_yaml_definitions_describe_each_table(tmp_path: Path, make_db_url: MakeD
     hourly = jobs - {"drift_check"}  # the drift check runs from its sensor, not a schedule
     assert {s.name for s in defs.get_repository_def().schedule_defs} == {f"{job}_schedule" for job in hourly}
     assert executor_config(defs, "sync_hourly_from_2026110100")["start_method"] == {
-        "forkserver": {"preload_modules": ["sync_pipeline.definitions"]}
+        "forkserver": {"preload_modules": PRELOAD_MODULES}
     }
+
+
+def test_every_preloaded_module_exists() -> None:
+    """The forkserver skips a preload that fails to import, silently: a module renamed by a Dagster
+    upgrade would quietly bring back the per-step import cost. Each one must import here (the test
+    environment has every extra, dagster_postgres included)."""
+    assert PRELOAD_MODULES[0] == "sync_pipeline.definitions"
+    for name in PRELOAD_MODULES:
+        importlib.import_module(name)
 
 
 def test_code_version_follows_the_table_config(tmp_path: Path, make_db_url: MakeDbUrl) -> None:

@@ -14,11 +14,24 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import sqlalchemy as sa
 
+from sync_pipeline.config import TableConfig
 from sync_pipeline.db.dialects import adapter_for
 from sync_pipeline.db.engine import open_engine
+from sync_pipeline.db.side import TableSide
 from sync_pipeline.diff.mixhash import P, mix62
 from sync_pipeline.diff.segments import HASH_MODULUS
+from sync_pipeline.plan import plan_sync
 from sync_pipeline_tests.conftest import MakeDbUrl
+from sync_pipeline_tests.helpers import (
+    CHANGE_COUNTS,
+    Pair,
+    W,
+    counts,
+    insert,
+    make_pair,
+    table_config,
+    update,
+)
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 NOW_MICROS = int((datetime(2026, 11, 30, 8, 59, 59, 999999, tzinfo=UTC) - EPOCH) / timedelta(microseconds=1))
@@ -87,3 +100,79 @@ def test_every_engine_computes_the_reference_hash(engine: str, make_db_url: Make
     expected = [mix62(k, m) for k, m in cases]
     assert in_sql == expected
     assert int(total) % HASH_MODULUS == sum(expected) % HASH_MODULUS
+
+
+# -- PostgreSQL to PostgreSQL: the engine's own hash ---------------------------------------------------
+
+
+def _events(ts: sa.types.TypeEngine[datetime], name: str = "events") -> sa.Table:
+    return sa.Table(
+        name,
+        sa.MetaData(),
+        sa.Column("id", sa.BigInteger, primary_key=True, autoincrement=False),
+        sa.Column("updated_at", ts, nullable=False),
+    )
+
+
+def _plan_sides(pair: Pair, config: TableConfig) -> tuple[TableSide, TableSide]:
+    with open_engine(pair.source.url) as source, open_engine(pair.target.url) as target:
+        plan = plan_sync(config, source, target, create_target=False)
+    assert plan.target is not None
+    return plan.source, plan.target
+
+
+@pytest.mark.parametrize("aware", [True, False], ids=["timestamptz", "timestamp"])
+def test_postgresql_pair_hashes_natively_and_sees_one_microsecond(
+    make_db_url: MakeDbUrl, aware: bool
+) -> None:
+    """Between two PostgreSQL tables, ranges are compared by PostgreSQL's own hash of the stored rows
+    (a fraction of the exact micros arithmetic): a window settles with no key read, and one row moved
+    by a microsecond, or two rows moved by +d and -d, is still found, in a window and in a range."""
+    pair = make_pair(make_db_url, "postgresql", "postgresql")
+    ts = sa.DateTime(timezone=aware)
+    start = W.start if aware else W.start.replace(tzinfo=None)
+    rows = [{"id": i, "updated_at": start + timedelta(seconds=i)} for i in range(1, 3001)]
+    table = _events(ts)
+    table.create(pair.source.engine)
+    insert(pair.source, table, rows)
+    config = table_config("events", chunk_size=100)
+    pair.sync(config)
+
+    source, target = _plan_sides(pair, config)
+    assert source.hashes_natively
+    assert target.hashes_natively
+    unchanged = pair.sync(config)
+    assert (unchanged.keys_scanned, unchanged.ranges_compared, unchanged.unchanged) == (0, 1, 3000)
+
+    update(pair.source, table, table.c.id == 1500, updated_at=start + timedelta(seconds=1500, microseconds=1))
+    update(pair.source, table, table.c.id == 10, updated_at=start + timedelta(seconds=10, microseconds=7))
+    update(pair.source, table, table.c.id == 11, updated_at=start + timedelta(seconds=11, microseconds=-7))
+    stats = pair.sync(config)
+    assert counts(stats, *CHANGE_COUNTS) == {"inserted": 0, "updated": 2, "deleted": 0}
+    assert stats.skipped_newer == 1  # id 11 went back in time: the target's newer version is kept
+    assert 0 < stats.keys_scanned < 3000, "the descent narrowed to the changed ranges"
+
+
+def test_native_hash_only_where_both_sides_store_the_same_kind_of_time(make_db_url: MakeDbUrl) -> None:
+    """A timestamptz source into a timestamp target stores instants on one side and wall times on the
+    other: the engine's hash of the stored values would differ for equal rows, so the exact micros and
+    the cross-engine mix are used, and an unchanged window still settles with no key read."""
+    pair = make_pair(make_db_url, "postgresql", "postgresql")
+    source_table = _events(sa.DateTime(timezone=True))
+    source_table.create(pair.source.engine)
+    insert(
+        pair.source,
+        source_table,
+        [{"id": i, "updated_at": W.start + timedelta(seconds=i)} for i in range(1, 501)],
+    )
+    _events(sa.DateTime(timezone=False)).create(pair.target.engine)
+    config = table_config("events", chunk_size=100)
+    first = pair.sync(config)
+    assert first.inserted == 500
+
+    source, target = _plan_sides(pair, config)
+    assert not source.hashes_natively
+    assert not target.hashes_natively
+    assert source.mixes
+    unchanged = pair.sync(config)
+    assert (unchanged.keys_scanned, unchanged.ranges_compared, unchanged.unchanged) == (0, 1, 500)

@@ -54,6 +54,10 @@ class TableSide:
     row_parts: list[ColumnElement[Any]] | None = None
     row_columns: list[str] | None = None
     row_texts: list[Callable[[Any], str]] | None = None
+    # Both sides on the same engine, with the same kind of updated_at at full precision: range
+    # checksums use the engine's own hash of (key, updated_at) instead of the cross-engine mix
+    # (see :meth:`~sync_pipeline.db.dialects.base.Adapter.native_row_hash`). Set by the plan.
+    native_hash: bool = False
 
     # -- derived expressions --------------------------------------------------------------------
     @property
@@ -126,11 +130,19 @@ class TableSide:
 
     # -- aggregates -----------------------------------------------------------------------------
     @property
+    def compares_updated_at_by_integer_key(self) -> bool:
+        return self.row_parts is None and self.row_texts is None and self.single_integer_key
+
+    @property
     def mixes(self) -> bool:
         """Whether range checksums use the integer mix of ``(key, updated_at micros)`` (see
         :mod:`~sync_pipeline.diff.mixhash`) rather than md5 of text: the ``updated_at`` comparison of
         a single integer key. Both sides of a plan decide alike (the plan requires equal key families)."""
-        return self.row_parts is None and self.row_texts is None and self.single_integer_key
+        return self.compares_updated_at_by_integer_key and not self.native_hash
+
+    @property
+    def hashes_natively(self) -> bool:
+        return self.compares_updated_at_by_integer_key and self.native_hash
 
     def _hashed(self, window: Window, krange: KeyRange) -> tuple[ColumnElement[Any], ColumnElement[int]]:
         """The integer key (or ``None``) and each row's hash, over a FROM clause holding the range's rows.
@@ -138,6 +150,10 @@ class TableSide:
         The mix uses key and micros several times: they come from a subquery, kept apart from the
         aggregate where the engine would otherwise compute ``updated_at`` micros once per use.
         """
+        if self.hashes_natively:
+            hashed = self.adapter.native_row_hash(self.keys[0], self.ts, naive=self.naive)
+            assert hashed is not None
+            return self.keys[0], hashed
         if not self.mixes:
             return self.keys[0], self._row_hash()
         inner = sa.select(sa.cast(self.keys[0], sa.BigInteger).label("k"), self.ts_micros.label("m")).where(

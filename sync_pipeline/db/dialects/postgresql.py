@@ -39,6 +39,16 @@ class PostgresAdapter(Adapter):
         digest = sa.func.substr(sa.func.md5(sa.func.concat_ws("|", *parts)), 1, 15)
         return sa.cast(sa.cast(sa.func.concat("x", digest), BIT(60)), sa.BigInteger)
 
+    def native_row_hash(
+        self, key: ColumnElement[Any], ts: ColumnElement[Any], *, naive: bool
+    ) -> ColumnElement[int] | None:
+        # The hash functions behind hash partitioning and hash indexes, stable across versions. A
+        # timestamptz at UTC is a timestamp holding the same stored microseconds.
+        stored = ts if naive else sa.func.timezone("UTC", ts)
+        return sa.func.hashint8extended(
+            sa.cast(key, sa.BigInteger), sa.func.timestamp_hash_extended(stored, 0)
+        )
+
     # extract(epoch) is numeric arithmetic: computed once per row, not once per use in the mix hash.
     isolate_row_values: ClassVar[bool] = True
 

@@ -28,7 +28,7 @@ def parts(out: Path, quick: bool) -> list[Part]:
     if quick:
         return [
             ("suite", ["benchmarks.suite", "--quick", "--out", o]),
-            ("step_start", ["benchmarks.step_start", "--runs", "1"]),
+            ("step_start", ["benchmarks.step_start", "--runs", "1", "--out", o]),
             ("drift_check", ["benchmarks.drift_check", "--rows", "20000", "--repeat", "1"]),
             ("dagster_path", ["benchmarks.dagster_path", "--partitions", "2", "--cli-runs", "1", "--out", o]),
             ("long_lived", ["benchmarks.long_lived", "--partitions", "4", "--via", "job", "--out", o]),
@@ -51,7 +51,7 @@ def parts(out: Path, quick: bool) -> list[Part]:
                 str(out / "5m"),
             ],
         ),
-        ("step_start", ["benchmarks.step_start", "--runs", "3"]),
+        ("step_start", ["benchmarks.step_start", "--runs", "3", "--out", o]),
         ("drift_check", ["benchmarks.drift_check", "--rows", "1000000", "--repeat", "5"]),
         ("dagster_path", ["benchmarks.dagster_path", "--out", o]),
         (

@@ -54,6 +54,11 @@ METHODS: dict[str, dict[str, object]] = {
 }
 
 
+SHORT_NAMES = dict(
+    zip(METHODS, ["spawn", "forkserver\n(code location)", "forkserver\n(PRELOAD_MODULES)"], strict=True)
+)
+
+
 def _run(method: str, partition_key: str, instance: DagsterInstance) -> tuple[list[float], float]:
     start_method = METHODS[method]
     with execute_job(
@@ -108,6 +113,7 @@ def main() -> None:
     )
     parser.add_argument("--runs", type=int, default=3, help="runs per start method")
     parser.add_argument("--method", choices=list(METHODS), help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, help="also write step_start.json and step_start.png here")
     args = parser.parse_args()
     if args.method:
         print(json.dumps(_measure(args.method, args.runs)))
@@ -130,6 +136,39 @@ def main() -> None:
             f"| {method} | {statistics.median(values['first']):.3f} | "
             f"{statistics.median(values['later']):.3f} | {max(values['later']):.3f} |"
         )
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "step_start.json").write_text(
+            json.dumps({"runs": args.runs, "delays": results}, indent=1)
+        )
+        _chart(results, args.out / "step_start.png")
+
+
+def _chart(results: dict[str, dict[str, list[float]]], path: Path) -> None:
+    """Median start of the first and of later steps, per start method, as grouped bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [SHORT_NAMES.get(m, m) for m in results]
+    fig, ax = plt.subplots(figsize=(8, 3.8))
+    width = 0.38
+    for offset, which, name in (
+        (-width / 2, "first", "first step of a run"),
+        (width / 2, "later", "later steps"),
+    ):
+        medians = [statistics.median(v[which]) for v in results.values()]
+        bars = ax.bar([i + offset for i in range(len(results))], medians, width, label=name)
+        ax.bar_label(bars, fmt="%.2f s", fontsize=8)
+    ax.axhline(0.3, color="grey", linestyle="--", linewidth=1, label="target for later steps (0.3 s)")
+    ax.set_xticks(range(len(results)), labels, fontsize=8)
+    ax.set_ylabel("step process start, s (median)")
+    ax.set_title("Step process start by start method")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 from collections import defaultdict
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
@@ -41,26 +42,32 @@ def benchmark_job() -> JobDefinition:
     return defs.resolve_job_def("sync_hourly").with_executor_def(multiprocess_executor)
 
 
+@dataclass(frozen=True)
+class StartMethod:
+    label: str  # in the printed table
+    short: str  # under the chart's bars
+    config: dict[str, object]  # the multiprocess executor's start_method
+
+
 # The start methods compared: spawn, forkserver preloading the code location only, and forkserver
 # preloading what the project's executor preloads (the code location and the instance's storages).
-METHODS: dict[str, dict[str, object]] = {
-    "spawn": {"spawn": {}},
-    "forkserver, `preload_modules: [sync_pipeline.definitions]`": {
-        "forkserver": {"preload_modules": ["sync_pipeline.definitions"]}
-    },
-    "forkserver, `preload_modules: PRELOAD_MODULES` (the default)": {
-        "forkserver": {"preload_modules": PRELOAD_MODULES}
-    },
+METHODS: dict[str, StartMethod] = {
+    "spawn": StartMethod("spawn", "spawn", {"spawn": {}}),
+    "forkserver-code": StartMethod(
+        "forkserver, `preload_modules: [sync_pipeline.definitions]`",
+        "forkserver\n(code location)",
+        {"forkserver": {"preload_modules": ["sync_pipeline.definitions"]}},
+    ),
+    "forkserver-preloads": StartMethod(
+        "forkserver, `preload_modules: PRELOAD_MODULES` (the default)",
+        "forkserver\n(PRELOAD_MODULES)",
+        {"forkserver": {"preload_modules": PRELOAD_MODULES}},
+    ),
 }
 
 
-SHORT_NAMES = dict(
-    zip(METHODS, ["spawn", "forkserver\n(code location)", "forkserver\n(PRELOAD_MODULES)"], strict=True)
-)
-
-
 def _run(method: str, partition_key: str, instance: DagsterInstance) -> tuple[list[float], float]:
-    start_method = METHODS[method]
+    start_method = METHODS[method].config
     with execute_job(
         reconstructable(benchmark_job),
         instance=instance,
@@ -133,7 +140,7 @@ def main() -> None:
     print("|---|---|---|---|")
     for method, values in results.items():
         print(
-            f"| {method} | {statistics.median(values['first']):.3f} | "
+            f"| {METHODS[method].label} | {statistics.median(values['first']):.3f} | "
             f"{statistics.median(values['later']):.3f} | {max(values['later']):.3f} |"
         )
     if args.out:
@@ -151,7 +158,7 @@ def _chart(results: dict[str, dict[str, list[float]]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels = [SHORT_NAMES.get(m, m) for m in results]
+    labels = [METHODS[m].short for m in results]
     fig, ax = plt.subplots(figsize=(8, 3.8))
     width = 0.38
     for offset, which, name in (

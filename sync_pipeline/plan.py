@@ -239,7 +239,7 @@ def _use_native_hash(source: TableSide, target: TableSide) -> None:
         source.adapter.name == target.adapter.name
         and source.micros_divisor == target.micros_divisor == 1
         and source.naive == target.naive
-        and source.adapter.native_row_hash(source.keys[0], source.ts, naive=source.naive) is not None
+        and source.adapter.has_native_row_hash
     ):
         source.native_hash = target.native_hash = True
 

@@ -43,11 +43,9 @@ def _check_well_formed(run: dict[str, Any]) -> None:
     assert run["rows_written"] >= 0, run
 
 
-@pytest.mark.slow
-def test_quick_suite_measures_correct_runs(tmp_path: Path) -> None:
-    """Every method runs and reports; the engine converges; counts miss what the engine catches."""
-    pairs = _pairs()
-    results = run_suite(
+def _quick_suite(tmp_path: Path, pairs: list[str], **options: Any) -> dict[str, Any]:
+    """The suite at its smallest size, on the local servers, quietly, its results in ``tmp_path``."""
+    return run_suite(
         sizes=[QUICK_SIZE],
         repeat=1,
         pairs=pairs,
@@ -55,9 +53,16 @@ def test_quick_suite_measures_correct_runs(tmp_path: Path) -> None:
         pg_admin=PG_ADMIN_URL,
         mysql_admin=MYSQL_ADMIN_URL,
         command="pytest",
-        charts=HAS_MATPLOTLIB,
         log=lambda message: None,
+        **options,
     )
+
+
+@pytest.mark.slow
+def test_quick_suite_measures_correct_runs(tmp_path: Path) -> None:
+    """Every method runs and reports; the engine converges; counts miss what the engine catches."""
+    pairs = _pairs()
+    results = _quick_suite(tmp_path, pairs, charts=HAS_MATPLOTLIB)
     layout = Layout(QUICK_SIZE)
     expected_names = {"limit_copy", "limit_keys", "engine_changed", "engine_unchanged", "engine_counts_equal"}
     if HAS_PANDAS:
@@ -140,18 +145,7 @@ def test_quick_suite_measures_the_peers(tmp_path: Path) -> None:
     pytest.importorskip("pyarrow", reason=reason)
     pytest.importorskip("sling_linux_amd64", reason=reason)
     _admin_engine(PG_ADMIN_URL, "PostgreSQL").dispose()
-    results = run_suite(
-        sizes=[QUICK_SIZE],
-        repeat=1,
-        pairs=["pg-pg"],
-        out=tmp_path,
-        methods=["dlt", "dlt_pyarrow", "sling"],
-        pg_admin=PG_ADMIN_URL,
-        mysql_admin=MYSQL_ADMIN_URL,
-        command="pytest",
-        charts=False,
-        log=lambda message: None,
-    )
+    results = _quick_suite(tmp_path, ["pg-pg"], methods=["dlt", "dlt_pyarrow", "sling"], charts=False)
     layout = Layout(QUICK_SIZE)
     assert [w["baseline_equal"] for w in results["workloads"]] == [True]
     runs = {r["name"]: r for r in results["runs"]}
@@ -159,8 +153,6 @@ def test_quick_suite_measures_the_peers(tmp_path: Path) -> None:
     assert set(runs) == {n for p in peer_names for n in (p, f"{p}_initial")}
     for run in runs.values():
         _check_well_formed(run)
-
-    for run in runs.values():
         assert run["json_not_objects"] >= 0  # the payload check ran on every peer's target
 
     for peer in peer_names:

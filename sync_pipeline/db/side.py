@@ -151,9 +151,7 @@ class TableSide:
         aggregate where the engine would otherwise compute ``updated_at`` micros once per use.
         """
         if self.hashes_natively:
-            hashed = self.adapter.native_row_hash(self.keys[0], self.ts, naive=self.naive)
-            assert hashed is not None
-            return self.keys[0], hashed
+            return self.keys[0], self.adapter.native_row_hash(self.keys[0], self.ts, naive=self.naive)
         if not self.mixes:
             return self.keys[0], self._row_hash()
         inner = sa.select(sa.cast(self.keys[0], sa.BigInteger).label("k"), self.ts_micros.label("m")).where(

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 
 # Hash sums from different engines are compared modulo this (SQLite's aggregate wraps at 2**63).
 HASH_MODULUS = 1 << 63
@@ -100,7 +101,7 @@ class Descent:
             yield krange
             return
         width, buckets = krange.split(self.fan_out)
-        if self._probed_dense(buckets, rows):
+        if self._probed_dense(buckets, width, rows):
             yield krange
             return
         src, tgt = self.both(
@@ -120,7 +121,7 @@ class Descent:
             else:
                 yield from self._descend(bucket, size)
 
-    def _probed_dense(self, buckets: list[KeyRange], rows: int) -> bool:
+    def _probed_dense(self, buckets: list[KeyRange], width: int, rows: int) -> bool:
         """Whether every one of a few buckets, spread over the range, differs between the sides.
 
         Each probe is one bucket's checksum on each side (a query over that bucket's keys alone). A
@@ -130,14 +131,10 @@ class Descent:
         if self.probe_buckets <= 0 or rows < self.probe_min_rows or len(buckets) <= self.probe_buckets:
             return False
         step = len(buckets) / self.probe_buckets
-        probes = [buckets[int(i * step + step / 2)] for i in range(self.probe_buckets)]
-        for probe in probes:
-            assert probe.lo is not None
-            assert probe.hi is not None
-            width = probe.hi - probe.lo
+        for i in range(self.probe_buckets):
+            probe = buckets[int(i * step + step / 2)]
             src, tgt = self.both(
-                lambda p=probe, w=width: self.source_buckets(p, w),  # type: ignore[misc]
-                lambda p=probe, w=width: self.target_buckets(p, w),  # type: ignore[misc]
+                partial(self.source_buckets, probe, width), partial(self.target_buckets, probe, width)
             )
             self.ranges_compared += 1
             if src == tgt:

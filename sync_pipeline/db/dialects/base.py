@@ -77,16 +77,16 @@ class Adapter(ABC):
         """Integer division truncating toward zero (``/`` of two integers on most engines)."""
         return left.op("/", return_type=sa.BigInteger)(right)
 
+    # Whether native_row_hash is available: a 64-bit hash of the stored key and updated_at by the
+    # engine's own functions, a fraction of the cost of the exact micros arithmetic of the mix.
+    has_native_row_hash: ClassVar[bool] = False
+
     def native_row_hash(
         self, key: ColumnElement[Any], ts: ColumnElement[Any], *, naive: bool
-    ) -> ColumnElement[int] | None:
-        """A 64-bit hash of an integer key and ``updated_at`` by the engine's own hash functions.
-
-        Only ever compared with the same engine's (a PostgreSQL source and target): it hashes the
-        stored timestamp as it is, without the exact micros arithmetic that makes engines agree, and
-        costs a fraction of it. ``None`` where the engine has no such function.
-        """
-        return None
+    ) -> ColumnElement[int]:
+        """A hash of an integer key and ``updated_at`` only ever compared with the same engine's (a
+        PostgreSQL source and target): it hashes the stored timestamp as it is."""
+        raise NotImplementedError(f"{self.name} has no native row hash")
 
     def mix_hash(self, key: ColumnElement[Any], micros: ColumnElement[Any]) -> ColumnElement[int]:
         """:func:`~sync_pipeline.diff.mixhash.mix62` of an integer key and ``updated_at`` micros."""

@@ -39,9 +39,11 @@ class PostgresAdapter(Adapter):
         digest = sa.func.substr(sa.func.md5(sa.func.concat_ws("|", *parts)), 1, 15)
         return sa.cast(sa.cast(sa.func.concat("x", digest), BIT(60)), sa.BigInteger)
 
+    has_native_row_hash: ClassVar[bool] = True
+
     def native_row_hash(
         self, key: ColumnElement[Any], ts: ColumnElement[Any], *, naive: bool
-    ) -> ColumnElement[int] | None:
+    ) -> ColumnElement[int]:
         # The hash functions behind hash partitioning and hash indexes, stable across versions. A
         # timestamptz at UTC is a timestamp holding the same stored microseconds.
         stored = ts if naive else sa.func.timezone("UTC", ts)

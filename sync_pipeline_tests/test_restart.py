@@ -9,8 +9,8 @@ moments, each a condition rather than a delay:
 * ``staging``: the asset's progress callback has logged a staged chunk (its "... so far" line in
   the run's event log): the target's transaction is open, the source is still being read;
 * ``upsert``: the test holds a lock on one target row near the end of the key order, and the sync's
-  upsert into the target table is seen waiting for it (``pg_stat_activity``, or MariaDB's
-  ``INNODB_TRX`` with rows already modified): most of the window is written, uncommitted.
+  upsert into the target table is seen waiting for it (``pg_stat_activity``, or InnoDB's monitor
+  with undo entries already written): most of the window is written, uncommitted.
 
 What must follow, read from Dagster's event log and from the databases:
 
@@ -31,6 +31,7 @@ That a terminal (configuration) error is never retried, with the production poli
 from __future__ import annotations
 
 import hashlib
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -188,22 +189,36 @@ def progress_reported(instance: DagsterInstance) -> bool:
     return False
 
 
-# The sync's upsert into the target table, waiting for a row lock the test holds.
-_UPSERT_WAITING = {
-    "postgresql": "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+# The sync's upsert into the target table, waiting for a row lock the test holds. On PostgreSQL,
+# pg_stat_activity says so. On MariaDB, information_schema.INNODB_TRX is a cache that, for the
+# sync's large transaction, was seen to report a lock wait of 50 s as RUNNING throughout (10.11),
+# so the test reads InnoDB's own monitor instead: one block per transaction, with a "LOCK WAIT" line
+# while it waits, the undo entries it has written, and the statement it runs.
+_PG_UPSERT_WAITING = (
+    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
     " AND application_name = 'sync_pipeline' AND wait_event_type = 'Lock'"
-    " AND query LIKE 'INSERT INTO orders%%'",
-    "mysql": "SELECT count(*) FROM information_schema.INNODB_TRX t"
-    " JOIN information_schema.PROCESSLIST p ON p.ID = t.trx_mysql_thread_id"
-    " WHERE p.DB = DATABASE() AND t.trx_state = 'LOCK WAIT' AND t.trx_rows_modified > 0"
-    " AND p.INFO LIKE 'INSERT INTO orders%%'",
-}
+    " AND query LIKE 'INSERT INTO orders%%'"
+)
+_INNODB_TRANSACTION = re.compile(r"^---TRANSACTION ", re.MULTILINE)
+_UNDO_ENTRIES = re.compile(r"undo log entries (\d+)")
+
+
+def _innodb_upsert_waiting(status: str) -> bool:
+    """Whether a transaction in ``SHOW ENGINE INNODB STATUS`` waits for a lock in the middle of an
+    ``INSERT INTO orders`` that has already written rows."""
+    for block in _INNODB_TRANSACTION.split(status)[1:]:
+        undo = _UNDO_ENTRIES.search(block)
+        if "\nLOCK WAIT " in block and "\nINSERT INTO orders " in block and undo and int(undo[1]) > 0:
+            return True
+    return False
 
 
 def upsert_waiting(target: Side) -> bool:
     """Whether the sync's upsert is blocked on the test's row lock, with part of the window written."""
     with target.engine.connect() as conn:
-        return bool(conn.exec_driver_sql(_UPSERT_WAITING[target.kind]).scalar())
+        if target.kind == "postgresql":
+            return bool(conn.exec_driver_sql(_PG_UPSERT_WAITING).scalar())
+        return _innodb_upsert_waiting(conn.exec_driver_sql("SHOW ENGINE INNODB STATUS").one()[2])
 
 
 class RowLock:

@@ -32,7 +32,7 @@ import sqlalchemy as sa
 
 from sync_pipeline.config import CONFIG_ENV_VAR, SyncConfig, TableConfig, load_config
 from sync_pipeline.db.engine import open_engine
-from sync_pipeline.diff.stats import SyncStats
+from sync_pipeline.diff.stats import HEADLINE_COUNTS, SyncStats
 from sync_pipeline.diff.window import PARTITION_KEY_FORMAT, Window
 from sync_pipeline.errors import ConfigError, DatabaseUnavailable, SyncPipelineError
 from sync_pipeline.plan import plan_sync
@@ -52,17 +52,7 @@ EXIT_USAGE = 2
 DEFAULT_SAMPLE_LIMIT = 20
 
 # The counts an operator reads first, in this order; the JSON output carries every field of SyncStats.
-STAT_FIELDS = (
-    "inserted",
-    "updated",
-    "deleted",
-    "unchanged",
-    "source_rows",
-    "target_rows",
-    "null_updated_at",
-    "skipped_newer",
-    "kept_deleted",
-)
+STAT_FIELDS = (*HEADLINE_COUNTS, "null_updated_at", "skipped_newer", "kept_deleted")
 
 # Kinds reported through ``on_change``; "moved_in"/"moved_out" are updates of rows changing window.
 CHANGE_KINDS = ("inserted", "updated", "moved_in", "moved_out", "deleted")
@@ -150,6 +140,16 @@ def _missing_driver(error: ImportError) -> str:
 
 # --------------------------------------------------------------------------------------------------
 # Shared options and loading
+
+
+_partition_option = click.option(
+    "--partition",
+    "-p",
+    "partition_key",
+    required=True,
+    metavar="KEY",
+    help="Hourly partition key in partition_timezone, e.g. 2026-11-30-08:00.",
+)
 
 
 def _config_option(command: Callable[P, R]) -> Callable[P, R]:
@@ -400,14 +400,7 @@ def _validate_table(config: SyncConfig, table: TableConfig) -> tuple[str | None,
 
 @cli.command(context_settings=_CONTEXT, short_help="Show what a sync of one partition would change.")
 @click.argument("table_name", metavar="TABLE")
-@click.option(
-    "--partition",
-    "-p",
-    "partition_key",
-    required=True,
-    metavar="KEY",
-    help="Hourly partition key in partition_timezone, e.g. 2026-11-30-08:00.",
-)
+@_partition_option
 @click.option(
     "--limit",
     type=click.IntRange(min=0),
@@ -453,14 +446,7 @@ def diff(table_name: str, partition_key: str, limit: int, as_json: bool, config_
 
 @cli.command(context_settings=_CONTEXT, short_help="Sync one partition of a table now.")
 @click.argument("table_name", metavar="TABLE")
-@click.option(
-    "--partition",
-    "-p",
-    "partition_key",
-    required=True,
-    metavar="KEY",
-    help="Hourly partition key in partition_timezone, e.g. 2026-11-30-08:00.",
-)
+@_partition_option
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON document instead of text.")
 @_config_option
 def sync(table_name: str, partition_key: str, as_json: bool, config_path: Path | None) -> None:

@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+HEADLINE_COUNTS = ("inserted", "updated", "deleted", "unchanged", "source_rows", "target_rows")
+"""The counts every report of a sync leads with, in this order: the CLI's, the metadata's (SPEC 3)."""
+
 
 @dataclass
 class SyncStats:

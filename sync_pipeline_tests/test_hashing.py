@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
 
 from sync_pipeline.config import TableConfig
 from sync_pipeline.db.dialects import adapter_for
@@ -102,7 +103,14 @@ def test_every_engine_computes_the_reference_hash(engine: str, make_db_url: Make
     assert int(total) % HASH_MODULUS == sum(expected) % HASH_MODULUS
 
 
-# -- PostgreSQL to PostgreSQL: the engine's own hash ---------------------------------------------------
+# -- Two tables on the same engine: the engine's own hash ---------------------------------------------
+# The updated_at column of each kind at microsecond precision: an instant, and a wall time.
+TIMESTAMP_TYPES: dict[tuple[str, bool], sa.types.TypeEngine[datetime]] = {
+    ("postgresql", True): sa.DateTime(timezone=True),
+    ("postgresql", False): sa.DateTime(timezone=False),
+    ("mysql", True): mysql.TIMESTAMP(fsp=6),
+    ("mysql", False): mysql.DATETIME(fsp=6),
+}
 
 
 def _events(ts: sa.types.TypeEngine[datetime], name: str = "events") -> sa.Table:
@@ -121,19 +129,23 @@ def _plan_sides(pair: Pair, config: TableConfig) -> tuple[TableSide, TableSide]:
     return plan.source, plan.target
 
 
-@pytest.mark.parametrize("aware", [True, False], ids=["timestamptz", "timestamp"])
-def test_postgresql_pair_hashes_natively_and_sees_one_microsecond(
-    make_db_url: MakeDbUrl, aware: bool
+@pytest.mark.parametrize(
+    ("engine", "aware"),
+    list(TIMESTAMP_TYPES),
+    ids=["postgresql-timestamptz", "postgresql-timestamp", "mysql-timestamp", "mysql-datetime"],
+)
+def test_same_engine_pair_hashes_natively_and_sees_one_microsecond(
+    make_db_url: MakeDbUrl, engine: str, aware: bool
 ) -> None:
-    """Between two PostgreSQL tables, ranges are compared by PostgreSQL's own hash of the stored rows
-    (a fraction of the exact micros arithmetic): a window settles with no key read, and one row moved
-    by a microsecond, or two rows moved by +d and -d, is still found, in a window and in a range."""
-    pair = make_pair(make_db_url, "postgresql", "postgresql")
-    ts = sa.DateTime(timezone=aware)
+    """Between two tables on one engine, ranges are compared by that engine's own hash of the stored
+    rows (a fraction of the exact micros arithmetic): a window settles with no key read, and one row
+    moved by a microsecond, or two rows moved by +d and -d, is still found, in a window and in a range."""
+    pair = make_pair(make_db_url, engine, engine)
     start = W.start if aware else W.start.replace(tzinfo=None)
     rows = [{"id": i, "updated_at": start + timedelta(seconds=i)} for i in range(1, 3001)]
-    table = _events(ts)
+    table = _events(TIMESTAMP_TYPES[engine, aware])
     table.create(pair.source.engine)
+    table.create(pair.target.engine)  # the same type: a MariaDB target is made DATETIME, not TIMESTAMP
     insert(pair.source, table, rows)
     config = table_config("events", chunk_size=100)
     pair.sync(config)
@@ -153,19 +165,23 @@ def test_postgresql_pair_hashes_natively_and_sees_one_microsecond(
     assert 0 < stats.keys_scanned < 3000, "the descent narrowed to the changed ranges"
 
 
-def test_native_hash_only_where_both_sides_store_the_same_kind_of_time(make_db_url: MakeDbUrl) -> None:
-    """A timestamptz source into a timestamp target stores instants on one side and wall times on the
-    other: the engine's hash of the stored values would differ for equal rows, so the exact micros and
-    the cross-engine mix are used, and an unchanged window still settles with no key read."""
-    pair = make_pair(make_db_url, "postgresql", "postgresql")
-    source_table = _events(sa.DateTime(timezone=True))
+@pytest.mark.parametrize("engine", ["postgresql", "mysql"])
+def test_native_hash_only_where_both_sides_store_the_same_kind_of_time(
+    make_db_url: MakeDbUrl, engine: str
+) -> None:
+    """An instant column (timestamptz, MariaDB TIMESTAMP) into a wall-time one (timestamp, DATETIME)
+    stores instants on one side and wall times on the other: the engine's hash of the stored values
+    would differ for equal rows, so the exact micros and the cross-engine mix are used, and an
+    unchanged window still settles with no key read."""
+    pair = make_pair(make_db_url, engine, engine)
+    source_table = _events(TIMESTAMP_TYPES[engine, True])
     source_table.create(pair.source.engine)
     insert(
         pair.source,
         source_table,
         [{"id": i, "updated_at": W.start + timedelta(seconds=i)} for i in range(1, 501)],
     )
-    _events(sa.DateTime(timezone=False)).create(pair.target.engine)
+    _events(TIMESTAMP_TYPES[engine, False]).create(pair.target.engine)
     config = table_config("events", chunk_size=100)
     first = pair.sync(config)
     assert first.inserted == 500

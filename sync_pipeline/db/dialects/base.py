@@ -85,7 +85,8 @@ class Adapter(ABC):
         self, key: ColumnElement[Any], ts: ColumnElement[Any], *, naive: bool
     ) -> ColumnElement[int]:
         """A hash of an integer key and ``updated_at`` only ever compared with the same engine's (a
-        PostgreSQL source and target): it hashes the stored timestamp as it is."""
+        PostgreSQL source and target, or two MariaDB/MySQL tables): it hashes the stored timestamp as
+        it is."""
         raise NotImplementedError(f"{self.name} has no native row hash")
 
     def mix_hash(self, key: ColumnElement[Any], micros: ColumnElement[Any]) -> ColumnElement[int]:

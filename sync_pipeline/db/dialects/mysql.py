@@ -1,4 +1,4 @@
-"""MySQL and MariaDB (PyMySQL): md5 hashing in SQL, ``GET_LOCK``, UTF-8 bytes for key order."""
+"""MySQL and MariaDB (PyMySQL): md5 and CRC32 hashing in SQL, ``GET_LOCK``, UTF-8 bytes for key order."""
 
 from __future__ import annotations
 
@@ -58,6 +58,20 @@ class MySQLAdapter(Adapter):
         if divisor > 1:
             micros = sa.func.floor(micros / divisor)
         return sa.cast(micros, mysql.BIGINT)
+
+    has_native_row_hash: ClassVar[bool] = True
+
+    def native_row_hash(
+        self, key: ColumnElement[Any], ts: ColumnElement[Any], *, naive: bool
+    ) -> ColumnElement[int]:
+        # The exact micros arithmetic of the mix costs MariaDB about 1.3 s per million rows, its
+        # CRC32 of a short text a fraction of that. Both sides keep updated_at at the same precision
+        # and kind (the plan's rule), and the session shows TIMESTAMP in UTC, so equal rows print
+        # alike. One CRC is affine over GF(2): in a sum of them, the same bit flipped in two rows can
+        # cancel; the product of the CRCs of two arrangements of the text cannot be undone that way.
+        first = sa.func.crc32(sa.func.concat(key, "|", ts))
+        second = sa.func.crc32(sa.func.concat(ts, "|", key))
+        return sa.type_coerce(first * second, sa.BigInteger)
 
     def row_hash(self, parts: list[ColumnElement[Any]]) -> ColumnElement[int]:
         digest = sa.func.substring(sa.func.md5(sa.func.concat_ws("|", *parts)), 1, 15)

@@ -114,14 +114,17 @@ def change_coverage(target_url: str, layout: Layout) -> dict[str, dict[str, int]
     'kind-updated'``, an insert applied exists, a delete applied is gone, a move applied has its
     ``updated_at`` in the next hour.
     """
-    m, n = layout.margin, layout.rows
+    p = layout.change_params()
+    m = p["m"]
     _, first, last = layout.insert_block()
-    window = f"id BETWEEN {m} + 1 AND {m} + {n}"
+    changed = f"id BETWEEN {m} + {p['lo']} AND {m} + {p['hi']}"
     query = f"""
-        SELECT count(*) FILTER (WHERE {window} AND mod(id - {m}, 100) = 1 AND kind = 'kind-updated'),
+        SELECT count(*) FILTER (WHERE {changed} AND mod(id - {m}, {p["update_mod"]}) = 1
+                                AND kind = 'kind-updated'),
                count(*) FILTER (WHERE id BETWEEN {first} AND {last}),
-               count(*) FILTER (WHERE {window} AND mod(id - {m}, 500) = 2),
-               count(*) FILTER (WHERE {window} AND mod(id - {m}, 1000) = 3 AND updated_at >= :end)
+               count(*) FILTER (WHERE {changed} AND mod(id - {m}, {p["delete_mod"]}) = 2),
+               count(*) FILTER (WHERE {changed} AND mod(id - {m}, {p["move_mod"]}) = 3
+                                AND updated_at >= :end)
         FROM events
     """
     engine = engine_for(target_url)

@@ -140,6 +140,8 @@ def markdown(results: dict[str, Any]) -> str:
         f"{env['python']}; {packages}; servers: {'; '.join(f'{k}: {v}' for k, v in env['servers'].items())}. "
         f"Load average at start {env['load_average_at_start']}, at end {env.get('load_average_at_end')}.",
         "",
+        f"Changes: the `{results['config'].get('spread', 'uniform')}` spread (`benchmarks/workload.py`).",
+        "",
     ]
     for pair in PAIR_TITLES:
         rows = [s for s in results["summary"] if s["pair"] == pair]

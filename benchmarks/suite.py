@@ -49,7 +49,15 @@ from typing import Any
 import sqlalchemy as sa
 
 from benchmarks import peers, report
-from benchmarks.workload import Layout, Servers, apply_changes, build, compare_window, make_target_stale
+from benchmarks.workload import (
+    SPREADS,
+    Layout,
+    Servers,
+    apply_changes,
+    build,
+    compare_window,
+    make_target_stale,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 PAIRS = {"pg-pg": ("postgresql", "postgresql"), "mariadb-pg": ("mysql", "postgresql")}
@@ -94,11 +102,18 @@ class SizeRun:
     """Everything measured for one engine pair and one window size, on databases it builds and drops."""
 
     def __init__(
-        self, servers: Servers, pair: str, rows: int, methods: Sequence[str], chunk_size: int, log: Log
+        self,
+        servers: Servers,
+        pair: str,
+        layout: Layout,
+        methods: Sequence[str],
+        chunk_size: int,
+        log: Log,
     ) -> None:
         self.servers = servers
         self.pair = pair
-        self.layout = Layout(rows)
+        self.layout = layout
+        rows = layout.rows
         self.methods = methods
         self.chunk_size = chunk_size
         self.log = log
@@ -295,6 +310,7 @@ def run_suite(
     out: Path,
     methods: Sequence[str] = METHODS,
     chunk_size: int = 10_000,
+    spread: str = "uniform",
     pg_admin: str = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres",
     mysql_admin: str = "mysql+pymysql://root@127.0.0.1:3306/",
     command: str = "",
@@ -307,7 +323,13 @@ def run_suite(
     results: dict[str, Any] = {
         "command": command,
         "started": datetime.now(UTC).isoformat(timespec="seconds"),
-        "config": {"sizes": list(sizes), "repeat": repeat, "pairs": list(pairs), "chunk_size": chunk_size},
+        "config": {
+            "sizes": list(sizes),
+            "repeat": repeat,
+            "pairs": list(pairs),
+            "chunk_size": chunk_size,
+            "spread": spread,
+        },
         "environment": environment(servers),
         "workloads": [],
         "runs": [],
@@ -315,7 +337,7 @@ def run_suite(
     try:
         for rows in sizes:
             for pair in pairs:
-                size_run = SizeRun(servers, pair, rows, methods, chunk_size, log)
+                size_run = SizeRun(servers, pair, Layout(rows, spread), methods, chunk_size, log)
                 try:
                     results["workloads"].append(size_run.run(repeat))
                 finally:
@@ -352,6 +374,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         help=f"comma-separated, of {', '.join(KNOWN_METHODS)} (the peers only when named)",
     )
     parser.add_argument("--chunk-size", type=int, default=10_000, help="the engine's chunk_size")
+    parser.add_argument(
+        "--spread",
+        choices=sorted(SPREADS),
+        default="uniform",
+        help="where the changes fall: over every key, or in the newest tenth (benchmarks.workload)",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     parser.add_argument("--no-charts", action="store_true")
     parser.add_argument(
@@ -387,6 +415,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         out=args.out,
         methods=methods,
         chunk_size=args.chunk_size,
+        spread=args.spread,
         pg_admin=args.pg_url,
         mysql_admin=args.mysql_url,
         command=command.strip(),

@@ -15,7 +15,10 @@ so that "the window" is a range filter, not the whole table:
 
 The changes made in the source after the target is built, by window position ``i = id - m``, are
 disjoint sets: 1% updated within the hour (``i % 100 == 1``), 0.2% deleted (``i % 500 == 2``), 0.1%
-moved into the next hour (``i % 1000 == 3``), and 0.5% inserted (new ids).
+moved into the next hour (``i % 1000 == 3``), and 0.5% inserted (new ids). That is the ``uniform``
+spread: changes over every key, the hardest case for a range-hash descent. The ``recent`` spread makes
+as many changes in the newest tenth of the window's keys only (``i % 10 == 1``, ``i % 50 == 2``,
+``i % 100 == 3`` there): an hour where updates touch recent rows, as orders and tickets are.
 """
 
 from __future__ import annotations
@@ -64,22 +67,29 @@ SELECT seq, MOD(seq, 1000), CONCAT('kind-', MOD(seq, 17)), MOD(seq, 100000) / 10
 FROM seq_{first}_to_{last}
 """
 
-# Changes, by window position i = id - {m}; {lo}/{hi} are the window's bounds as literals.
+# Changes, by window position i = id - {m}, for positions {lo}..{hi} (see Layout.change_params).
 PG_CHANGES = """
 UPDATE events SET amount = amount + 1, kind = 'kind-updated', updated_at = updated_at + interval '1 ms'
-WHERE id BETWEEN {m} + 1 AND {m} + {n} AND mod(id - {m}, 100) = 1;
-DELETE FROM events WHERE id BETWEEN {m} + 1 AND {m} + {n} AND mod(id - {m}, 500) = 2;
+WHERE id BETWEEN {m} + {lo} AND {m} + {hi} AND mod(id - {m}, {update_mod}) = 1;
+DELETE FROM events WHERE id BETWEEN {m} + {lo} AND {m} + {hi} AND mod(id - {m}, {delete_mod}) = 2;
 UPDATE events SET account_id = account_id + 1, updated_at = updated_at + interval '1 hour'
-WHERE id BETWEEN {m} + 1 AND {m} + {n} AND mod(id - {m}, 1000) = 3
+WHERE id BETWEEN {m} + {lo} AND {m} + {hi} AND mod(id - {m}, {move_mod}) = 3
 """
 MARIADB_CHANGES = """
 UPDATE events
 SET amount = amount + 1, kind = 'kind-updated', updated_at = updated_at + INTERVAL 1000 MICROSECOND
-WHERE id BETWEEN {m} + 1 AND {m} + {n} AND MOD(id - {m}, 100) = 1;
-DELETE FROM events WHERE id BETWEEN {m} + 1 AND {m} + {n} AND MOD(id - {m}, 500) = 2;
+WHERE id BETWEEN {m} + {lo} AND {m} + {hi} AND MOD(id - {m}, {update_mod}) = 1;
+DELETE FROM events WHERE id BETWEEN {m} + {lo} AND {m} + {hi} AND MOD(id - {m}, {delete_mod}) = 2;
 UPDATE events SET account_id = account_id + 1, updated_at = updated_at + INTERVAL 1 HOUR
-WHERE id BETWEEN {m} + 1 AND {m} + {n} AND MOD(id - {m}, 1000) = 3
+WHERE id BETWEEN {m} + {lo} AND {m} + {hi} AND MOD(id - {m}, {move_mod}) = 3
 """
+
+# Where the changes fall: (the fraction of the window's newest positions they touch, the moduli of
+# the updated, deleted and moved positions there). Both spreads change as many rows.
+SPREADS: dict[str, tuple[int, tuple[int, int, int]]] = {
+    "uniform": (1, (100, 500, 1000)),
+    "recent": (10, (10, 50, 100)),
+}
 
 # In the target only: an in-window update the target has not seen, with the row count unchanged.
 # Used to show what a count comparison misses (the source is left alone; the target looks older).
@@ -91,13 +101,38 @@ WHERE id BETWEEN {m} + 1 AND {m} + {n} AND mod(id - {m}, 100) = 7
 
 @dataclass(frozen=True)
 class Layout:
-    """Where the window's rows sit, and how many each change touches."""
+    """Where the window's rows sit, which of them the changes touch, and how many."""
 
     rows: int
+    spread: str = "uniform"  # a key of SPREADS
 
     @property
     def margin(self) -> int:
         return self.rows // 10
+
+    @property
+    def changed_positions(self) -> tuple[int, int]:
+        """The first and last window position a change may touch."""
+        share, _ = SPREADS[self.spread]
+        return self.rows - self.rows // share + 1, self.rows
+
+    def change_params(self) -> dict[str, int]:
+        """The parameters of the CHANGES templates (and of the peers' coverage query)."""
+        lo, hi = self.changed_positions
+        update_mod, delete_mod, move_mod = SPREADS[self.spread][1]
+        return {
+            "m": self.margin,
+            "lo": lo,
+            "hi": hi,
+            "update_mod": update_mod,
+            "delete_mod": delete_mod,
+            "move_mod": move_mod,
+        }
+
+    def _changed(self, modulus_key: str, residue: int) -> int:
+        lo, hi = self.changed_positions
+        modulus = self.change_params()[modulus_key]
+        return _count_mod(hi, modulus, residue) - _count_mod(lo - 1, modulus, residue)
 
     @property
     def inserted(self) -> int:
@@ -105,15 +140,15 @@ class Layout:
 
     @property
     def updated(self) -> int:
-        return _count_mod(self.rows, 100, 1)
+        return self._changed("update_mod", 1)
 
     @property
     def deleted(self) -> int:
-        return _count_mod(self.rows, 500, 2)
+        return self._changed("delete_mod", 2)
 
     @property
     def moved(self) -> int:
-        return _count_mod(self.rows, 1000, 3)
+        return self._changed("move_mod", 3)
 
     @property
     def stale(self) -> int:
@@ -258,10 +293,10 @@ def apply_changes(url: str, layout: Layout) -> None:
     """Update, delete, move and insert rows of the window in the source (see the module docstring)."""
     engine = engine_for(url)
     pg = engine.dialect.name == "postgresql"
-    m, n = layout.margin, layout.rows
     try:
         with engine.begin() as conn:
-            for statement in _statements((PG_CHANGES if pg else MARIADB_CHANGES).format(m=m, n=n)):
+            script = (PG_CHANGES if pg else MARIADB_CHANGES).format(**layout.change_params())
+            for statement in _statements(script):
                 conn.exec_driver_sql(statement)
             conn.exec_driver_sql(_rows_sql(PG_ROWS if pg else MARIADB_ROWS, *layout.insert_block()))
         _analyze(engine)

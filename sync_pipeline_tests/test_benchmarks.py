@@ -183,3 +183,30 @@ def test_quick_suite_measures_the_peers(tmp_path: Path) -> None:
     table = (tmp_path / "results.md").read_text()
     assert "Peers: changes that reached the target" in table
     assert "Sling: incremental, update key updated_at" in table
+
+
+@pytest.mark.slow
+def test_recent_spread_makes_as_many_changes_and_the_descent_reads_only_their_keys(tmp_path: Path) -> None:
+    """The ``recent`` spread makes the same changes in the newest tenth of the window's keys only: the
+    engine applies exactly them, and its descent streams the keys of that tenth, not the window's."""
+    _admin_engine(PG_ADMIN_URL, "PostgreSQL").dispose()
+    uniform, recent = Layout(QUICK_SIZE), Layout(QUICK_SIZE, "recent")
+    counts = ("inserted", "updated", "deleted", "moved")
+    assert [getattr(recent, c) for c in counts] == [getattr(uniform, c) for c in counts]
+    assert recent.changed_positions == (QUICK_SIZE - QUICK_SIZE // 10 + 1, QUICK_SIZE)
+
+    results = _quick_suite(
+        tmp_path, ["pg-pg"], methods=["engine"], charts=False, spread="recent", chunk_size=1000
+    )
+    assert results["config"]["spread"] == "recent"
+    changed = next(r for r in results["runs"] if r["name"] == "engine_changed")
+    detail = changed["detail"]
+    assert (detail["inserted"], detail["updated"], detail["deleted"], detail["moved_out"]) == (
+        recent.inserted,
+        recent.updated + recent.moved,
+        recent.deleted,
+        recent.moved,
+    )
+    assert changed["equal"] is True
+    # Both windows' keys would be about 2 x QUICK_SIZE; the changed tenth's are a tenth of that.
+    assert 0 < detail["keys_scanned"] < QUICK_SIZE // 2, detail

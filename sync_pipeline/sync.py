@@ -53,7 +53,9 @@ def window_lock_name(schema: str | None, table: str, window: Window) -> str:
     """The name a sync locks ``table``'s ``window`` under on its target.
 
     Public so that an operator (or a test) can see who holds it: ``pg_locks`` shows the advisory key
-    ``hashtextextended(name, 0)``; MariaDB's ``IS_USED_LOCK`` takes the adapter's digest of it.
+    ``hashtextextended(name, 0)``; MariaDB's ``IS_USED_LOCK`` takes the adapter's digest of it. On
+    MariaDB and MySQL, whose lock names are global to the server, ``schema`` of a table named without
+    one is the connection's database (``Adapter.lock_scope``).
     """
     return f"{schema or ''}.{table}@{window.start.isoformat()}"
 
@@ -168,10 +170,11 @@ class _Sync:
         return self.stats
 
     def _locked_sync(self, target: TableSide) -> None:
-        lock_name = window_lock_name(target.name.schema, target.name.table, self.window)
         timeout = self.config.lock_timeout_seconds
         wrote = False
         with self.target_engine.connect() as conn:
+            schema = target.name.schema or target.adapter.lock_scope(conn)
+            lock_name = window_lock_name(schema, target.name.table, self.window)
             with self._timed("lock"):
                 if not target.adapter.acquire_lock(conn, lock_name, timeout):
                     raise LockTimeout(

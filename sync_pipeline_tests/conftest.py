@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from sync_pipeline_tests.helpers import PAIR_IDS, PAIRS, Pair, open_pair
+
 PG_ADMIN_URL = os.environ.get(
     "SYNC_PIPELINE_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
@@ -121,6 +123,12 @@ def mysql_url(make_db_url: MakeDbUrl) -> str:
 def sqlite_url(make_db_url: MakeDbUrl) -> str:
     """URL of a fresh SQLite file."""
     return make_db_url("sqlite", "sqlite")
+
+
+@pytest.fixture(params=PAIRS, ids=PAIR_IDS)
+def pair(request: pytest.FixtureRequest, make_db_url: MakeDbUrl) -> Iterator[Pair]:
+    """A fresh source and target database of one engine pair: a test asking for it runs on every pair."""
+    yield from open_pair(make_db_url, *request.param)
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -110,6 +110,18 @@ def write_config(
     return path
 
 
+def write_orders_config(path: Path, source: Side, target: Side, *, start: str = START, **top: Any) -> Path:
+    """Write the config most Dagster tests deploy: one table, ``orders``, from ``app`` (``source``) to
+    ``warehouse`` (``target``), first partition ``start``; ``top`` adds top-level sections.
+    """
+    return write_config(
+        path,
+        {"app": source.url, "warehouse": target.url},
+        [table_entry("orders", "app", "warehouse", start=start)],
+        **top,
+    )
+
+
 def load_definitions(config_path: str) -> Definitions:
     """``build_definitions(config_path)``: the code location for that config ('' for the demo).
 

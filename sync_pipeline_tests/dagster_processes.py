@@ -3,7 +3,8 @@
 The end-to-end tests (``dagster dev``, the alerting run, colliding runs, the Celery deployment) drive
 real ``dagster`` processes the way an operator or the UI does. What they share is here, so that each
 waits, queries and cleans up alike: a wait that fails fast when the process it waits on has died,
-GraphQL errors raised as assertion failures, and a stop that takes the whole process group down.
+GraphQL errors raised as assertion failures, a backfill launched and awaited as the UI does it, and
+a stop that takes the whole process group down.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -28,6 +29,31 @@ DAGSTER = Path(sys.executable).with_name("dagster")
 INSTANCE_YAML = Path(sync_pipeline.__file__).with_name("instance") / "dagster.yaml"
 
 T = TypeVar("T")
+
+BACKFILL_DONE = {"COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED"}
+
+LAUNCH_BACKFILL = """
+mutation($params: LaunchBackfillParams!) {
+  launchPartitionBackfill(backfillParams: $params) {
+    __typename
+    ... on LaunchBackfillSuccess { backfillId }
+    ... on PythonError { message stack }
+    ... on UnauthorizedError { message }
+    ... on PartitionKeysNotFoundError { message }
+    ... on InvalidSubsetError { message }
+  }
+}
+"""
+
+BACKFILL_STATUS = """
+query($id: String!) {
+  partitionBackfillOrError(backfillId: $id) {
+    __typename
+    ... on PartitionBackfill { status runs { runId status tags { key value } } }
+    ... on PythonError { message }
+  }
+}
+"""
 
 
 def wait_for(what: str, probe: Callable[[], T | None], timeout: float, alive: Callable[[], str | None]) -> T:
@@ -80,6 +106,54 @@ def location_loaded(url: str) -> bool | None:
     if error and error["__typename"] == "PythonError":
         pytest.fail(f"the code location failed to load: {error['message']}")
     return True if entry["loadStatus"] == "LOADED" and error else None
+
+
+def launch_backfill(url: str, tables: Sequence[str], partition_keys: Sequence[str]) -> str:
+    """Backfill ``sync/<table>`` of each table for each partition, as the UI's Materialize… dialog
+    launches it through the webserver at ``url``; returns the backfill's id.
+    """
+    launched = graphql(
+        url,
+        LAUNCH_BACKFILL,
+        params={
+            "assetSelection": [{"path": ["sync", table]} for table in tables],
+            "partitionNames": list(partition_keys),
+        },
+    )["launchPartitionBackfill"]
+    assert launched["__typename"] == "LaunchBackfillSuccess", launched
+    backfill_id: str = launched["backfillId"]
+    return backfill_id
+
+
+def wait_for_backfill(
+    url: str,
+    backfill_id: str,
+    partition_keys: Sequence[str],
+    timeout: float,
+    alive: Callable[[], str | None],
+    logs: Callable[[], str],
+) -> dict[str, Any]:
+    """Wait until the backfill is done, then assert that it succeeded, one successful run a partition.
+
+    ``alive`` is as for :func:`wait_for`; ``logs`` gives what the processes wrote, for a failure's message.
+    Returns the backfill as GraphQL reports it (``status`` and ``runs``).
+    """
+
+    def finished() -> dict[str, Any] | None:
+        backfill: dict[str, Any] = graphql(url, BACKFILL_STATUS, id=backfill_id)["partitionBackfillOrError"]
+        assert backfill["__typename"] == "PartitionBackfill", backfill
+        return backfill if backfill["status"] in BACKFILL_DONE else None
+
+    backfill = wait_for(f"backfill {backfill_id}", finished, timeout, alive)
+    runs = {
+        tag["value"]: run["status"]
+        for run in backfill["runs"]
+        for tag in run["tags"]
+        if tag["key"] == "dagster/partition"
+    }
+    assert backfill["status"] == "COMPLETED_SUCCESS", f"{backfill['status']}: runs {runs}\n{logs()}"
+    assert runs == dict.fromkeys(partition_keys, "SUCCESS")
+    return backfill
 
 
 def stop_group(process: subprocess.Popen[bytes]) -> None:

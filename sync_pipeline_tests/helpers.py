@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import socket
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -90,6 +90,14 @@ def make_pair(make_db_url: Callable[[str, str], str], source_kind: str, target_k
     )
 
 
+def open_pair(make_db_url: Callable[[str, str], str], source_kind: str, target_kind: str) -> Iterator[Pair]:
+    """:func:`make_pair` for a fixture to ``yield from``: the test's engines are disposed after it."""
+    made = make_pair(make_db_url, source_kind, target_kind)
+    yield made
+    made.source.engine.dispose()
+    made.target.engine.dispose()
+
+
 def engine_for(kind: str, url: str) -> sa.Engine:
     """An engine for the test's own reads and writes: sessions in UTC, no pooled connections kept."""
     connect_args: dict[str, Any] = {}
@@ -130,6 +138,22 @@ def table_config(
         ],
     }
     return parse_config(json.dumps(document, ensure_ascii=False), environ={}).tables[0]
+
+
+def items_table(*extra: sa.schema.SchemaItem) -> sa.Table:
+    """The ``items`` source table of the sync tests: integer key, nullable ``updated_at``, two values.
+
+    ``extra`` adds schema items (an index, say) to the one definition the tests share.
+    """
+    return sa.Table(
+        "items",
+        sa.MetaData(),
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("updated_at", TS, nullable=True),
+        sa.Column("name", sa.String(100)),
+        sa.Column("qty", sa.Integer),
+        *extra,
+    )
 
 
 def at(window: Window, seconds: float = 0) -> datetime:
@@ -275,6 +299,23 @@ def counts(stats: SyncStats, *names: str) -> dict[str, int]:
 
 CHANGE_COUNTS = ("inserted", "updated", "deleted")
 ALL_COUNTS = ("inserted", "updated", "deleted", "unchanged", "source_rows", "target_rows")
+NOTHING_CHANGED = {"inserted": 0, "updated": 0, "deleted": 0}
+
+
+def all_counts(
+    *, rows: int, inserted: int = 0, updated: int = 0, deleted: int = 0, unchanged: int = 0
+) -> dict[str, int]:
+    """What ``counts(stats, *ALL_COUNTS)`` must be after a run that leaves ``rows`` rows in the window
+    on both sides: every one of the six counters, those not given 0.
+    """
+    return {
+        "inserted": inserted,
+        "updated": updated,
+        "deleted": deleted,
+        "unchanged": unchanged,
+        "source_rows": rows,
+        "target_rows": rows,
+    }
 
 
 def free_port() -> int:

@@ -46,11 +46,11 @@ from sync_pipeline_tests.dagster_helpers import (
     side,
     table_entry,
     write_config,
+    write_orders_config,
 )
-from sync_pipeline_tests.helpers import Side, delete, insert, update
+from sync_pipeline_tests.helpers import ALL_COUNTS, Side, all_counts, delete, insert, update
 
 KEY = AssetKey(["sync", "orders"])
-COUNTS = ("inserted", "updated", "deleted", "unchanged", "source_rows", "target_rows")
 
 
 def asset_for(config_path: Path, **options: Any) -> AssetsDefinition:
@@ -81,7 +81,7 @@ def materialized_partitions(result: ExecuteInProcessResult) -> list[str]:
 
 
 def counts(metadata: dict[str, Any]) -> dict[str, int]:
-    return {name: metadata[name] for name in COUNTS}
+    return {name: metadata[name] for name in ALL_COUNTS}
 
 
 def step_events(result: ExecuteInProcessResult, kind: DagsterEventType) -> list[Any]:
@@ -95,12 +95,7 @@ def databases(
     """A source (SQLite or MariaDB) and a PostgreSQL target, and a config file syncing ``orders``."""
     source = side(request.param, make_db_url(request.param, "source"))
     target = side("postgresql", make_db_url("postgresql", "target"))
-    path = write_config(
-        tmp_path / "sync.yaml",
-        {"app": source.url, "warehouse": target.url},
-        [table_entry("orders", "app", "warehouse")],
-    )
-    return source, target, path
+    return source, target, write_orders_config(tmp_path / "sync.yaml", source, target)
 
 
 def test_materialize_syncs_the_window_and_reports_exact_metadata(databases: tuple[Side, Side, Path]) -> None:
@@ -117,14 +112,7 @@ def test_materialize_syncs_the_window_and_reports_exact_metadata(databases: tupl
     asset = asset_for(path)
 
     first = metadata_of(run(asset, path, "2026-11-30-08:00"), "2026-11-30-08:00")
-    assert counts(first) == {
-        "inserted": 5,
-        "updated": 0,
-        "deleted": 0,
-        "unchanged": 0,
-        "source_rows": 5,
-        "target_rows": 5,
-    }
+    assert counts(first) == all_counts(rows=5, inserted=5)
     assert first["dagster/row_count"] == 5
     assert first["dagster/table_name"] == "orders"
     schema = first["dagster/column_schema"]
@@ -139,26 +127,12 @@ def test_materialize_syncs_the_window_and_reports_exact_metadata(databases: tupl
     delete(source, orders, orders.c.id == 2)
     insert(source, orders, [row(6, in_hour(H08, 55))])
     second = metadata_of(run(asset, path, "2026-11-30-08:00"), "2026-11-30-08:00")
-    assert counts(second) == {
-        "inserted": 1,
-        "updated": 1,
-        "deleted": 1,
-        "unchanged": 3,
-        "source_rows": 5,
-        "target_rows": 5,
-    }
+    assert counts(second) == all_counts(rows=5, inserted=1, updated=1, deleted=1, unchanged=3)
     assert second["dagster/row_count"] == 5
     assert rows_in(target, "orders", H08) == rows_in(source, "orders", H08)
 
     third = metadata_of(run(asset, path, "2026-11-30-08:00"), "2026-11-30-08:00")
-    assert counts(third) == {
-        "inserted": 0,
-        "updated": 0,
-        "deleted": 0,
-        "unchanged": 5,
-        "source_rows": 5,
-        "target_rows": 5,
-    }
+    assert counts(third) == all_counts(rows=5, unchanged=5)
     assert third["dagster/row_count"] == 5
 
 
@@ -265,11 +239,7 @@ def test_lookback_stops_at_the_first_partition(make_db_url: MakeDbUrl, tmp_path:
     source = side("sqlite", make_db_url("sqlite", "source"))
     target = side("postgresql", make_db_url("postgresql", "target"))
     create_source(source, [row(1, in_hour(H07, 1)), row(2, in_hour(H08, 1))])
-    path = write_config(
-        tmp_path / "sync.yaml",
-        {"app": source.url, "warehouse": target.url},
-        [table_entry("orders", "app", "warehouse", start="2026-11-30T08:00:00")],
-    )
+    path = write_orders_config(tmp_path / "sync.yaml", source, target, start="2026-11-30T08:00:00")
     result = run(asset_for(path), path, "2026-11-30-08:00", tags={LOOKBACK_TAG: "3"})
 
     assert materialized_partitions(result) == ["2026-11-30-08:00"]
@@ -293,11 +263,8 @@ def test_lookback_across_the_autumn_dst_change_uses_dagster_partition_keys(
     create_source(
         source, [row(1, in_hour(first_0200, 1)), row(2, in_hour(second_0200, 1)), row(3, in_hour(at_0300, 1))]
     )
-    path = write_config(
-        tmp_path / "sync.yaml",
-        {"app": source.url, "warehouse": target.url},
-        [table_entry("orders", "app", "warehouse", start="2026-10-24T00:00:00")],
-        partition_timezone="Europe/Paris",
+    path = write_orders_config(
+        tmp_path / "sync.yaml", source, target, start="2026-10-24T00:00:00", partition_timezone="Europe/Paris"
     )
     asset = asset_for(path)
     assert asset.partitions_def is not None

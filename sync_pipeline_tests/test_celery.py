@@ -22,7 +22,6 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -52,10 +51,11 @@ from sync_pipeline_tests.dagster_helpers import (
     write_config,
 )
 from sync_pipeline_tests.dagster_processes import (
-    graphql,
+    launch_backfill,
     location_loaded,
     server_info,
     wait_for,
+    wait_for_backfill,
 )
 from sync_pipeline_tests.helpers import Side, free_port
 
@@ -72,7 +72,6 @@ RESULT_BACKEND = "redis://127.0.0.1:6379/0"
 TABLES = ("orders", "items")
 WINDOWS = (H07, H08, H09)
 KEYS = [w.partition_key() for w in WINDOWS]
-BACKFILL_DONE = {"COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED"}
 # A Redis broker hands a step whose worker died to another worker once it has been invisible this
 # long (kombu checks every 10 s); RabbitMQ does so as soon as the dead worker's connection drops.
 REDIS_VISIBILITY_TIMEOUT = 15
@@ -171,9 +170,6 @@ class Deployment:
     def tails(self) -> str:
         return "\n".join(p.tail() for p in self.processes)
 
-    def graphql(self, query: str, **variables: Any) -> dict[str, Any]:
-        return graphql(self.url, query, **variables)
-
 
 def _worker_ready(process: Process) -> bool | None:
     text = process.log.read_text(encoding="utf-8", errors="replace") if process.log.exists() else ""
@@ -263,56 +259,6 @@ def deployment(
         target.engine.dispose()
         for db in source.values():
             db.engine.dispose()
-
-
-LAUNCH_BACKFILL = """
-mutation($params: LaunchBackfillParams!) {
-  launchPartitionBackfill(backfillParams: $params) {
-    __typename
-    ... on LaunchBackfillSuccess { backfillId }
-    ... on PythonError { message stack }
-  }
-}
-"""
-
-BACKFILL_STATUS = """
-query($id: String!) {
-  partitionBackfillOrError(backfillId: $id) {
-    __typename
-    ... on PartitionBackfill { status runs { runId status tags { key value } } }
-    ... on PythonError { message }
-  }
-}
-"""
-
-
-def launch_backfill(deployment: Deployment) -> str:
-    """Every table, every partition of :data:`KEYS`, as the UI's Materialize… dialog launches it."""
-    launched = deployment.graphql(
-        LAUNCH_BACKFILL,
-        params={"assetSelection": [{"path": ["sync", t]} for t in TABLES], "partitionNames": KEYS},
-    )["launchPartitionBackfill"]
-    assert launched["__typename"] == "LaunchBackfillSuccess", launched
-    backfill_id: str = launched["backfillId"]
-    return backfill_id
-
-
-def wait_for_backfill(deployment: Deployment, backfill_id: str) -> dict[str, Any]:
-    def finished() -> dict[str, Any] | None:
-        backfill = deployment.graphql(BACKFILL_STATUS, id=backfill_id)["partitionBackfillOrError"]
-        assert backfill["__typename"] == "PartitionBackfill", backfill
-        return backfill if backfill["status"] in BACKFILL_DONE else None
-
-    backfill = wait_for(f"backfill {backfill_id}", finished, 420, deployment.dead)
-    runs = {
-        tag["value"]: run["status"]
-        for run in backfill["runs"]
-        for tag in run["tags"]
-        if tag["key"] == "dagster/partition"
-    }
-    assert backfill["status"] == "COMPLETED_SUCCESS", f"{backfill['status']}: {runs}\n{deployment.tails()}"
-    assert runs == dict.fromkeys(KEYS, "SUCCESS")
-    return backfill
 
 
 @dataclass
@@ -417,7 +363,7 @@ def test_backfill_steps_run_in_celery_workers_even_when_one_is_killed(deployment
     with DagsterInstance.from_config(home) as instance, deployment.target.engine.connect() as holder:
         holder.execute(sa.select(sa.func.pg_advisory_lock(lock)))
         holder.commit()
-        backfill_id = launch_backfill(deployment)
+        backfill_id = launch_backfill(deployment.url, TABLES, KEYS)
 
         def blocked_in_a_worker() -> str | None:
             runs = instance.get_runs(RunsFilter(tags={"dagster/partition": key}))
@@ -440,7 +386,9 @@ def test_backfill_steps_run_in_celery_workers_even_when_one_is_killed(deployment
         holder.execute(sa.select(sa.func.pg_advisory_unlock(lock)))
         holder.commit()
 
-    backfill = wait_for_backfill(deployment, backfill_id)
+    backfill = wait_for_backfill(
+        deployment.url, backfill_id, KEYS, timeout=420, alive=deployment.dead, logs=deployment.tails
+    )
 
     with DagsterInstance.from_config(home) as instance:
         traces = step_traces(instance, [run["runId"] for run in backfill["runs"]])

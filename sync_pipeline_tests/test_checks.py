@@ -47,9 +47,8 @@ from sync_pipeline_tests.dagster_helpers import (
     row,
     rows_in,
     side,
-    table_entry,
     utc,
-    write_config,
+    write_orders_config,
 )
 from sync_pipeline_tests.helpers import Side, delete, update
 
@@ -103,12 +102,7 @@ class Deployment:
 def deploy(
     tmp_path: Path, instance: DagsterInstance, source: Side, target: Side, start: str, **top: Any
 ) -> Deployment:
-    path = write_config(
-        tmp_path / "sync.yaml",
-        {"app": source.url, "warehouse": target.url},
-        [table_entry("orders", "app", "warehouse", start=start)],
-        **top,
-    )
+    path = write_orders_config(tmp_path / "sync.yaml", source, target, start=start, **top)
     return Deployment(source, target, path, load_definitions(str(path)), instance)
 
 

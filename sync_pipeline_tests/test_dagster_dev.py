@@ -28,17 +28,18 @@ from sync_pipeline_tests.dagster_processes import (
     DAGSTER,
     INSTANCE_YAML,
     graphql,
+    launch_backfill,
     location_loaded,
     server_info,
     stop_group,
     wait_for,
+    wait_for_backfill,
 )
 from sync_pipeline_tests.helpers import free_port
 
 pytestmark = pytest.mark.slow
 
 UNFINISHED = ["QUEUED", "NOT_STARTED", "STARTING", "STARTED", "CANCELING"]
-BACKFILL_DONE = {"COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED"}
 
 
 @dataclass
@@ -178,30 +179,6 @@ def _stop_schedules_and_drain(server: DevServer) -> None:
     wait_for("runs started before the schedules stopped", drained, 120, server.dead)
 
 
-LAUNCH_BACKFILL = """
-mutation($params: LaunchBackfillParams!) {
-  launchPartitionBackfill(backfillParams: $params) {
-    __typename
-    ... on LaunchBackfillSuccess { backfillId }
-    ... on PythonError { message stack }
-    ... on UnauthorizedError { message }
-    ... on PartitionKeysNotFoundError { message }
-    ... on InvalidSubsetError { message }
-  }
-}
-"""
-
-BACKFILL_STATUS = """
-query($id: String!) {
-  partitionBackfillOrError(backfillId: $id) {
-    __typename
-    ... on PartitionBackfill { status runs { runId status tags { key value } } }
-    ... on PythonError { message }
-  }
-}
-"""
-
-
 def test_ui_backfill_of_two_assets_syncs_their_windows(dagster_dev: DevServer, demo: Demo) -> None:
     """A backfill launched as the UI does (two assets, three partitions) completes and syncs those windows.
 
@@ -211,31 +188,10 @@ def test_ui_backfill_of_two_assets_syncs_their_windows(dagster_dev: DevServer, d
     _stop_schedules_and_drain(dagster_dev)
     keys = partition_keys(demo, [2, 3, 4])
 
-    launched = dagster_dev.graphql(
-        LAUNCH_BACKFILL,
-        params={
-            "assetSelection": [{"path": ["sync", "orders"]}, {"path": ["sync", "events"]}],
-            "partitionNames": keys,
-        },
-    )["launchPartitionBackfill"]
-    assert launched["__typename"] == "LaunchBackfillSuccess", launched
-    backfill_id = launched["backfillId"]
-
-    def finished() -> dict[str, Any] | None:
-        backfill = dagster_dev.graphql(BACKFILL_STATUS, id=backfill_id)["partitionBackfillOrError"]
-        assert backfill["__typename"] == "PartitionBackfill", backfill
-        return backfill if backfill["status"] in BACKFILL_DONE else None
-
-    backfill = wait_for(f"backfill {backfill_id}", finished, 300, dagster_dev.dead)
-
-    runs = {
-        tag["value"]: run["status"]
-        for run in backfill["runs"]
-        for tag in run["tags"]
-        if tag["key"] == "dagster/partition"
-    }
-    assert backfill["status"] == "COMPLETED_SUCCESS", f"{backfill['status']}: runs {runs}\n{demo.log_tail()}"
-    assert runs == dict.fromkeys(keys, "SUCCESS")
+    backfill_id = launch_backfill(dagster_dev.url, ["orders", "events"], keys)
+    wait_for_backfill(
+        dagster_dev.url, backfill_id, keys, timeout=300, alive=dagster_dev.dead, logs=demo.log_tail
+    )
     assert_synced(demo, ["orders", "events"], keys)
 
 

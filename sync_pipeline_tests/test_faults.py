@@ -31,18 +31,21 @@ from typing import IO, Any
 import pytest
 import sqlalchemy as sa
 
+from sync_pipeline.db.dialects import adapter_for
 from sync_pipeline.db.dialects.mysql import get_lock_name as mysql_lock_name
 from sync_pipeline.errors import LockTimeout, TransientError
 from sync_pipeline.sync import window_lock_name
 from sync_pipeline_tests.conftest import MakeDbUrl
 from sync_pipeline_tests.helpers import (
     CHANGE_COUNTS,
-    TS,
+    NOTHING_CHANGED,
     Pair,
     Side,
     W,
     counts,
+    engine_for,
     fingerprint,
+    items_table,
     make_pair,
     table_config,
 )
@@ -52,20 +55,21 @@ BASE_ROWS = 200_000  # ids 1..BASE_ROWS start in W
 NEW_ROWS = 20_000  # inserted by each change set
 OUTSIDE = range(1_000_001, 1_001_001)  # never changed: half in the hour before W, half in the hour after
 CHUNK = 10_000
-LOCK_NAME = window_lock_name(None, "items", W)
+LOCK_NAME = window_lock_name(None, "items", W)  # on PostgreSQL, whose advisory locks are per database
+
+
+def mysql_items_lock(side: Side) -> str:
+    """The GET_LOCK name a sync of ``items`` for W takes on a MariaDB target: server-wide, so the
+    name carries the target's database."""
+    return mysql_lock_name(window_lock_name(sa.make_url(side.url).database, "items", W))
+
+
 CLEANUP_SECONDS = 90  # a backend killed mid-statement finishes the statement before it notices
 
 
-def items_table() -> sa.Table:
-    return sa.Table(
-        "items",
-        sa.MetaData(),
-        sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
-        sa.Column("updated_at", TS, nullable=True),
-        sa.Column("name", sa.String(100)),
-        sa.Column("qty", sa.Integer),
-        sa.Index("ix_items_updated_at", "updated_at"),
-    )
+def indexed_items_table() -> sa.Table:
+    """The sync tests' ``items`` table, indexed on ``updated_at`` as a 200k-row table would be."""
+    return items_table(sa.Index("ix_items_updated_at", "updated_at"))
 
 
 # -- generating rows inside each database ---------------------------------------------------------
@@ -117,7 +121,7 @@ def generate(side: Side, lo: int, hi: int, version: int, offset_seconds: int = 0
 
 def seed(side: Side) -> None:
     """The base state, identical in source and target: the window at version 0, and rows outside it."""
-    items_table().create(side.engine)
+    indexed_items_table().create(side.engine)
     generate(side, 1, BASE_ROWS, 0)
     generate(side, OUTSIDE.start, OUTSIDE.start + 499, 0, offset_seconds=-3600)
     generate(side, OUTSIDE.start + 500, OUTSIDE.stop - 1, 0, offset_seconds=3600)
@@ -277,7 +281,7 @@ def _server_leftovers(side: Side) -> Any:
                     "SELECT (SELECT COUNT(*) FROM information_schema.PROCESSLIST"
                     "   WHERE DB = DATABASE() AND ID <> CONNECTION_ID()), IS_USED_LOCK(:name)"
                 ),
-                {"name": mysql_lock_name(LOCK_NAME)},
+                {"name": mysql_items_lock(side)},
             ).one()
             return True if tuple(left) == (0, None) else {"sessions, lock holder": left}
     return True
@@ -423,7 +427,7 @@ def test_sync_killed_at_any_moment_leaves_target_before_or_after(
     assert counts(stats, *CHANGE_COUNTS) == pending.counts, lab.outcomes
     assert digest(pair.target) == pending.after
     again = pair.sync(table_config("items", chunk_size=CHUNK))
-    assert counts(again, *CHANGE_COUNTS) == {"inserted": 0, "updated": 0, "deleted": 0}
+    assert counts(again, *CHANGE_COUNTS) == NOTHING_CHANGED
     print(f"apply took {apply_seconds:.2f}s; kills and outcomes: {lab.outcomes}")  # shown with -s
 
 
@@ -449,7 +453,7 @@ def holding_the_lock(target: Side) -> Iterator[None]:
             sa.select(sa.func.pg_advisory_unlock(key)),
         )
     else:
-        name = mysql_lock_name(LOCK_NAME)
+        name = mysql_items_lock(target)
         take, release = sa.select(sa.func.get_lock(name, 0)), sa.select(sa.func.release_lock(name))
     with target.engine.connect() as conn:
         assert conn.execute(take).scalar() in (1, True)
@@ -470,7 +474,7 @@ def test_sync_waits_for_a_held_lock_then_raises_lock_timeout(
     is released the next run applies every change.
     """
     pair = make_pair(make_db_url, "postgresql", target_kind)
-    items_table().create(pair.source.engine)
+    indexed_items_table().create(pair.source.engine)
     generate(pair.source, 1, 2_000, 0)
     config = table_config("items", lock_timeout_seconds=1)
     assert pair.sync(config).inserted == 2_000
@@ -488,3 +492,28 @@ def test_sync_waits_for_a_held_lock_then_raises_lock_timeout(
 
     stats = pair.sync(config)
     assert counts(stats, *CHANGE_COUNTS) == {"inserted": inserted, "updated": updated, "deleted": deleted}
+
+
+def test_mariadb_lock_of_a_same_named_table_in_another_database_is_not_waited_for(
+    make_db_url: MakeDbUrl,
+) -> None:
+    """MariaDB's GET_LOCK names are global to the server: the lock of ``items`` for W in another
+    database (another tenant's table of the same name) must not make this sync wait or time out."""
+    pair = make_pair(make_db_url, "postgresql", "mysql")
+    other_url = make_db_url("mysql", "other_tenant")
+    other = Side("mysql", other_url, engine_for("mysql", other_url))
+    indexed_items_table().create(pair.source.engine)
+    generate(pair.source, 1, 500, 0)
+    config = table_config("items", lock_timeout_seconds=1)
+    assert sa.make_url(other.url).database != sa.make_url(pair.target.url).database
+
+    # The other tenant's sync of items for W holds its lock, taken as every sync takes it.
+    adapter = adapter_for("mysql")
+    with other.engine.connect() as conn:
+        name = window_lock_name(adapter.lock_scope(conn), "items", W)
+        assert adapter.acquire_lock(conn, name, 0)
+        stats = pair.sync(config)
+        adapter.release_lock(conn, name)
+    assert stats.inserted == 500
+    with holding_the_lock(pair.target), pytest.raises(LockTimeout):
+        pair.sync(config)

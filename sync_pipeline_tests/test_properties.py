@@ -35,13 +35,15 @@ from sync_pipeline_tests.conftest import MakeDbUrl
 from sync_pipeline_tests.helpers import (
     CHANGE_COUNTS,
     KEY_TEXT,
+    NOTHING_CHANGED,
     TS,
     Pair,
     Side,
     W,
     counts,
-    engine_for,
     insert,
+    make_pair,
+    open_pair,
     read_rows,
     storable,
     table_config,
@@ -259,7 +261,7 @@ def run_property(pair: Pair, data: st.DataObject) -> None:
         assert counts(stats, *CHANGE_COUNTS, "skipped_newer") == expected_counts
         assert stats.target_rows == sum(map(in_window, target.values()))
         again: SyncStats = pair.sync(config)
-        assert counts(again, *CHANGE_COUNTS) == {"inserted": 0, "updated": 0, "deleted": 0}
+        assert counts(again, *CHANGE_COUNTS) == NOTHING_CHANGED
 
 
 def diff_message(got: dict[Any, Any], want: dict[Any, Any]) -> str:
@@ -270,36 +272,23 @@ def diff_message(got: dict[Any, Any], want: dict[Any, Any]) -> str:
 
 
 # -- one test per engine pair -----------------------------------------------------------------------
-def make_pair(make_db_url: MakeDbUrl, source_kind: str, target_kind: str) -> Iterator[Pair]:
-    source_url = make_db_url(source_kind, "source")
-    target_url = make_db_url(target_kind, "target")
-    made = Pair(
-        Side(source_kind, source_url, engine_for(source_kind, source_url)),
-        Side(target_kind, target_url, engine_for(target_kind, target_url)),
-    )
-    yield made
-    made.source.engine.dispose()
-    made.target.engine.dispose()
+def pair_fixture(source_kind: str, target_kind: str) -> Any:
+    """A fixture giving its test a fresh ``source_kind`` -> ``target_kind`` pair of databases.
+
+    One fixture per pair, not a parametrized one: each pair's test has its own example budget and marks.
+    """
+
+    @pytest.fixture
+    def made(make_db_url: MakeDbUrl) -> Iterator[Pair]:
+        yield from open_pair(make_db_url, source_kind, target_kind)
+
+    return made
 
 
-@pytest.fixture
-def sqlite_pair(make_db_url: MakeDbUrl) -> Iterator[Pair]:
-    yield from make_pair(make_db_url, "sqlite", "sqlite")
-
-
-@pytest.fixture
-def pg_pair(make_db_url: MakeDbUrl) -> Iterator[Pair]:
-    yield from make_pair(make_db_url, "postgresql", "postgresql")
-
-
-@pytest.fixture
-def pg_mysql_pair(make_db_url: MakeDbUrl) -> Iterator[Pair]:
-    yield from make_pair(make_db_url, "postgresql", "mysql")
-
-
-@pytest.fixture
-def mysql_pg_pair(make_db_url: MakeDbUrl) -> Iterator[Pair]:
-    yield from make_pair(make_db_url, "mysql", "postgresql")
+sqlite_pair = pair_fixture("sqlite", "sqlite")
+pg_pair = pair_fixture("postgresql", "postgresql")
+pg_mysql_pair = pair_fixture("postgresql", "mysql")
+mysql_pg_pair = pair_fixture("mysql", "postgresql")
 
 
 def examples(n: int) -> Any:
@@ -359,7 +348,7 @@ def test_row_restamped_earlier_than_target_copy_is_skipped_newer(make_db_url: Ma
     W any more, and its target copy (in W) is newer: the target keeps it (SPEC 4.9) and every run says
     so as ``skipped_newer``, reporting nothing updated (it reported one update per run, writing none).
     """
-    pair = next(make_pair(make_db_url, kind, kind))
+    pair = make_pair(make_db_url, kind, kind)
     schema = Schema("integer", ["c_int"])
     table = schema.table()
     table.create(pair.source.engine)

@@ -25,6 +25,7 @@ from sync_pipeline.verify import verify_partition
 from sync_pipeline_tests.conftest import MakeDbUrl
 from sync_pipeline_tests.helpers import (
     CHANGE_COUNTS,
+    NOTHING_CHANGED,
     PAIR_IDS,
     PAIRS,
     TS,
@@ -41,8 +42,6 @@ from sync_pipeline_tests.helpers import (
     stamp,
     table_config,
 )
-
-NOTHING = {"inserted": 0, "updated": 0, "deleted": 0}
 
 
 def orders(*, without: str | None = None) -> sa.Table:
@@ -115,7 +114,7 @@ def test_added_column_is_added_to_the_target_and_filled_for_the_synced_window(
     repaired = pair.sync(config, W_AFTER, compare="row")
     assert counts(repaired, *CHANGE_COUNTS) == {"inserted": 0, "updated": 5, "deleted": 0}
     assert verify_partition(config, pair.source.url, pair.target.url, W_AFTER).in_sync
-    assert counts(pair.sync(config), *CHANGE_COUNTS) == NOTHING
+    assert counts(pair.sync(config), *CHANGE_COUNTS) == NOTHING_CHANGED
 
 
 def test_added_column_outside_an_explicit_column_list_is_not_synced(make_db_url: MakeDbUrl) -> None:
@@ -131,7 +130,7 @@ def test_added_column_outside_an_explicit_column_list_is_not_synced(make_db_url:
     execute(pair.source, "ALTER TABLE orders ADD COLUMN tier INTEGER DEFAULT 7")
     before = fingerprint(pair.target, "orders", ["id"])
 
-    assert counts(pair.sync(config), *CHANGE_COUNTS) == NOTHING
+    assert counts(pair.sync(config), *CHANGE_COUNTS) == NOTHING_CHANGED
 
     assert "tier" not in reflect(pair.target, "orders").c
     assert fingerprint(pair.target, "orders", ["id"]) == before
@@ -155,7 +154,7 @@ def test_dropped_column_keeps_its_target_values_and_new_rows_get_null(
     target = read_rows(pair.target, "orders", ["id"], ["id", "note", "qty"])
     assert target[20] == (20, None, 20)
     assert target[3] == (3, "n3", 3)
-    assert counts(pair.sync(table_config("orders")), *CHANGE_COUNTS) == NOTHING
+    assert counts(pair.sync(table_config("orders")), *CHANGE_COUNTS) == NOTHING_CHANGED
 
 
 @pytest.mark.parametrize("target_kind", ["postgresql", "mysql"])
@@ -225,4 +224,4 @@ def test_type_change_the_target_can_hold_is_accepted(make_db_url: MakeDbUrl, tar
     pair = seeded(make_db_url, "postgresql", target_kind)
     execute(pair.source, retype("postgresql", "note", "varchar(20)"), retype("postgresql", "qty", "smallint"))
 
-    assert counts(pair.sync(table_config("orders")), *CHANGE_COUNTS) == NOTHING
+    assert counts(pair.sync(table_config("orders")), *CHANGE_COUNTS) == NOTHING_CHANGED

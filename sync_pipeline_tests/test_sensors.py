@@ -55,9 +55,8 @@ from sync_pipeline_tests.dagster_helpers import (
     row,
     rows_in,
     side,
-    table_entry,
     utc,
-    write_config,
+    write_orders_config,
 )
 from sync_pipeline_tests.helpers import Side, delete, free_port, update
 from sync_pipeline_tests.webhook_server import HOOK_PATH, SECRETS, Receiver, serve
@@ -160,13 +159,8 @@ def deploy(make_db_url: MakeDbUrl, tmp_path: Path, instance: DagsterInstance, re
             },
             {"webhook": receiver.url(), "format": AlertFormat.JSON.value, "timeout_seconds": 5},
         ]
-        path = write_config(
-            tmp_path / "sync.yaml",
-            {"app": source.url, "warehouse": target.url},
-            [table_entry("orders", "app", "warehouse", start=start)],
-            alerts=alerts,
-            ui_url=UI_URL,
-            **top,
+        path = write_orders_config(
+            tmp_path / "sync.yaml", source, target, start=start, alerts=alerts, ui_url=UI_URL, **top
         )
         return Site(source, target, load_definitions(str(path)), instance, receiver, dead_port)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
@@ -21,6 +21,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 
+from sync_pipeline.config import TableConfig
 from sync_pipeline.diff.stats import SyncStats
 from sync_pipeline.diff.window import Window
 from sync_pipeline_tests.conftest import MakeDbUrl
@@ -28,22 +29,22 @@ from sync_pipeline_tests.helpers import (
     ALL_COUNTS,
     CHANGE_COUNTS,
     KEY_TEXT,
-    PAIR_IDS,
-    PAIRS,
+    NOTHING_CHANGED,
     TS,
     W_AFTER,
     W_BEFORE,
     Pair,
-    Side,
     W,
+    all_counts,
     assert_same_rows,
     at,
     counts,
     delete,
-    engine_for,
     fingerprint,
     has_table,
     insert,
+    items_table,
+    make_pair,
     normalise,
     read_rows,
     stamp,
@@ -51,41 +52,8 @@ from sync_pipeline_tests.helpers import (
     update,
 )
 
-NOTHING_CHANGED = {"inserted": 0, "updated": 0, "deleted": 0}
-
-
-# -- fixtures and builders ---------------------------------------------------------------------------
-def make_pair(make_db_url: MakeDbUrl, source_kind: str, target_kind: str) -> Pair:
-    source_url = make_db_url(source_kind, "source")
-    target_url = make_db_url(target_kind, "target")
-    return Pair(
-        Side(source_kind, source_url, engine_for(source_kind, source_url)),
-        Side(target_kind, target_url, engine_for(target_kind, target_url)),
-    )
-
-
-@pytest.fixture(params=PAIRS, ids=PAIR_IDS)
-def pair(request: pytest.FixtureRequest, make_db_url: MakeDbUrl) -> Iterator[Pair]:
-    """A fresh source and target database of one engine pair."""
-    source_kind, target_kind = request.param
-    made = make_pair(make_db_url, source_kind, target_kind)
-    yield made
-    made.source.engine.dispose()
-    made.target.engine.dispose()
-
-
+# -- builders of the items table (``pair``, the fixture most tests run on, is in conftest.py) ---------
 ITEM_COLUMNS = ["id", "updated_at", "name", "qty"]
-
-
-def items_table() -> sa.Table:
-    return sa.Table(
-        "items",
-        sa.MetaData(),
-        sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
-        sa.Column("updated_at", TS, nullable=True),
-        sa.Column("name", sa.String(100)),
-        sa.Column("qty", sa.Integer),
-    )
 
 
 def item(i: int, ts: datetime | None, version: int = 0) -> dict[str, Any]:
@@ -101,6 +69,17 @@ def create_items(pair: Pair, rows: list[dict[str, Any]]) -> sa.Table:
     table.create(pair.source.engine)
     insert(pair.source, table, rows)
     return table
+
+
+def synced_items(pair: Pair, rows: list[dict[str, Any]], **options: Any) -> tuple[sa.Table, TableConfig]:
+    """``items`` holding ``rows`` in the source, synced once (window W): what most tests then change.
+
+    Returns the source table, to change, and the config (``options`` are its table settings).
+    """
+    table = create_items(pair, rows)
+    config = table_config("items", **options)
+    pair.sync(config)
+    return table, config
 
 
 def assert_items_equal(pair: Pair, where: Any = None) -> None:
@@ -222,14 +201,7 @@ def test_every_type_arrives_exact(pair: Pair) -> None:
 
     stats = pair.sync(table_config("all_types"))
 
-    assert counts(stats, *ALL_COUNTS) == {
-        "inserted": len(rows),
-        "updated": 0,
-        "deleted": 0,
-        "unchanged": 0,
-        "source_rows": len(rows),
-        "target_rows": len(rows),
-    }
+    assert counts(stats, *ALL_COUNTS) == all_counts(rows=len(rows), inserted=len(rows))
     assert stats.rows_fetched == len(rows)
     assert_same_rows(pair, "all_types", "all_types", ["id"], TYPE_COLUMNS, json_columns=["doc"])
     # The values the test wrote arrive, not merely "what a reading of the source gives": a lossy read
@@ -249,14 +221,7 @@ def test_inserts_updates_and_count_preserving_changes(pair: Pair) -> None:
     create_items(pair, items_in(W, range(1, 301)) + items_in(W_BEFORE, range(1001, 1021)))
     config = table_config("items")
     first = pair.sync(config)
-    assert counts(first, *ALL_COUNTS) == {
-        "inserted": 300,
-        "updated": 0,
-        "deleted": 0,
-        "unchanged": 0,
-        "source_rows": 300,
-        "target_rows": 300,
-    }
+    assert counts(first, *ALL_COUNTS) == all_counts(rows=300, inserted=300)
 
     table = items_table()
     for i in range(1, 6):
@@ -269,14 +234,7 @@ def test_inserts_updates_and_count_preserving_changes(pair: Pair) -> None:
         )
     insert(pair.source, table, items_in(W, range(301, 305)))
     stats = pair.sync(config)
-    assert counts(stats, *ALL_COUNTS) == {
-        "inserted": 4,
-        "updated": 5,
-        "deleted": 0,
-        "unchanged": 295,
-        "source_rows": 304,
-        "target_rows": 304,
-    }
+    assert counts(stats, *ALL_COUNTS) == all_counts(rows=304, inserted=4, updated=5, unchanged=295)
     assert stats.target_rows_before == 300
     assert_items_equal(pair, where=lambda t: t.c.id < 1000)
 
@@ -284,14 +242,7 @@ def test_inserts_updates_and_count_preserving_changes(pair: Pair) -> None:
     delete(pair.source, table, table.c.id == 100)
     insert(pair.source, table, items_in(W, [305]))
     stats = pair.sync(config)
-    assert counts(stats, *ALL_COUNTS) == {
-        "inserted": 1,
-        "updated": 0,
-        "deleted": 1,
-        "unchanged": 303,
-        "source_rows": 304,
-        "target_rows": 304,
-    }
+    assert counts(stats, *ALL_COUNTS) == all_counts(rows=304, inserted=1, deleted=1, unchanged=303)
     assert stats.target_rows_before == 304
     assert_items_equal(pair, where=lambda t: t.c.id < 1000)
 
@@ -302,65 +253,48 @@ def test_late_commit_is_caught_by_a_resync(pair: Pair) -> None:
     A long transaction commits a row whose ``updated_at`` is earlier than the previous sync of the
     window; syncing the window again (what the lookback does) inserts exactly that row.
     """
-    create_items(pair, items_in(W, range(1, 101)))
-    config = table_config("items")
-    pair.sync(config)
-    insert(pair.source, items_table(), [item(500, at(W, 1))])
+    table, config = synced_items(pair, items_in(W, range(1, 101)))
+    insert(pair.source, table, [item(500, at(W, 1))])
     stats = pair.sync(config)
-    assert counts(stats, *ALL_COUNTS) == {
-        "inserted": 1,
-        "updated": 0,
-        "deleted": 0,
-        "unchanged": 100,
-        "source_rows": 101,
-        "target_rows": 101,
-    }
+    assert counts(stats, *ALL_COUNTS) == all_counts(rows=101, inserted=1, unchanged=100)
     assert_items_equal(pair)
 
 
 # -- 4.2 rows that move between windows ----------------------------------------------------------------
-@pytest.mark.parametrize("order", ["later_window_first", "earlier_window_first"])
-def test_row_moved_to_later_window_is_never_lost(pair: Pair, order: str) -> None:
+# After the move W holds 49 rows and W_AFTER 51, on both sides; the first sync of either moves the row.
+@pytest.mark.parametrize(
+    ("first", "then", "moves"),
+    [
+        pytest.param((W_AFTER, 51), (W, 49), {"moved_in": 1, "moved_out": 0}, id="later_window_first"),
+        pytest.param((W, 49), (W_AFTER, 51), {"moved_in": 0, "moved_out": 1}, id="earlier_window_first"),
+    ],
+)
+def test_row_moved_to_later_window_is_never_lost(
+    pair: Pair, first: tuple[Window, int], then: tuple[Window, int], moves: dict[str, int]
+) -> None:
     """SPEC 4.2: a row updated into a later window ends with its current version, in either order.
 
     Syncing the later window first brings it in (``moved_in``); syncing the earlier window first
     finds it gone from there, looks it up in the whole source and updates it (``moved_out``), never
     deleting it. Both count as ``updated``, and the other window then has nothing to do.
     """
-    create_items(pair, items_in(W, range(1, 51)) + items_in(W_AFTER, range(51, 101)))
-    config = table_config("items")
-    pair.sync(config, W)
+    table, config = synced_items(pair, items_in(W, range(1, 51)) + items_in(W_AFTER, range(51, 101)))
     pair.sync(config, W_AFTER)
 
-    table = items_table()
     update(pair.source, table, table.c.id == 7, updated_at=stamp(W_AFTER, 500), name="moved", qty=-7)
 
-    if order == "later_window_first":
-        later = pair.sync(config, W_AFTER)
-        assert counts(later, "inserted", "updated", "deleted", "moved_in", "moved_out") == {
-            "inserted": 0,
-            "updated": 1,
-            "deleted": 0,
-            "moved_in": 1,
-            "moved_out": 0,
-        }
-        assert (later.source_rows, later.target_rows) == (51, 51)
-        earlier = pair.sync(config, W)
-        assert counts(earlier, *CHANGE_COUNTS) == NOTHING_CHANGED
-        assert (earlier.source_rows, earlier.target_rows) == (49, 49)
-    else:
-        earlier = pair.sync(config, W)
-        assert counts(earlier, "inserted", "updated", "deleted", "moved_in", "moved_out") == {
-            "inserted": 0,
-            "updated": 1,
-            "deleted": 0,
-            "moved_in": 0,
-            "moved_out": 1,
-        }
-        assert (earlier.source_rows, earlier.target_rows) == (49, 49)
-        later = pair.sync(config, W_AFTER)
-        assert counts(later, *CHANGE_COUNTS) == NOTHING_CHANGED
-        assert (later.unchanged, later.source_rows, later.target_rows) == (51, 51, 51)
+    (first_window, first_rows), (then_window, then_rows) = first, then
+    stats = pair.sync(config, first_window)
+    assert counts(stats, *CHANGE_COUNTS, "moved_in", "moved_out") == {
+        "inserted": 0,
+        "updated": 1,
+        "deleted": 0,
+        **moves,
+    }
+    assert (stats.source_rows, stats.target_rows) == (first_rows, first_rows)
+    again = pair.sync(config, then_window)
+    assert counts(again, *CHANGE_COUNTS) == NOTHING_CHANGED
+    assert (again.unchanged, again.source_rows, again.target_rows) == (then_rows, then_rows, then_rows)
 
     assert_items_equal(pair)
     moved = read_rows(pair.target, "items", ["id"], ITEM_COLUMNS)[7]
@@ -368,39 +302,33 @@ def test_row_moved_to_later_window_is_never_lost(pair: Pair, order: str) -> None
 
 
 # -- 4.2 deletes in each delete mode -------------------------------------------------------------------
-@pytest.mark.parametrize("mode", ["hard", "soft", "ignore"])
-def test_deleted_source_row(pair: Pair, mode: str) -> None:
+@pytest.mark.parametrize(
+    ("mode", "deleted", "kept_deleted", "target_rows"),
+    [("hard", 2, 0, 38), ("soft", 2, 0, 38), ("ignore", 0, 2, 40)],
+    ids=["hard", "soft", "ignore"],
+)
+def test_deleted_source_row(pair: Pair, mode: str, deleted: int, kept_deleted: int, target_rows: int) -> None:
     """SPEC 4.2: a row gone from the whole source is deleted, marked deleted, or kept, per delete_mode.
 
     hard: deleted from the target. soft: ``soft_delete_column`` is set true, the row stays, and a
     second run reports nothing (a marked row is not in the target's window any more); a row that
     comes back in the source is revived. ignore: kept as it is and reported as ``kept_deleted``.
     """
-    create_items(pair, items_in(W, range(1, 41)))
-    config = table_config("items", delete_mode=mode)
-    pair.sync(config)
-    table = items_table()
+    table, config = synced_items(pair, items_in(W, range(1, 41)), delete_mode=mode)
     delete(pair.source, table, table.c.id.in_([3, 4]))
 
     stats = pair.sync(config)
+    assert counts(stats, *CHANGE_COUNTS, "kept_deleted") == {
+        "inserted": 0,
+        "updated": 0,
+        "deleted": deleted,
+        "kept_deleted": kept_deleted,
+    }
+    assert stats.target_rows == target_rows
     target = read_rows(pair.target, "items", ["id"], ITEM_COLUMNS)
     if mode == "hard":
-        assert counts(stats, *CHANGE_COUNTS, "kept_deleted") == {
-            "inserted": 0,
-            "updated": 0,
-            "deleted": 2,
-            "kept_deleted": 0,
-        }
-        assert stats.target_rows == 38
         assert_items_equal(pair)
     elif mode == "soft":
-        assert counts(stats, *CHANGE_COUNTS, "kept_deleted") == {
-            "inserted": 0,
-            "updated": 0,
-            "deleted": 2,
-            "kept_deleted": 0,
-        }
-        assert stats.target_rows == 38
         assert set(target) == set(range(1, 41))
         flags = read_rows(pair.target, "items", ["id"], ["id", "_sync_deleted"])
         assert {k for k, (_, flag) in flags.items() if flag} == {3, 4}
@@ -412,22 +340,11 @@ def test_deleted_source_row(pair: Pair, mode: str) -> None:
 
         insert(pair.source, table, [item(3, stamp(W, 2000), version=9)])
         revived = pair.sync(config)
-        assert counts(revived, "inserted", "updated", "deleted") == {
-            "inserted": 0,
-            "updated": 1,
-            "deleted": 0,
-        }
+        assert counts(revived, *CHANGE_COUNTS) == {"inserted": 0, "updated": 1, "deleted": 0}
         flags = read_rows(pair.target, "items", ["id"], ["id", "_sync_deleted"])
         assert {k for k, (_, flag) in flags.items() if flag} == {4}
         assert_same_rows(pair, "items", "items", ["id"], ITEM_COLUMNS, where=lambda t: t.c.id != 4)
     else:
-        assert counts(stats, *CHANGE_COUNTS, "kept_deleted") == {
-            "inserted": 0,
-            "updated": 0,
-            "deleted": 0,
-            "kept_deleted": 2,
-        }
-        assert stats.target_rows == 40
         assert set(target) == set(range(1, 41))
         assert target[3] == (3, stamp(W, 3), "item 3 v0", 30)
 
@@ -439,21 +356,12 @@ def test_second_run_writes_nothing(pair: Pair) -> None:
     The target is byte-for-byte the same (on PostgreSQL not even a new row version; on SQLite the
     same database file), and the run ends after one whole-window checksum without streaming a key.
     """
-    create_items(pair, items_in(W, range(1, 301)) + items_in(W_BEFORE, range(301, 331)))
-    config = table_config("items")
-    pair.sync(config)
+    _, config = synced_items(pair, items_in(W, range(1, 301)) + items_in(W_BEFORE, range(301, 331)))
     before = fingerprint(pair.target, "items", ["id"])
 
     stats = pair.sync(config)
 
-    assert counts(stats, *ALL_COUNTS) == {
-        "inserted": 0,
-        "updated": 0,
-        "deleted": 0,
-        "unchanged": 300,
-        "source_rows": 300,
-        "target_rows": 300,
-    }
+    assert counts(stats, *ALL_COUNTS) == all_counts(rows=300, unchanged=300)
     assert (stats.keys_scanned, stats.ranges_compared, stats.rows_fetched) == (0, 1, 0)
     assert fingerprint(pair.target, "items", ["id"]) == before
 
@@ -465,12 +373,10 @@ def test_rows_outside_the_window_are_untouched(pair: Pair) -> None:
     Target rows outside W with data that differs from the source (other windows, keys the source
     never had, a NULL ``updated_at``) survive a sync of W that inserts, updates and deletes.
     """
-    table = create_items(
+    table, config = synced_items(
         pair,
         items_in(W, range(1, 101)) + items_in(W_BEFORE, range(201, 221)) + items_in(W_AFTER, range(301, 321)),
     )
-    config = table_config("items")
-    pair.sync(config)
 
     target = items_table()
     outside = (
@@ -489,14 +395,9 @@ def test_rows_outside_the_window_are_untouched(pair: Pair) -> None:
     insert(pair.source, table, items_in(W, range(101, 111)))
     stats = pair.sync(config)
 
-    assert counts(stats, *ALL_COUNTS) == {
-        "inserted": 10,
-        "updated": 10,
-        "deleted": 5,
-        "unchanged": 85,
-        "source_rows": 105,
-        "target_rows": 105,
-    }
+    assert counts(stats, *ALL_COUNTS) == all_counts(
+        rows=105, inserted=10, updated=10, deleted=5, unchanged=85
+    )
     assert read_rows(pair.target, "items", ["id"], ITEM_COLUMNS, where=lambda t: t.c.id > 200) == untouched
     assert_same_rows(pair, "items", "items", ["id"], ITEM_COLUMNS, where=lambda t: t.c.id < 200)
 
@@ -577,14 +478,9 @@ def test_composite_keys_with_collation_sensitive_text(pair: Pair) -> None:
     delete(pair.source, table, sa.and_(table.c.tenant == 1, table.c.code == "B"))
     insert(pair.source, table, [{"tenant": 3, "code": "äb", "updated_at": at(W, 3501), "payload": "new"}])
     stats = pair.sync(config)
-    assert counts(stats, *ALL_COUNTS) == {
-        "inserted": 1,
-        "updated": 3,
-        "deleted": 1,
-        "unchanged": len(rows) - 4,
-        "source_rows": len(rows),
-        "target_rows": len(rows),
-    }
+    assert counts(stats, *ALL_COUNTS) == all_counts(
+        rows=len(rows), inserted=1, updated=3, deleted=1, unchanged=len(rows) - 4
+    )
     assert stats.rows_fetched == 4
     assert_same_rows(pair, "composite", "composite", ["tenant", "code"], columns)
     target = read_rows(pair.target, "composite", ["tenant", "code"], columns)
@@ -699,9 +595,7 @@ def test_older_resync_never_overwrites_newer_target_rows(pair: Pair) -> None:
     One key's newer version is inside the window, another's in a later window; both are reported as
     ``skipped_newer`` and keep the target's values.
     """
-    create_items(pair, items_in(W, range(1, 31)))
-    config = table_config("items")
-    pair.sync(config)
+    _, config = synced_items(pair, items_in(W, range(1, 31)))
     target = items_table()
     update(pair.target, target, target.c.id == 5, updated_at=at(W, 3500), name="newer in W", qty=-5)
     update(pair.target, target, target.c.id == 6, updated_at=at(W_AFTER, 10), name="newer in W+1", qty=-6)
@@ -730,9 +624,7 @@ def test_only_differing_rows_travel(pair: Pair) -> None:
     whole-window checksum per side, without streaming a single key.
     """
     n = 5000
-    table = create_items(pair, items_in(W, range(1, n + 1)))
-    config = table_config("items", chunk_size=100)
-    pair.sync(config)
+    table, config = synced_items(pair, items_in(W, range(1, n + 1)), chunk_size=100)
 
     for i in (10, 2500, 4990):
         update(
@@ -740,14 +632,7 @@ def test_only_differing_rows_travel(pair: Pair) -> None:
         )
     stats = pair.sync(config)
 
-    assert counts(stats, *ALL_COUNTS) == {
-        "inserted": 0,
-        "updated": 3,
-        "deleted": 0,
-        "unchanged": n - 3,
-        "source_rows": n,
-        "target_rows": n,
-    }
+    assert counts(stats, *ALL_COUNTS) == all_counts(rows=n, updated=3, unchanged=n - 3)
     assert stats.rows_fetched == 3
     assert stats.ranges_compared > 1
     assert 0 < stats.keys_scanned < n // 2, "only the differing key ranges are streamed"
@@ -760,6 +645,22 @@ def test_only_differing_rows_travel(pair: Pair) -> None:
 
 
 # -- 4.11 naive timestamps and precision -----------------------------------------------------------------
+def stamped_table(name: str, updated_at: sa.types.TypeEngine[Any]) -> sa.Table:
+    """``name`` (id, updated_at, name) with ``updated_at`` of the given type: a naive or coarse one."""
+    return sa.Table(
+        name,
+        sa.MetaData(),
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("updated_at", updated_at),
+        sa.Column("name", sa.Text),
+    )
+
+
+def stamped_rows(stamps: dict[int, datetime]) -> list[dict[str, Any]]:
+    """A row of :func:`stamped_table` for each ``id -> updated_at``."""
+    return [{"id": i, "updated_at": ts, "name": f"n{i}"} for i, ts in stamps.items()]
+
+
 def test_naive_source_timestamps_are_read_in_naive_timezone(make_db_url: MakeDbUrl) -> None:
     """SPEC 4.11: a naive ``updated_at`` is read in ``naive_timezone`` and windows are UTC.
 
@@ -768,29 +669,16 @@ def test_naive_source_timestamps_are_read_in_naive_timezone(make_db_url: MakeDbU
     inclusive start, 18:00 its exclusive end); the target stores the instant.
     """
     pair = make_pair(make_db_url, "postgresql", "postgresql")
-    source = sa.Table(
-        "naive",
-        sa.MetaData(),
-        sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
-        sa.Column("updated_at", sa.DateTime(timezone=False)),
-        sa.Column("name", sa.Text),
-    )
+    source = stamped_table("naive", sa.DateTime(timezone=False))
     source.create(pair.source.engine)
-    target = sa.Table(
-        "naive",
-        sa.MetaData(),
-        sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
-        sa.Column("updated_at", sa.DateTime(timezone=True)),
-        sa.Column("name", sa.Text),
-    )
-    target.create(pair.target.engine)
+    stamped_table("naive", sa.DateTime(timezone=True)).create(pair.target.engine)
     wall = {
         1: datetime(2026, 11, 30, 17, 30, 0, 123456),  # 08:30:00.123456 UTC: in W
         2: datetime(2026, 11, 30, 8, 30),  # 23:30 UTC the day before
         3: datetime(2026, 11, 30, 18, 0),  # 09:00 UTC: the next window
         4: datetime(2026, 11, 30, 17, 0),  # 08:00 UTC: W's first instant
     }
-    insert(pair.source, source, [{"id": i, "updated_at": ts, "name": f"n{i}"} for i, ts in wall.items()])
+    insert(pair.source, source, stamped_rows(wall))
     config = table_config("naive", naive_timezone="Asia/Tokyo")
 
     stats = pair.sync(config)
@@ -823,31 +711,16 @@ def test_precision_difference_is_not_a_change(make_db_url: MakeDbUrl, target_exi
     microseconds within the same second is unchanged too (both sides compare at whole seconds).
     """
     pair = make_pair(make_db_url, "mysql", "postgresql")
-    source = sa.Table(
-        "coarse",
-        sa.MetaData(),
-        sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
-        sa.Column("updated_at", mysql.DATETIME()),
-        sa.Column("name", sa.Text),
-    )
+    source = stamped_table("coarse", mysql.DATETIME())
     source.create(pair.source.engine)
     whole = {i: at(W, i * 7 % 3600) for i in range(1, 201)}
-    insert(pair.source, source, [{"id": i, "updated_at": ts, "name": f"n{i}"} for i, ts in whole.items()])
+    insert(pair.source, source, stamped_rows(whole))
     config = table_config("coarse")
     if target_exists:
-        target = sa.Table(
-            "coarse",
-            sa.MetaData(),
-            sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
-            sa.Column("updated_at", sa.DateTime(timezone=True)),
-            sa.Column("name", sa.Text),
-        )
+        target = stamped_table("coarse", sa.DateTime(timezone=True))
         target.create(pair.target.engine)
-        fine = [
-            {"id": i, "updated_at": ts + timedelta(microseconds=654321), "name": f"n{i}"}
-            for i, ts in whole.items()
-        ]
-        insert(pair.target, target, fine)
+        fine = {i: ts + timedelta(microseconds=654321) for i, ts in whole.items()}
+        insert(pair.target, target, stamped_rows(fine))
         stats = pair.sync(config)
         assert counts(stats, *CHANGE_COUNTS, "unchanged") == {**NOTHING_CHANGED, "unchanged": 200}
         return
@@ -879,14 +752,7 @@ def test_dry_run_into_missing_target_creates_nothing(pair: Pair) -> None:
     stats = pair.sync(table_config("items"), dry_run=True, on_change=on_change)
 
     assert stats.dry_run
-    assert counts(stats, *ALL_COUNTS) == {
-        "inserted": 120,
-        "updated": 0,
-        "deleted": 0,
-        "unchanged": 0,
-        "source_rows": 120,
-        "target_rows": 120,
-    }
+    assert counts(stats, *ALL_COUNTS) == all_counts(rows=120, inserted=120)
     assert not has_table(pair.target, "items")
     assert sorted(seen) == [("inserted", i) for i in range(1, 121)]
 
@@ -897,9 +763,7 @@ def test_dry_run_reports_changes_and_writes_nothing(pair: Pair) -> None:
     Its counts and the keys given to ``on_change`` (inserted, updated, deleted, moved) equal those
     of the real sync that follows.
     """
-    table = create_items(pair, items_in(W, range(1, 121)) + items_in(W_AFTER, range(200, 210)))
-    config = table_config("items")
-    pair.sync(config)
+    table, config = synced_items(pair, items_in(W, range(1, 121)) + items_in(W_AFTER, range(200, 210)))
     pair.sync(config, W_AFTER)
     update(pair.source, table, table.c.id.in_([1, 2, 3]), updated_at=at(W, 3599), name="upd")
     update(pair.source, table, table.c.id == 4, updated_at=at(W_AFTER, 5), name="moved")
@@ -911,14 +775,7 @@ def test_dry_run_reports_changes_and_writes_nothing(pair: Pair) -> None:
     dry = pair.sync(config, dry_run=True, on_change=on_change)
 
     assert fingerprint(pair.target, "items", ["id"]) == before
-    expected = {
-        "inserted": 2,
-        "updated": 4,
-        "deleted": 1,
-        "unchanged": 115,
-        "source_rows": 120,
-        "target_rows": 120,
-    }
+    expected = all_counts(rows=120, inserted=2, updated=4, deleted=1, unchanged=115)
     assert counts(dry, *ALL_COUNTS) == expected
     assert dry.moved_out == 1
     assert sorted(seen) == sorted(
@@ -941,9 +798,7 @@ def test_failure_midway_leaves_target_as_before(pair: Pair) -> None:
     """SPEC 4.4: a failure after some chunks were staged leaves the target exactly as before the run,
     and running again converges.
     """
-    table = create_items(pair, items_in(W, range(1, 601)))
-    config = table_config("items", chunk_size=50)
-    pair.sync(config)
+    table, config = synced_items(pair, items_in(W, range(1, 601)), chunk_size=50)
     for start in range(1, 301, 50):
         ids = range(start, start + 25)
         update(pair.source, table, table.c.id.in_(ids), updated_at=at(W, 3599), name="changed")
@@ -979,9 +834,7 @@ def test_failed_delete_rolls_back_the_upserts(
     (a foreign key in the target refuses it) the upserts already executed are rolled back too.
     """
     pair = make_pair(make_db_url, source_kind, target_kind)
-    table = create_items(pair, items_in(W, range(1, 101)))
-    config = table_config("items")
-    pair.sync(config)
+    table, config = synced_items(pair, items_in(W, range(1, 101)))
     with pair.target.engine.begin() as conn:
         conn.exec_driver_sql(
             "CREATE TABLE child (id INTEGER PRIMARY KEY, FOREIGN KEY (id) REFERENCES items (id))"

@@ -106,6 +106,21 @@ def schema_error(table: TableConfig, source_url: str, target_url: str) -> str:
 # The source does not match the config
 
 
+def refused_by_source(
+    make_db_url: MakeDbUrl, table: TableConfig, source_engine: str, target_engine: str
+) -> str:
+    """Sync a seeded source that ``table`` does not match into an empty database of ``target_engine``.
+
+    The sync must be refused before writing: no target table is created. Returns the SchemaError
+    message, for the test to check what it names.
+    """
+    source, target = make_db_url(source_engine, "source"), make_db_url(target_engine, "target")
+    seed_source(source)
+    message = schema_error(table, source, target)
+    assert snapshot(target) is None
+    return message
+
+
 @pytest.mark.parametrize("target_engine", ENGINES)
 def test_missing_source_table_names_it_and_creates_no_target(
     make_db_url: MakeDbUrl, target_engine: str
@@ -132,43 +147,35 @@ def test_missing_source_table_in_dry_run_too(make_db_url: MakeDbUrl) -> None:
 @pytest.mark.parametrize("target_engine", ["mysql", "sqlite"])
 def test_missing_primary_key_column_names_it(make_db_url: MakeDbUrl, target_engine: str) -> None:
     """A primary_key column the source lacks is named, with the columns the table does have."""
-    source, target = make_db_url("sqlite", "source"), make_db_url(target_engine, "target")
-    seed_source(source)
-    message = schema_error(table_config(primary_key=["order_id"]), source, target)
+    message = refused_by_source(make_db_url, table_config(primary_key=["order_id"]), "sqlite", target_engine)
     assert "primary_key" in message
     assert "'order_id'" in message
     assert "id, note, updated_at" in message  # what the table has, to spot the typo
-    assert snapshot(target) is None
 
 
 def test_missing_primary_key_column_of_a_composite_key(make_db_url: MakeDbUrl) -> None:
     """In a composite key only the missing column is named."""
-    source, target = make_db_url("postgresql", "source"), make_db_url("sqlite", "target")
-    seed_source(source)
-    message = schema_error(table_config(primary_key=["id", "tenant"]), source, target)
+    message = refused_by_source(
+        make_db_url, table_config(primary_key=["id", "tenant"]), "postgresql", "sqlite"
+    )
     assert "'tenant'" in message
     assert "'id'" not in message.split("not found")[0]
-    assert snapshot(target) is None
 
 
 @pytest.mark.parametrize("target_engine", ["postgresql", "sqlite"])
 def test_missing_updated_at_column_names_it(make_db_url: MakeDbUrl, target_engine: str) -> None:
     """An updated_at column the source lacks is named."""
-    source, target = make_db_url("sqlite", "source"), make_db_url(target_engine, "target")
-    seed_source(source)
-    message = schema_error(table_config(updated_at="modified_at"), source, target)
+    message = refused_by_source(make_db_url, table_config(updated_at="modified_at"), "sqlite", target_engine)
     assert "updated_at" in message
     assert "'modified_at'" in message
-    assert snapshot(target) is None
 
 
 def test_missing_listed_column_names_it(make_db_url: MakeDbUrl) -> None:
     """A column listed under ``columns`` that the source lacks is named."""
-    source, target = make_db_url("sqlite", "source"), make_db_url("sqlite", "target")
-    seed_source(source)
-    message = schema_error(table_config(columns=["id", "amount", "updated_at"]), source, target)
+    message = refused_by_source(
+        make_db_url, table_config(columns=["id", "amount", "updated_at"]), "sqlite", "sqlite"
+    )
     assert "'amount'" in message
-    assert snapshot(target) is None
 
 
 @pytest.mark.parametrize("source_engine", ENGINES)
@@ -195,6 +202,27 @@ def test_updated_at_that_is_not_a_timestamp_names_it(make_db_url: MakeDbUrl, sou
 TARGET_ROWS = [{"id": 1, "note": "old", "updated_at": datetime(2026, 11, 1, tzinfo=UTC)}]
 
 
+def refused_by_target(
+    make_db_url: MakeDbUrl,
+    target_engine: str,
+    columns: list[sa.Column[Any]],
+    rows: list[dict[str, Any]],
+    table: TableConfig | None = None,
+) -> str:
+    """Sync the seeded SQLite source into an existing ``orders`` target of ``columns`` holding ``rows``.
+
+    The sync must be refused before writing: the target is checked to hold exactly what it held.
+    Returns the SchemaError message, for the test to check what it names.
+    """
+    source, target = make_db_url("sqlite", "source"), make_db_url(target_engine, "target")
+    seed_source(source)
+    create_table(target, columns, rows)
+    before = snapshot(target)
+    message = schema_error(table or table_config(), source, target)
+    assert snapshot(target) == before
+    return message
+
+
 @pytest.mark.parametrize("target_engine", ENGINES)
 def test_target_missing_a_column_names_it_and_keeps_its_rows(
     make_db_url: MakeDbUrl, target_engine: str
@@ -203,31 +231,27 @@ def test_target_missing_a_column_names_it_and_keeps_its_rows(
     naming the column and the setting that would add it; its rows stay. (The default adds it:
     test_schema_changes.py.)
     """
-    source, target = make_db_url("sqlite", "source"), make_db_url(target_engine, "target")
-    seed_source(source)
-    create_table(
-        target,
+    message = refused_by_target(
+        make_db_url,
+        target_engine,
         [
             sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
             sa.Column("updated_at", sa.DateTime(timezone=True)),
         ],
         [{"id": 1, "updated_at": datetime(2026, 11, 1, tzinfo=UTC)}],
+        table_config(add_missing_columns=False),
     )
-    before = snapshot(target)
-    message = schema_error(table_config(add_missing_columns=False), source, target)
     assert "target table 'orders'" in message
     assert "missing column(s) 'note'" in message
     assert "add_missing_columns: true" in message
-    assert snapshot(target) == before
 
 
 @pytest.mark.parametrize("target_engine", ENGINES)
 def test_target_with_incompatible_type_names_the_column(make_db_url: MakeDbUrl, target_engine: str) -> None:
     """A text source column cannot land in an integer target column: the column and both types are named."""
-    source, target = make_db_url("sqlite", "source"), make_db_url(target_engine, "target")
-    seed_source(source)
-    create_table(
-        target,
+    message = refused_by_target(
+        make_db_url,
+        target_engine,
         [
             sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
             sa.Column("note", sa.Integer),
@@ -235,21 +259,17 @@ def test_target_with_incompatible_type_names_the_column(make_db_url: MakeDbUrl, 
         ],
         [{"id": 1, "note": 5, "updated_at": datetime(2026, 11, 1, tzinfo=UTC)}],
     )
-    before = snapshot(target)
-    message = schema_error(table_config(), source, target)
     assert "column 'note'" in message
     assert "(integer)" in message
     assert "(text)" in message
-    assert snapshot(target) == before
 
 
 @pytest.mark.parametrize("target_engine", ENGINES)
 def test_target_without_unique_key_is_refused(make_db_url: MakeDbUrl, target_engine: str) -> None:
     """A target with no primary key or unique index on the key columns cannot be upserted into."""
-    source, target = make_db_url("sqlite", "source"), make_db_url(target_engine, "target")
-    seed_source(source)
-    create_table(
-        target,
+    message = refused_by_target(
+        make_db_url,
+        target_engine,
         [
             sa.Column("id", sa.Integer),
             sa.Column("note", sa.Text),
@@ -257,18 +277,14 @@ def test_target_without_unique_key_is_refused(make_db_url: MakeDbUrl, target_eng
         ],
         TARGET_ROWS,
     )
-    before = snapshot(target)
-    message = schema_error(table_config(), source, target)
     assert "no primary key or unique index on exactly (id)" in message
-    assert snapshot(target) == before
 
 
 def test_target_keyed_on_other_columns_is_refused(make_db_url: MakeDbUrl) -> None:
     """A primary key on (id, note) is not a unique index on exactly (id): the upsert could duplicate."""
-    source, target = make_db_url("sqlite", "source"), make_db_url("postgresql", "target")
-    seed_source(source)
-    create_table(
-        target,
+    message = refused_by_target(
+        make_db_url,
+        "postgresql",
         [
             sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
             sa.Column("note", sa.String(50), primary_key=True),
@@ -276,18 +292,14 @@ def test_target_keyed_on_other_columns_is_refused(make_db_url: MakeDbUrl) -> Non
         ],
         TARGET_ROWS,
     )
-    before = snapshot(target)
-    message = schema_error(table_config(), source, target)
     assert "exactly (id)" in message
-    assert snapshot(target) == before
 
 
 def test_target_with_key_of_another_type_is_refused(make_db_url: MakeDbUrl) -> None:
     """Keys are merged in order on both sides, so an integer source key and a text target key clash."""
-    source, target = make_db_url("sqlite", "source"), make_db_url("mysql", "target")
-    seed_source(source)
-    create_table(
-        target,
+    message = refused_by_target(
+        make_db_url,
+        "mysql",
         [
             sa.Column("id", sa.String(20), primary_key=True),
             sa.Column("note", sa.Text),
@@ -295,18 +307,14 @@ def test_target_with_key_of_another_type_is_refused(make_db_url: MakeDbUrl) -> N
         ],
         [{"id": "1", "note": "old", "updated_at": datetime(2026, 11, 1)}],
     )
-    before = snapshot(target)
-    message = schema_error(table_config(), source, target)
     assert "key column 'id'" in message
-    assert snapshot(target) == before
 
 
 def test_target_updated_at_that_is_not_a_timestamp(make_db_url: MakeDbUrl) -> None:
     """A target whose updated_at is text (outside SQLite) cannot be compared by time: refused."""
-    source, target = make_db_url("sqlite", "source"), make_db_url("postgresql", "target")
-    seed_source(source)
-    create_table(
-        target,
+    message = refused_by_target(
+        make_db_url,
+        "postgresql",
         [
             sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
             sa.Column("note", sa.Text),
@@ -314,10 +322,7 @@ def test_target_updated_at_that_is_not_a_timestamp(make_db_url: MakeDbUrl) -> No
         ],
         [{"id": 1, "note": "old", "updated_at": "yesterday"}],
     )
-    before = snapshot(target)
-    message = schema_error(table_config(), source, target)
     assert "updated_at" in message
-    assert snapshot(target) == before
 
 
 # --------------------------------------------------------------------------------------------------

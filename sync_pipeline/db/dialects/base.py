@@ -158,6 +158,14 @@ class Adapter(ABC):
         """
 
     # -- locking -------------------------------------------------------------------------------
+    def lock_scope(self, conn: sa.Connection) -> str | None:
+        """What the lock name of a table named without a schema is qualified with.
+
+        ``None`` where locks already live in one database: PostgreSQL's advisory locks, SQLite's
+        write lock on its file.
+        """
+        return None
+
     @abstractmethod
     def acquire_lock(self, conn: sa.Connection, name: str, timeout_seconds: float) -> bool:
         """Take the session-level lock ``name`` on ``conn``, waiting up to the timeout.

@@ -112,6 +112,11 @@ class MySQLAdapter(Adapter):
         # scans the whole stage for every row of the window: minutes for a few thousand deletes.
         return sa.and_(*(target.c[k] == stage.c[k] for k in key_columns))
 
+    def lock_scope(self, conn: sa.Connection) -> str | None:
+        # GET_LOCK names are global to the server: syncs of tables of one name in two databases (one
+        # per tenant, say) must not wait for each other, nor time out on the other's lock.
+        return conn.dialect.default_schema_name  # DATABASE() when the connection was made
+
     def acquire_lock(self, conn: sa.Connection, name: str, timeout_seconds: float) -> bool:
         # GET_LOCK is held by the session and released when it ends: a killed sync leaves nothing.
         # Whole seconds, rounded up: MySQL truncates a fraction, and 0.5 s must not become "don't wait".

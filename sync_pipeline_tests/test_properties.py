@@ -289,6 +289,7 @@ sqlite_pair = pair_fixture("sqlite", "sqlite")
 pg_pair = pair_fixture("postgresql", "postgresql")
 pg_mysql_pair = pair_fixture("postgresql", "mysql")
 mysql_pg_pair = pair_fixture("mysql", "postgresql")
+mysql_pair = pair_fixture("mysql", "mysql")
 
 
 def examples(n: int) -> Any:
@@ -339,6 +340,15 @@ def test_random_changes_postgresql_to_mariadb(pg_mysql_pair: Pair, data: st.Data
     multi-table DELETE of the staged keys, text keys of every code point ordered by their UTF-8 bytes).
     """
     run_property(pg_mysql_pair, data)
+
+
+@pytest.mark.slow
+@examples(25)
+@given(data=st.data())
+def test_random_changes_mariadb_to_mariadb(mysql_pair: Pair, data: st.DataObject) -> None:
+    """MariaDB -> MariaDB: the same property where integer-keyed ranges are compared by MariaDB's own
+    CRC32 hash of the stored rows rather than the cross-engine mix."""
+    run_property(mysql_pair, data)
 
 
 # -- what the property found, pinned ----------------------------------------------------------------

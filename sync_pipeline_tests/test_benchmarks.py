@@ -43,6 +43,16 @@ def _check_well_formed(run: dict[str, Any]) -> None:
     assert run["rows_written"] >= 0, run
 
 
+def _applied(detail: dict[str, Any]) -> tuple[int, int, int, int]:
+    """What an engine run reports it did: inserted, updated, deleted, moved out."""
+    return detail["inserted"], detail["updated"], detail["deleted"], detail["moved_out"]
+
+
+def _workload_changes(layout: Layout) -> tuple[int, int, int, int]:
+    """The same counts as the workload made them (moved rows are updated to their current version)."""
+    return layout.inserted, layout.updated + layout.moved, layout.deleted, layout.moved
+
+
 def _quick_suite(tmp_path: Path, pairs: list[str], **options: Any) -> dict[str, Any]:
     """The suite at its smallest size, on the local servers, quietly, its results in ``tmp_path``."""
     return run_suite(
@@ -82,12 +92,7 @@ def test_quick_suite_measures_correct_runs(tmp_path: Path) -> None:
         # sync_pipeline did exactly the workload's changes, and the target equals the source.
         changed = runs["engine_changed"]
         detail = changed["detail"]
-        assert (detail["inserted"], detail["updated"], detail["deleted"], detail["moved_out"]) == (
-            layout.inserted,
-            layout.updated + layout.moved,
-            layout.deleted,
-            layout.moved,
-        )
+        assert _applied(detail) == _workload_changes(layout)
         assert changed["equal"] is True
         assert changed["source_window_rows"] == changed["target_window_rows"] == layout.source_rows_after
 
@@ -201,12 +206,7 @@ def test_recent_spread_makes_as_many_changes_and_the_descent_reads_only_their_ke
     assert results["config"]["spread"] == "recent"
     changed = next(r for r in results["runs"] if r["name"] == "engine_changed")
     detail = changed["detail"]
-    assert (detail["inserted"], detail["updated"], detail["deleted"], detail["moved_out"]) == (
-        recent.inserted,
-        recent.updated + recent.moved,
-        recent.deleted,
-        recent.moved,
-    )
+    assert _applied(detail) == _workload_changes(recent)
     assert changed["equal"] is True
     # Both windows' keys would be about 2 x QUICK_SIZE; the changed tenth's are a tenth of that.
     assert 0 < detail["keys_scanned"] < QUICK_SIZE // 2, detail

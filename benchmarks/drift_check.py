@@ -20,11 +20,11 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 
 from sync_pipeline.config import parse_config
-from sync_pipeline.db.dialects.mysql import MySQLAdapter
-from sync_pipeline.db.dialects.postgresql import PostgresAdapter
-from sync_pipeline.diff.window import Window
-from sync_pipeline.sync import sync_partition
-from sync_pipeline.verify import verify_partition
+from sync_pipeline.engine.db.dialects.mysql import MySQLAdapter
+from sync_pipeline.engine.db.dialects.postgresql import PostgresAdapter
+from sync_pipeline.engine.diff.window import Window
+from sync_pipeline.engine.sync import sync_partition
+from sync_pipeline.engine.verify import verify_partition
 
 ADMIN = {
     "postgresql": "postgresql+psycopg://postgres@127.0.0.1:5432/postgres",

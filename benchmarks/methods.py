@@ -19,7 +19,7 @@ The methods:
   both sides at once (PostgreSQL as COPY bytes, MariaDB through an unbuffered cursor).
 * ``naive``: the job sync_pipeline replaces (SPEC section 1): compare the window's row counts; if they
   differ, delete the target's window and insert every source row of it, read with ``pandas.read_sql``.
-* ``engine``: :func:`sync_pipeline.sync.sync_partition` with the project's default chunk size.
+* ``engine``: :func:`sync_pipeline.engine.sync.sync_partition` with the project's default chunk size.
 * ``dlt``, ``dlt_pyarrow``, ``sling``: the peers, in :mod:`benchmarks.peers`.
 """
 
@@ -249,8 +249,8 @@ def naive(source_url: str, target_url: str, **_: Any) -> Result:
 def engine(source_url: str, target_url: str, chunk_size: int = 10_000, **_: Any) -> Result:
     """One :func:`sync_partition` of the window, as a Dagster step runs it."""
     from sync_pipeline.config import parse_config
-    from sync_pipeline.diff.window import Window
-    from sync_pipeline.sync import sync_partition
+    from sync_pipeline.engine.diff.window import Window
+    from sync_pipeline.engine.sync import sync_partition
 
     table = parse_config(
         f"""
@@ -318,7 +318,7 @@ def _preload(method: str) -> None:
     if method == "naive":
         import pandas  # noqa: F401
     elif method == "engine":
-        import sync_pipeline.sync  # noqa: F401
+        import sync_pipeline.engine.sync  # noqa: F401
     elif method in peers.METHODS:
         peers.preload(method)
     import pymysql  # noqa: F401 - the MariaDB source's driver

@@ -178,10 +178,10 @@ def _timed(action: Callable[[], Any], repeat: int = 3) -> float:
 def time_queries(source_url: str, target_url: str, chunk_size: int) -> dict[str, float]:
     """Median seconds of each query the engine sends, and of cheaper alternatives, one side at a time."""
     from sync_pipeline.config import parse_config
-    from sync_pipeline.db.engine import open_engine
-    from sync_pipeline.diff.segments import KeyRange
-    from sync_pipeline.diff.window import Window
-    from sync_pipeline.plan import plan_sync
+    from sync_pipeline.engine.db.engine import open_engine
+    from sync_pipeline.engine.diff.segments import KeyRange
+    from sync_pipeline.engine.diff.window import Window
+    from sync_pipeline.engine.plan import plan_sync
 
     table = parse_config(
         f"""

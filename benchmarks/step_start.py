@@ -32,7 +32,7 @@ from dagster import (
     reconstructable,
 )
 
-from sync_pipeline.executors import PRELOAD_MODULES
+from sync_pipeline.orchestration.executors import PRELOAD_MODULES
 
 
 def benchmark_job() -> JobDefinition:

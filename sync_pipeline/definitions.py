@@ -11,13 +11,13 @@ import os
 
 from dagster import Definitions, JobDefinition, ScheduleDefinition
 
-from sync_pipeline.assets import asset_key, build_sync_assets, partitions_def
-from sync_pipeline.checks import build_checks
 from sync_pipeline.config import CONFIG_ENV_VAR
-from sync_pipeline.executors import build_executor
-from sync_pipeline.resources import AlertResource, SyncResource, active_config
-from sync_pipeline.schedules import build_jobs, build_schedules
-from sync_pipeline.sensors import (
+from sync_pipeline.orchestration.assets import asset_key, build_sync_assets, partitions_def
+from sync_pipeline.orchestration.checks import build_checks
+from sync_pipeline.orchestration.executors import build_executor
+from sync_pipeline.orchestration.resources import AlertResource, SyncResource, active_config
+from sync_pipeline.orchestration.schedules import build_jobs, build_schedules
+from sync_pipeline.orchestration.sensors import (
     WatchedTable,
     build_drift_job,
     build_drift_sensor,
@@ -33,7 +33,7 @@ def build_definitions(config_path: str) -> Definitions:
     extra_jobs: list[JobDefinition] = []
     extra_schedules: list[ScheduleDefinition] = []
     if not config_path:
-        from sync_pipeline.demo_activity import demo_activity_job, demo_activity_schedule
+        from sync_pipeline.orchestration.demo_activity import demo_activity_job, demo_activity_schedule
 
         extra_jobs, extra_schedules = [demo_activity_job], [demo_activity_schedule]
     watched = [

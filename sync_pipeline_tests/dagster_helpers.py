@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from dagster import Definitions, JobDefinition, build_reconstructable_job
 from dagster._core.definitions.reconstruct import ReconstructableJob
 
-from sync_pipeline.diff.window import Window
+from sync_pipeline.engine.diff.window import Window
 from sync_pipeline_tests.helpers import TS, Side, engine_for, insert, normalise
 
 # The hours most Dagster tests sync (UTC partition keys) and the tables' first partition.

@@ -21,9 +21,9 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 
 from sync_pipeline.config import TableConfig, parse_config
-from sync_pipeline.diff.stats import SyncStats
-from sync_pipeline.diff.window import Window
-from sync_pipeline.sync import sync_partition
+from sync_pipeline.engine.diff.stats import SyncStats
+from sync_pipeline.engine.diff.window import Window
+from sync_pipeline.engine.sync import sync_partition
 
 # The partition most tests sync, and its neighbours.
 W = Window.from_partition_key("2026-11-30-08:00")

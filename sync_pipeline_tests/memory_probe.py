@@ -12,8 +12,8 @@ from datetime import datetime
 from pathlib import Path
 
 from sync_pipeline.config import parse_config
-from sync_pipeline.diff.window import Window
-from sync_pipeline.sync import sync_partition
+from sync_pipeline.engine.diff.window import Window
+from sync_pipeline.engine.sync import sync_partition
 
 
 def _vm_hwm_kib() -> int:

@@ -33,11 +33,11 @@ from typing import Any
 import psycopg
 import sqlalchemy as sa
 
-from sync_pipeline.db.side import TableSide
-from sync_pipeline.diff.stats import SyncStats
-from sync_pipeline.diff.window import Window
-from sync_pipeline.sync import sync_partition
-from sync_pipeline.writer import PartitionWriter
+from sync_pipeline.engine.db.side import TableSide
+from sync_pipeline.engine.diff.stats import SyncStats
+from sync_pipeline.engine.diff.window import Window
+from sync_pipeline.engine.sync import sync_partition
+from sync_pipeline.engine.writer import PartitionWriter
 from sync_pipeline_tests.helpers import table_config
 
 _seen: Counter[str] = Counter()

@@ -30,11 +30,11 @@ import sqlalchemy as sa
 from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus, RunsFilter
 from dagster._core.instance.ref import InstanceRef
 
-from sync_pipeline.assets import REASON_TAG
-from sync_pipeline.checks import DRIFT_CHECK
 from sync_pipeline.config import CONFIG_ENV_VAR
 from sync_pipeline.demo.config import DATA_DIR_ENV
-from sync_pipeline.diff.window import Window
+from sync_pipeline.engine.diff.window import Window
+from sync_pipeline.orchestration.assets import REASON_TAG
+from sync_pipeline.orchestration.checks import DRIFT_CHECK
 from sync_pipeline_tests.conftest import MakeDbUrl
 from sync_pipeline_tests.dagster_helpers import (
     create_source,

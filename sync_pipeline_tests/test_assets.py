@@ -1,4 +1,4 @@
-"""Tests of the asset factory (sync_pipeline.assets) run through Dagster's ``materialize``.
+"""Tests of the asset factory (sync_pipeline.orchestration.assets) run through Dagster's ``materialize``.
 
 Each test builds a table's asset with ``build_sync_asset`` from a config file on real databases,
 binds ``SyncResource`` to that file, and materializes a partition in process: the target must then
@@ -28,11 +28,11 @@ from dagster import (
     materialize,
 )
 
-from sync_pipeline.assets import LOOKBACK_TAG, build_sync_asset, sync_retry_policy
 from sync_pipeline.config import RetryConfig, load_config
 from sync_pipeline.demo.config import DATA_DIR_ENV
-from sync_pipeline.diff.window import Window
-from sync_pipeline.resources import SyncResource
+from sync_pipeline.engine.diff.window import Window
+from sync_pipeline.orchestration.assets import LOOKBACK_TAG, build_sync_asset, sync_retry_policy
+from sync_pipeline.orchestration.resources import SyncResource
 from sync_pipeline_tests.conftest import MakeDbUrl
 from sync_pipeline_tests.dagster_helpers import (
     H07,

@@ -2,7 +2,7 @@
 
 A deployment as SPEC 7 describes it, on this machine: PostgreSQL instance storage (the shipped
 ``deploy/dagster.yaml``), ``dagster-daemon`` and ``dagster-webserver`` on loopback, two Celery worker
-processes (``celery -A sync_pipeline.celery_worker worker``) on a real broker, and a backfill of
+processes (``celery -A sync_pipeline.orchestration.celery_worker worker``) on a real broker, and a backfill of
 two tables launched through the webserver's GraphQL as the UI does. Each test uses its own queue and
 worker names, so runs of the suite in parallel do not take each other's steps.
 
@@ -35,7 +35,7 @@ from dagster import (
 )
 
 from sync_pipeline.config import CONFIG_ENV_VAR
-from sync_pipeline.sync import window_lock_name
+from sync_pipeline.engine.sync import window_lock_name
 from sync_pipeline_tests.conftest import MakeDbUrl
 from sync_pipeline_tests.dagster_helpers import (
     H07,
@@ -153,7 +153,7 @@ class Deployment:
         self.workers[node] = self.start(
             f"worker-{name}",
             [
-                *(str(BIN / "celery"), "-A", "sync_pipeline.celery_worker", "worker"),
+                *(str(BIN / "celery"), "-A", "sync_pipeline.orchestration.celery_worker", "worker"),
                 *("-Q", self.queue, "-n", f"{node}@%h", "--concurrency", "1", "--loglevel", "INFO"),
                 # Other tests' workers share the broker: no gossip or mingle with them.
                 *("--without-gossip", "--without-mingle"),

@@ -1,4 +1,4 @@
-"""Tests of the asset checks (sync_pipeline.checks) on a real Dagster instance and real databases.
+"""Tests of the asset checks (orchestration.checks) on a real Dagster instance and real databases.
 
 ``partition_freshness`` is evaluated by ``evaluate_freshness`` from the instance's event log at a
 chosen instant, after real syncs of chosen partitions. ``drift`` runs as the code location runs it,
@@ -27,8 +27,10 @@ from dagster import (
     instance_for_test,
 )
 
-from sync_pipeline.assets import partitions_def
-from sync_pipeline.checks import (
+from sync_pipeline.config import SyncConfig, load_config
+from sync_pipeline.engine.diff.window import Window
+from sync_pipeline.orchestration.assets import partitions_def
+from sync_pipeline.orchestration.checks import (
     DRIFT_CHECK,
     FRESHNESS_CHECK,
     IN_SYNC_CHECK,
@@ -37,8 +39,6 @@ from sync_pipeline.checks import (
     freshness_result,
     lookback_partitions,
 )
-from sync_pipeline.config import SyncConfig, load_config
-from sync_pipeline.diff.window import Window
 from sync_pipeline_tests.conftest import MakeDbUrl
 from sync_pipeline_tests.dagster_helpers import (
     create_source,

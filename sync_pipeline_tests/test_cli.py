@@ -20,7 +20,7 @@ import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner, Result
 
-from sync_pipeline.cli import cli
+from sync_pipeline.cli.main import cli
 from sync_pipeline.config import CONFIG_ENV_VAR
 from sync_pipeline_tests.conftest import MakeDbUrl
 

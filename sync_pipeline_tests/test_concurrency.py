@@ -34,8 +34,8 @@ from dagster._core.instance.ref import InstanceRef
 
 from sync_pipeline.config import CONFIG_ENV_VAR
 from sync_pipeline.demo.config import DATA_DIR_ENV
-from sync_pipeline.diff.window import Window
-from sync_pipeline.sync import window_lock_name
+from sync_pipeline.engine.diff.window import Window
+from sync_pipeline.engine.sync import window_lock_name
 from sync_pipeline_tests.conftest import MakeDbUrl
 from sync_pipeline_tests.dagster_helpers import (
     create_source,

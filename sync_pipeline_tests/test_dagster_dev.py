@@ -20,10 +20,10 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from sync_pipeline.cli.dev import sync_last_hour
 from sync_pipeline.config import CONFIG_ENV_VAR
 from sync_pipeline.demo.config import DATA_DIR_ENV, demo_config, demo_start
-from sync_pipeline.dev import sync_last_hour
-from sync_pipeline.diff.window import Window
+from sync_pipeline.engine.diff.window import Window
 from sync_pipeline_tests.dagster_processes import (
     DAGSTER,
     INSTANCE_YAML,

@@ -33,11 +33,11 @@ from dagster import (
 from dagster._core.remote_representation.external_data import RepositorySnap
 from dagster._serdes import serialize_value
 
-from sync_pipeline.assets import sync_retry_policy
 from sync_pipeline.config import CONFIG_ENV_VAR, RetryConfig
 from sync_pipeline.demo.config import DATA_DIR_ENV, demo_config
-from sync_pipeline.executors import PRELOAD_MODULES
-from sync_pipeline.resources import SyncResource
+from sync_pipeline.orchestration.assets import sync_retry_policy
+from sync_pipeline.orchestration.executors import PRELOAD_MODULES
+from sync_pipeline.orchestration.resources import SyncResource
 from sync_pipeline_tests.conftest import MakeDbUrl
 from sync_pipeline_tests.dagster_helpers import load_definitions, table_entry, write_config
 

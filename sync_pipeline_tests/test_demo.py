@@ -30,9 +30,9 @@ from sync_pipeline.demo import (
 )
 from sync_pipeline.demo.config import STATE_FILE
 from sync_pipeline.demo.seed import COUNTS, NULL_UPDATED_AT_EVENTS
-from sync_pipeline.diff.window import Window
+from sync_pipeline.engine.diff.window import Window
+from sync_pipeline.engine.sync import sync_partition
 from sync_pipeline.errors import ConfigError, SchemaError
-from sync_pipeline.sync import sync_partition
 
 NOW = datetime(2026, 5, 14, 10, 37, 12, 345678, tzinfo=UTC)
 START = datetime(2026, 5, 12, 10, tzinfo=UTC)  # NOW's hour minus 48 hours

@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sync_pipeline.diff.merge import Outcome, diff_chunks, merge_keys
-from sync_pipeline.diff.segments import Checksum, Descent, KeyRange
-from sync_pipeline.diff.window import Window
+from sync_pipeline.engine.diff.merge import Outcome, diff_chunks, merge_keys
+from sync_pipeline.engine.diff.segments import Checksum, Descent, KeyRange
+from sync_pipeline.engine.diff.window import Window
 from sync_pipeline.errors import DataError
 
 

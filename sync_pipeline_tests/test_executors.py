@@ -22,7 +22,7 @@ from dagster_k8s import k8s_job_executor
 
 from sync_pipeline.config import CONFIG_ENV_VAR, ExecutorConfig, load_config
 from sync_pipeline.errors import ConfigError
-from sync_pipeline.executors import (
+from sync_pipeline.orchestration.executors import (
     CELERY_EXECUTOR_NAME,
     K8S_EXECUTOR_NAME,
     MULTIPROCESS_EXECUTOR_NAME,
@@ -154,7 +154,7 @@ def test_a_worker_refuses_a_configuration_without_celery(tmp_path: Path) -> None
     """A worker started on the wrong file says so instead of consuming from a default broker."""
     path = config_file(tmp_path, {"max_concurrent": 2})
     done = subprocess.run(
-        [sys.executable, "-c", "import sync_pipeline.celery_worker"],
+        [sys.executable, "-c", "import sync_pipeline.orchestration.celery_worker"],
         env={CONFIG_ENV_VAR: str(path), "PATH": "/usr/bin:/bin"},
         capture_output=True,
         text=True,

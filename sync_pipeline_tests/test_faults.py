@@ -31,10 +31,10 @@ from typing import IO, Any
 import pytest
 import sqlalchemy as sa
 
-from sync_pipeline.db.dialects import adapter_for
-from sync_pipeline.db.dialects.mysql import get_lock_name as mysql_lock_name
+from sync_pipeline.engine.db.dialects import adapter_for
+from sync_pipeline.engine.db.dialects.mysql import get_lock_name as mysql_lock_name
+from sync_pipeline.engine.sync import window_lock_name
 from sync_pipeline.errors import LockTimeout, TransientError
-from sync_pipeline.sync import window_lock_name
 from sync_pipeline_tests.conftest import MakeDbUrl
 from sync_pipeline_tests.helpers import (
     CHANGE_COUNTS,

@@ -16,12 +16,12 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 
 from sync_pipeline.config import TableConfig
-from sync_pipeline.db.dialects import adapter_for
-from sync_pipeline.db.engine import open_engine
-from sync_pipeline.db.side import TableSide
-from sync_pipeline.diff.mixhash import P, mix62
-from sync_pipeline.diff.segments import HASH_MODULUS
-from sync_pipeline.plan import plan_sync
+from sync_pipeline.engine.db.dialects import adapter_for
+from sync_pipeline.engine.db.engine import open_engine
+from sync_pipeline.engine.db.side import TableSide
+from sync_pipeline.engine.diff.mixhash import P, mix62
+from sync_pipeline.engine.diff.segments import HASH_MODULUS
+from sync_pipeline.engine.plan import plan_sync
 from sync_pipeline_tests.conftest import MakeDbUrl
 from sync_pipeline_tests.helpers import (
     CHANGE_COUNTS,

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import pytest
 import sqlalchemy as sa
 
-from sync_pipeline.verify import verify_partition
+from sync_pipeline.engine.verify import verify_partition
 from sync_pipeline_tests.conftest import MakeDbUrl
 from sync_pipeline_tests.helpers import (
     CHANGE_COUNTS,

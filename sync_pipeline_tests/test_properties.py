@@ -30,7 +30,7 @@ import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sync_pipeline.diff.stats import SyncStats
+from sync_pipeline.engine.diff.stats import SyncStats
 from sync_pipeline_tests.conftest import MakeDbUrl
 from sync_pipeline_tests.helpers import (
     CHANGE_COUNTS,

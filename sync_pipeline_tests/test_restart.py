@@ -53,9 +53,9 @@ from dagster import (
 from dagster._core.execution.plan.objects import StepRetryData
 from dagster._utils.error import SerializableErrorInfo
 
-from sync_pipeline.assets import build_sync_asset, sync_retry_policy
 from sync_pipeline.config import RetryConfig, load_config
-from sync_pipeline.resources import SyncResource
+from sync_pipeline.orchestration.assets import build_sync_asset, sync_retry_policy
+from sync_pipeline.orchestration.resources import SyncResource
 from sync_pipeline_tests.conftest import MakeDbUrl
 from sync_pipeline_tests.dagster_helpers import H08, side, source_table, table_entry, write_config
 from sync_pipeline_tests.helpers import Side

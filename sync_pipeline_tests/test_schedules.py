@@ -1,4 +1,4 @@
-"""Tests of the hourly jobs and schedules (sync_pipeline.schedules), evaluated as the daemon would.
+"""Tests of the hourly jobs and schedules (orchestration.schedules), evaluated as the daemon would.
 
 The schedules come from the code location's definitions for a config file, and each tick is
 evaluated with ``build_schedule_context`` at a fixed scheduled time against a real (temporary)
@@ -32,9 +32,9 @@ from dagster._core.remote_origin import (
 from dagster._core.storage.dagster_run import DagsterRun
 from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
 
-from sync_pipeline.assets import LOOKBACK_TAG
 from sync_pipeline.config import CONFIG_ENV_VAR
 from sync_pipeline.demo.config import DATA_DIR_ENV
+from sync_pipeline.orchestration.assets import LOOKBACK_TAG
 from sync_pipeline_tests.dagster_helpers import load_definitions, table_entry, utc, write_config
 
 PARTITION_TAG = "dagster/partition"

@@ -20,8 +20,8 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 
+from sync_pipeline.engine.verify import verify_partition
 from sync_pipeline.errors import SchemaError
-from sync_pipeline.verify import verify_partition
 from sync_pipeline_tests.conftest import MakeDbUrl
 from sync_pipeline_tests.helpers import (
     CHANGE_COUNTS,

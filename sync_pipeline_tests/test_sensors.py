@@ -1,4 +1,4 @@
-"""Tests of the sensors (sync_pipeline.sensors), ticked as the daemon ticks them, alerting over real HTTP.
+"""Tests of the sensors (orchestration.sensors), ticked as the daemon ticks them, alerting over real HTTP.
 
 Each test deploys a config file on real databases (a SQLite source, a PostgreSQL target) whose
 ``alerts:`` section names two webhooks: a WeCom robot on a closed loopback port, listed first, which
@@ -42,11 +42,11 @@ from dagster._core.remote_origin import (
 from dagster._core.storage.dagster_run import DagsterRun
 from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
 
-from sync_pipeline import sensors
-from sync_pipeline.assets import COMPARE_TAG, REASON_TAG
-from sync_pipeline.checks import FRESHNESS_CHECK, IN_SYNC_CHECK
 from sync_pipeline.config import AlertFormat, parse_config
-from sync_pipeline.diff.window import Window
+from sync_pipeline.engine.diff.window import Window
+from sync_pipeline.orchestration import sensors
+from sync_pipeline.orchestration.assets import COMPARE_TAG, REASON_TAG
+from sync_pipeline.orchestration.checks import FRESHNESS_CHECK, IN_SYNC_CHECK
 from sync_pipeline_tests.conftest import MakeDbUrl
 from sync_pipeline_tests.dagster_helpers import (
     create_source,

@@ -22,8 +22,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 
 from sync_pipeline.config import TableConfig
-from sync_pipeline.diff.stats import SyncStats
-from sync_pipeline.diff.window import Window
+from sync_pipeline.engine.diff.stats import SyncStats
+from sync_pipeline.engine.diff.window import Window
 from sync_pipeline_tests.conftest import MakeDbUrl
 from sync_pipeline_tests.helpers import (
     ALL_COUNTS,

@@ -2,7 +2,7 @@
 
 SPEC section 3-4 and the issue: a missing key, an unknown connection, a missing table or column and
 an incompatible target fail with messages naming the culprit, and write nothing; a password in a URL
-never appears in any message. Each test calls :func:`sync_pipeline.sync.sync_partition` (or the
+never appears in any message. Each test calls :func:`sync_pipeline.engine.sync.sync_partition` (or the
 config parser) directly on real databases, checks the error type and its message, and then checks
 that the target is exactly as it was: no table created, the same rows.
 """
@@ -18,10 +18,10 @@ import pytest
 import sqlalchemy as sa
 
 from sync_pipeline.config import TableConfig, parse_config
-from sync_pipeline.db.engine import is_driver_error, translate_error
-from sync_pipeline.diff.window import Window
+from sync_pipeline.engine.db.engine import is_driver_error, translate_error
+from sync_pipeline.engine.diff.window import Window
+from sync_pipeline.engine.sync import sync_partition
 from sync_pipeline.errors import ConfigError, DatabaseUnavailable, SchemaError, SyncPipelineError
-from sync_pipeline.sync import sync_partition
 from sync_pipeline_tests.conftest import ENGINES, MakeDbUrl
 
 PASSWORD = "hunter2-secret"  # noqa: S105 -- a marker searched for in messages, not a credential

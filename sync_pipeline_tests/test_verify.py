@@ -9,14 +9,14 @@ import pytest
 import sqlalchemy as sa
 
 from sync_pipeline.config import TableConfig, parse_config
-from sync_pipeline.db.canonical import in_database, python_text, sql_text
-from sync_pipeline.db.dialects import adapter_for
-from sync_pipeline.db.dialects.sqlite import hash60
-from sync_pipeline.db.engine import open_engine
-from sync_pipeline.db.schema import Family, family_of
-from sync_pipeline.diff.window import Window
-from sync_pipeline.sync import sync_partition
-from sync_pipeline.verify import verify_partition
+from sync_pipeline.engine.db.canonical import in_database, python_text, sql_text
+from sync_pipeline.engine.db.dialects import adapter_for
+from sync_pipeline.engine.db.dialects.sqlite import hash60
+from sync_pipeline.engine.db.engine import open_engine
+from sync_pipeline.engine.db.schema import Family, family_of
+from sync_pipeline.engine.diff.window import Window
+from sync_pipeline.engine.sync import sync_partition
+from sync_pipeline.engine.verify import verify_partition
 from sync_pipeline_tests.conftest import MakeDbUrl
 
 HOUR = dt.datetime(2026, 11, 30, 8, tzinfo=dt.UTC)

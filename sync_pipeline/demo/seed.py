@@ -25,9 +25,9 @@ from typing import Any, Final
 import sqlalchemy as sa
 
 from sync_pipeline.config import SyncConfig
-from sync_pipeline.db.dialects.sqlite import BEGIN_OPTION
-from sync_pipeline.db.engine import open_engine
 from sync_pipeline.demo.config import SOURCE_CONNECTION, utc_now
+from sync_pipeline.engine.db.dialects.sqlite import BEGIN_OPTION
+from sync_pipeline.engine.db.engine import open_engine
 
 __all__ = [
     "COUNTS",

@@ -25,8 +25,6 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, make_url
 
-from sync_pipeline.db.dialects.sqlite import BEGIN_OPTION
-from sync_pipeline.db.engine import open_engine
 from sync_pipeline.demo.config import utc_now
 from sync_pipeline.demo.seed import (
     activity,
@@ -40,6 +38,8 @@ from sync_pipeline.demo.seed import (
     new_order,
     orders,
 )
+from sync_pipeline.engine.db.dialects.sqlite import BEGIN_OPTION
+from sync_pipeline.engine.db.engine import open_engine
 from sync_pipeline.errors import SchemaError
 
 __all__ = ["ActivityStats", "TableActivity", "simulate_activity"]

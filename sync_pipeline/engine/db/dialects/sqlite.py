@@ -21,9 +21,9 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import URL
 from sqlalchemy.sql.elements import ColumnElement
 
-from sync_pipeline.db.dialects.base import Adapter
-from sync_pipeline.diff.mixhash import mix62
-from sync_pipeline.diff.segments import HASH_MODULUS
+from sync_pipeline.engine.db.dialects.base import Adapter
+from sync_pipeline.engine.diff.mixhash import mix62
+from sync_pipeline.engine.diff.segments import HASH_MODULUS
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 BEGIN_OPTION = "sync_pipeline_sqlite_begin"

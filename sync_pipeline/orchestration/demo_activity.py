@@ -6,7 +6,7 @@ updates, deletes, rows moved between hours) are made by :mod:`sync_pipeline.demo
 
 from dagster import DefaultScheduleStatus, OpExecutionContext, ScheduleDefinition, job, op
 
-from sync_pipeline.resources import SyncResource
+from sync_pipeline.orchestration.resources import SyncResource
 
 
 @op(description="Apply one round of realistic changes to the demo's source database.")

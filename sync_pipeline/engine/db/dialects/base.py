@@ -17,9 +17,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL
 from sqlalchemy.sql.elements import ColumnElement
 
-from sync_pipeline.db.schema import is_timezone_aware
-from sync_pipeline.diff.mixhash import mix62_sql
-from sync_pipeline.diff.window import Window
+from sync_pipeline.engine.db.schema import is_timezone_aware
+from sync_pipeline.engine.diff.mixhash import mix62_sql
+from sync_pipeline.engine.diff.window import Window
 
 
 def micros_divisor(precision: int) -> int:
@@ -90,7 +90,7 @@ class Adapter(ABC):
         raise NotImplementedError(f"{self.name} has no native row hash")
 
     def mix_hash(self, key: ColumnElement[Any], micros: ColumnElement[Any]) -> ColumnElement[int]:
-        """:func:`~sync_pipeline.diff.mixhash.mix62` of an integer key and ``updated_at`` micros."""
+        """:func:`~sync_pipeline.engine.diff.mixhash.mix62` of an integer key and ``updated_at`` micros."""
         return mix62_sql(key, micros, self.int_div)
 
     def hash_sum(self, hashed: ColumnElement[int]) -> ColumnElement[Any]:

@@ -44,17 +44,17 @@ from dagster import (
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
 from sync_pipeline.alerts import Alert, AlertKind
-from sync_pipeline.assets import COMPARE_TAG, REASON_TAG
-from sync_pipeline.checks import (
+from sync_pipeline.config import SyncConfig, TableConfig
+from sync_pipeline.orchestration.assets import COMPARE_TAG, REASON_TAG
+from sync_pipeline.orchestration.checks import (
     DRIFT_CHECK,
     FRESHNESS_CHECK,
     IN_SYNC_CHECK,
     evaluate_freshness,
     freshness_result,
 )
-from sync_pipeline.config import SyncConfig, TableConfig
-from sync_pipeline.resources import AlertResource
-from sync_pipeline.schedules import IN_FLIGHT_STATUSES
+from sync_pipeline.orchestration.resources import AlertResource
+from sync_pipeline.orchestration.schedules import IN_FLIGHT_STATUSES
 
 DRIFT_JOB = "drift_check"
 PARTITION_TAG = "dagster/partition"

@@ -18,10 +18,10 @@ from typing import Any
 import sqlalchemy as sa
 
 from sync_pipeline.config import DeleteMode, TableConfig
-from sync_pipeline.db.canonical import in_database, python_text, sql_text
-from sync_pipeline.db.dialects import adapter_for, micros_divisor
-from sync_pipeline.db.dialects.sqlite import BEGIN_OPTION
-from sync_pipeline.db.schema import (
+from sync_pipeline.engine.db.canonical import in_database, python_text, sql_text
+from sync_pipeline.engine.db.dialects import adapter_for, micros_divisor
+from sync_pipeline.engine.db.dialects.sqlite import BEGIN_OPTION
+from sync_pipeline.engine.db.schema import (
     Family,
     TableName,
     add_column,
@@ -33,8 +33,8 @@ from sync_pipeline.db.schema import (
     require_columns,
     timestamp_precision,
 )
-from sync_pipeline.db.side import TableSide
-from sync_pipeline.db.values import converter, guarded, row_converter, unstorable_check
+from sync_pipeline.engine.db.side import TableSide
+from sync_pipeline.engine.db.values import converter, guarded, row_converter, unstorable_check
 from sync_pipeline.errors import LockTimeout, SchemaError
 
 log = logging.getLogger(__name__)

@@ -1,4 +1,6 @@
-"""The Celery app of the sync workers: ``celery -A sync_pipeline.celery_worker worker -Q <queue>``.
+"""The Celery app of the sync workers.
+
+Run as ``celery -A sync_pipeline.orchestration.celery_worker worker -Q <queue>``.
 
 A worker reads the same configuration file as the code location (``SYNC_PIPELINE_CONFIG``), so its
 broker, backend, queue and acknowledgement settings are the executor's by construction, and the
@@ -14,8 +16,8 @@ from typing import Any
 
 from sync_pipeline.config import CONFIG_ENV_VAR
 from sync_pipeline.errors import ConfigError
-from sync_pipeline.executors import celery_worker_app
-from sync_pipeline.resources import active_config
+from sync_pipeline.orchestration.executors import celery_worker_app
+from sync_pipeline.orchestration.resources import active_config
 
 
 def _app() -> Any:

@@ -11,7 +11,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import URL
 from sqlalchemy.sql.elements import ColumnElement
 
-from sync_pipeline.db.dialects.base import Adapter
+from sync_pipeline.engine.db.dialects.base import Adapter
 
 _LOCK_NOT_AVAILABLE = "55P03"
 

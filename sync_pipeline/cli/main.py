@@ -31,12 +31,12 @@ import click
 import sqlalchemy as sa
 
 from sync_pipeline.config import CONFIG_ENV_VAR, SyncConfig, TableConfig, load_config
-from sync_pipeline.db.engine import open_engine
-from sync_pipeline.diff.stats import HEADLINE_COUNTS, SyncStats
-from sync_pipeline.diff.window import PARTITION_KEY_FORMAT, Window
+from sync_pipeline.engine.db.engine import open_engine
+from sync_pipeline.engine.diff.stats import HEADLINE_COUNTS, SyncStats
+from sync_pipeline.engine.diff.window import PARTITION_KEY_FORMAT, Window
+from sync_pipeline.engine.plan import plan_sync
+from sync_pipeline.engine.sync import sync_partition
 from sync_pipeline.errors import ConfigError, DatabaseUnavailable, SyncPipelineError
-from sync_pipeline.plan import plan_sync
-from sync_pipeline.sync import sync_partition
 
 __all__ = ["cli", "main"]
 
@@ -524,7 +524,7 @@ def dev(host: str, port: int, sync_last_hour: bool | None, config_path: Path | N
     SYNC_PIPELINE_CONFIG) the code location serves the embedded SQLite demo, whose data lives in
     ./data (SYNC_PIPELINE_DATA_DIR).
     """
-    from sync_pipeline.dev import run_dev
+    from sync_pipeline.cli.dev import run_dev
 
     chosen = config_path or click.get_current_context().obj.get("config_path")
     if chosen is not None:

@@ -29,9 +29,9 @@ from dagster import (
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 from dagster._core.storage.dagster_run import IN_PROGRESS_RUN_STATUSES
 
-from sync_pipeline.assets import LOOKBACK_TAG, asset_key, partitions_def
-from sync_pipeline.checks import IN_SYNC_CHECK
 from sync_pipeline.config import SyncConfig
+from sync_pipeline.orchestration.assets import LOOKBACK_TAG, asset_key, partitions_def
+from sync_pipeline.orchestration.checks import IN_SYNC_CHECK
 
 PARTITION_TAG = "dagster/partition"
 

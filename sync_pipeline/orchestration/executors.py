@@ -10,7 +10,7 @@ pip extra, raised when the code location loads rather than when the first run st
 
 Celery workers and the run process must agree on the broker, the queue and how a task is
 acknowledged, so both sides build their Celery settings from the same function,
-:func:`celery_app_args`, fed by the same configuration file (:mod:`sync_pipeline.celery_worker`
+:func:`celery_app_args`, fed by the same configuration file (:mod:`sync_pipeline.orchestration.celery_worker`
 is the workers' side).
 """
 

@@ -30,8 +30,8 @@ from dagster import (
 )
 
 from sync_pipeline.config import SyncConfig, TableConfig
-from sync_pipeline.diff.window import Window
-from sync_pipeline.resources import SyncResource
+from sync_pipeline.engine.diff.window import Window
+from sync_pipeline.orchestration.resources import SyncResource
 
 IN_SYNC_CHECK = "in_sync"
 FRESHNESS_CHECK = "partition_freshness"

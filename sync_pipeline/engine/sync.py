@@ -2,7 +2,7 @@
 
 The order of work is what makes the guarantees of SPEC section 4 hold:
 
-1. :func:`~sync_pipeline.plan.plan_sync` checks both tables before anything is written.
+1. :func:`~sync_pipeline.engine.plan.plan_sync` checks both tables before anything is written.
 2. A lock on the target (advisory lock, ``GET_LOCK``, or SQLite's write lock) keeps two syncs of the
    same table and window from interleaving; it dies with the session, so a killed run leaves none.
 3. Count and hash of the window on both sides, computed in the databases: an unchanged window ends
@@ -30,16 +30,16 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
 from sync_pipeline.config import DeleteMode, TableConfig
-from sync_pipeline.db.dialects.sqlite import BEGIN_OPTION
-from sync_pipeline.db.engine import is_driver_error, open_engine, redact_url, translate_error
-from sync_pipeline.db.side import TableSide
-from sync_pipeline.diff.merge import ChunkDiff, Key, diff_chunks
-from sync_pipeline.diff.segments import Descent, KeyRange
-from sync_pipeline.diff.stats import SyncStats
-from sync_pipeline.diff.window import Window
+from sync_pipeline.engine.db.dialects.sqlite import BEGIN_OPTION
+from sync_pipeline.engine.db.engine import is_driver_error, open_engine, redact_url, translate_error
+from sync_pipeline.engine.db.side import TableSide
+from sync_pipeline.engine.diff.merge import ChunkDiff, Key, diff_chunks
+from sync_pipeline.engine.diff.segments import Descent, KeyRange
+from sync_pipeline.engine.diff.stats import SyncStats
+from sync_pipeline.engine.diff.window import Window
+from sync_pipeline.engine.plan import plan_sync, with_row_comparison
+from sync_pipeline.engine.writer import PartitionWriter
 from sync_pipeline.errors import DataError, LockTimeout
-from sync_pipeline.plan import plan_sync, with_row_comparison
-from sync_pipeline.writer import PartitionWriter
 
 log = logging.getLogger(__name__)
 

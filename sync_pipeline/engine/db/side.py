@@ -14,12 +14,12 @@ from typing import Any, cast
 import sqlalchemy as sa
 from sqlalchemy.sql.elements import ColumnElement
 
-from sync_pipeline.db.dialects import Adapter
-from sync_pipeline.db.dialects.sqlite import hash60
-from sync_pipeline.db.schema import Family, TableName, family_of
-from sync_pipeline.diff.merge import Key
-from sync_pipeline.diff.segments import Checksum, KeyRange
-from sync_pipeline.diff.window import Window
+from sync_pipeline.engine.db.dialects import Adapter
+from sync_pipeline.engine.db.dialects.sqlite import hash60
+from sync_pipeline.engine.db.schema import Family, TableName, family_of
+from sync_pipeline.engine.diff.merge import Key
+from sync_pipeline.engine.diff.segments import Checksum, KeyRange
+from sync_pipeline.engine.diff.window import Window
 from sync_pipeline.errors import DataError
 
 
@@ -56,7 +56,7 @@ class TableSide:
     row_texts: list[Callable[[Any], str]] | None = None
     # Both sides on the same engine, with the same kind of updated_at at full precision: range
     # checksums use the engine's own hash of (key, updated_at) instead of the cross-engine mix
-    # (see :meth:`~sync_pipeline.db.dialects.base.Adapter.native_row_hash`). Set by the plan.
+    # (see :meth:`~sync_pipeline.engine.db.dialects.base.Adapter.native_row_hash`). Set by the plan.
     native_hash: bool = False
 
     # -- derived expressions --------------------------------------------------------------------
@@ -136,7 +136,7 @@ class TableSide:
     @property
     def mixes(self) -> bool:
         """Whether range checksums use the integer mix of ``(key, updated_at micros)`` (see
-        :mod:`~sync_pipeline.diff.mixhash`) rather than md5 of text: the ``updated_at`` comparison of
+        :mod:`~sync_pipeline.engine.diff.mixhash`) rather than md5 of text: the ``updated_at`` comparison of
         a single integer key. Both sides of a plan decide alike (the plan requires equal key families)."""
         return self.compares_updated_at_by_integer_key and not self.native_hash
 
@@ -215,7 +215,7 @@ class TableSide:
         """``(key, fingerprint)`` of a key range of the window, in binary key order, a chunk at a time.
 
         Chunks of plain tuples, not one object per key: the merge compares whole chunks (see
-        :func:`~sync_pipeline.diff.merge.diff_chunks`). Where no selected column needs SQLAlchemy's
+        :func:`~sync_pipeline.engine.diff.merge.diff_chunks`). Where no selected column needs SQLAlchemy's
         result processing (integers, text on most drivers), the driver's own tuples are used as they
         come, without building a row object per key.
         """

@@ -2,7 +2,7 @@
 
 One asset per table (not one multi-asset) gives every table its own step, process, retry and
 concurrency pool. The asset body is thin: it turns the partition into a window, asks the
-:class:`~sync_pipeline.resources.SyncResource` to sync it, and turns the stats into metadata.
+:class:`~sync_pipeline.orchestration.resources.SyncResource` to sync it, and turns the stats into metadata.
 """
 
 import hashlib
@@ -29,14 +29,14 @@ from dagster import (
     asset,
 )
 
-from sync_pipeline.checks import IN_SYNC_CHECK, in_sync_spec
 from sync_pipeline.config import RetryConfig, SyncConfig, TableConfig
-from sync_pipeline.diff.stats import HEADLINE_COUNTS, SyncStats
-from sync_pipeline.diff.window import PARTITION_KEY_FORMAT, Window
+from sync_pipeline.engine.diff.stats import HEADLINE_COUNTS, SyncStats
+from sync_pipeline.engine.diff.window import PARTITION_KEY_FORMAT, Window
+from sync_pipeline.engine.sync import Compare
+from sync_pipeline.engine.verify import Verification
 from sync_pipeline.errors import TerminalError
-from sync_pipeline.resources import SyncResource
-from sync_pipeline.sync import Compare
-from sync_pipeline.verify import Verification
+from sync_pipeline.orchestration.checks import IN_SYNC_CHECK, in_sync_spec
+from sync_pipeline.orchestration.resources import SyncResource
 
 ASSET_PREFIX = "sync"
 LOOKBACK_TAG = "sync_pipeline/lookback_hours"

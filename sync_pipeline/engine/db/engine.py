@@ -12,7 +12,7 @@ from contextlib import contextmanager
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, make_url
 
-from sync_pipeline.db.dialects import adapter_for
+from sync_pipeline.engine.db.dialects import adapter_for
 from sync_pipeline.errors import DatabaseUnavailable, SyncPipelineError
 
 # The drivers this project installs; a bare "postgresql://" or "mysql://" would otherwise pick

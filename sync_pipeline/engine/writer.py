@@ -13,10 +13,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from sync_pipeline.db.dialects import Adapter
-from sync_pipeline.db.side import TableSide
-from sync_pipeline.diff.merge import Key
-from sync_pipeline.diff.window import Window
+from sync_pipeline.engine.db.dialects import Adapter
+from sync_pipeline.engine.db.side import TableSide
+from sync_pipeline.engine.diff.merge import Key
+from sync_pipeline.engine.diff.window import Window
 
 STAGE_ROWS = "sync_pipeline_stage_rows"
 STAGE_KEYS = "sync_pipeline_stage_keys"

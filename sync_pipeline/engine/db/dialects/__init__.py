@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from sync_pipeline.db.dialects.base import Adapter, micros_divisor
-from sync_pipeline.db.dialects.mysql import MySQLAdapter
-from sync_pipeline.db.dialects.postgresql import PostgresAdapter
-from sync_pipeline.db.dialects.sqlite import SQLiteAdapter
-from sync_pipeline.diff.segments import HASH_MODULUS
+from sync_pipeline.engine.db.dialects.base import Adapter, micros_divisor
+from sync_pipeline.engine.db.dialects.mysql import MySQLAdapter
+from sync_pipeline.engine.db.dialects.postgresql import PostgresAdapter
+from sync_pipeline.engine.db.dialects.sqlite import SQLiteAdapter
+from sync_pipeline.engine.diff.segments import HASH_MODULUS
 
 _ADAPTERS: dict[str, Adapter] = {
     "postgresql": PostgresAdapter(),

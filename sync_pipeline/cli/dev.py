@@ -46,8 +46,8 @@ def sync_last_hour(env: dict[str, str], now: datetime | None = None) -> list[lis
     from dagster import partition_loading_context
 
     from sync_pipeline.config import CONFIG_ENV_VAR
-    from sync_pipeline.resources import active_config
-    from sync_pipeline.schedules import build_jobs
+    from sync_pipeline.orchestration.resources import active_config
+    from sync_pipeline.orchestration.schedules import build_jobs
 
     config = active_config(env.get(CONFIG_ENV_VAR, ""))
     commands = []

@@ -12,8 +12,8 @@ from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import URL
 from sqlalchemy.sql.elements import ColumnElement
 
-from sync_pipeline.db.dialects.base import Adapter
-from sync_pipeline.diff.window import Window
+from sync_pipeline.engine.db.dialects.base import Adapter
+from sync_pipeline.engine.diff.window import Window
 
 
 def get_lock_name(name: str) -> str:

@@ -17,11 +17,11 @@ from pydantic import Field
 
 from sync_pipeline.alerts import Alert, AlertDispatcher, SendResult
 from sync_pipeline.config import SyncConfig, TableConfig, load_config
-from sync_pipeline.diff.stats import SyncStats
-from sync_pipeline.diff.window import Window
+from sync_pipeline.engine.diff.stats import SyncStats
+from sync_pipeline.engine.diff.window import Window
+from sync_pipeline.engine.sync import Compare, sync_partition
+from sync_pipeline.engine.verify import Verification, verify_partition
 from sync_pipeline.errors import SyncPipelineError
-from sync_pipeline.sync import Compare, sync_partition
-from sync_pipeline.verify import Verification, verify_partition
 
 
 def active_config(config_path: str) -> SyncConfig:

@@ -18,7 +18,7 @@ from functools import partial
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sync_pipeline.db.schema import Family
+from sync_pipeline.engine.db.schema import Family
 from sync_pipeline.errors import DataError
 
 Converter = Callable[[Any], Any]

@@ -21,8 +21,8 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 from sqlalchemy.sql.elements import ColumnElement
 
-from sync_pipeline.db.dialects import Adapter
-from sync_pipeline.db.schema import Family, family_of
+from sync_pipeline.engine.db.dialects import Adapter
+from sync_pipeline.engine.db.schema import Family, family_of
 
 NULL_TEXT = "\\N"  # how NULL enters a row's text; concat_ws alone would skip NULLs and let columns shift
 

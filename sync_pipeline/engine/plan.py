@@ -17,7 +17,6 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from sync_pipeline.config import DeleteMode, TableConfig
 from sync_pipeline.engine.db.canonical import in_database, python_text, sql_text
 from sync_pipeline.engine.db.dialects import adapter_for, micros_divisor
 from sync_pipeline.engine.db.dialects.sqlite import BEGIN_OPTION
@@ -35,6 +34,7 @@ from sync_pipeline.engine.db.schema import (
 )
 from sync_pipeline.engine.db.side import TableSide
 from sync_pipeline.engine.db.values import converter, guarded, row_converter, unstorable_check
+from sync_pipeline.engine.settings import DeleteMode, TableConfig
 from sync_pipeline.errors import LockTimeout, SchemaError
 
 log = logging.getLogger(__name__)

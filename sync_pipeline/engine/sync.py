@@ -29,7 +29,6 @@ from typing import Any, Literal, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
-from sync_pipeline.config import DeleteMode, TableConfig
 from sync_pipeline.engine.db.dialects.sqlite import BEGIN_OPTION
 from sync_pipeline.engine.db.engine import is_driver_error, open_engine, redact_url, translate_error
 from sync_pipeline.engine.db.side import TableSide
@@ -38,6 +37,7 @@ from sync_pipeline.engine.diff.segments import Descent, KeyRange
 from sync_pipeline.engine.diff.stats import SyncStats
 from sync_pipeline.engine.diff.window import Window
 from sync_pipeline.engine.plan import plan_sync, with_row_comparison
+from sync_pipeline.engine.settings import DeleteMode, TableConfig
 from sync_pipeline.engine.writer import PartitionWriter
 from sync_pipeline.errors import DataError, LockTimeout
 

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 from sqlalchemy.engine import URL
 
-from sync_pipeline.config import TableConfig
 from sync_pipeline.engine.diff.window import Window
+from sync_pipeline.engine.settings import TableConfig
 from sync_pipeline.engine.sync import sync_partition
 
 

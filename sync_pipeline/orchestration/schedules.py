@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from datetime import UTC, datetime
+from typing import Any, TypeAlias
 
 from dagster import (
     AssetCheckKey,
@@ -26,8 +27,6 @@ from dagster import (
     partition_loading_context,
     schedule,
 )
-from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
-from dagster._core.storage.dagster_run import IN_PROGRESS_RUN_STATUSES
 
 from sync_pipeline.config import SyncConfig
 from sync_pipeline.orchestration.assets import LOOKBACK_TAG, asset_key, partitions_def
@@ -35,12 +34,23 @@ from sync_pipeline.orchestration.checks import IN_SYNC_CHECK
 
 PARTITION_TAG = "dagster/partition"
 
-# Runs not finished yet, waiting ones included: Dagster's IN_PROGRESS_RUN_STATUSES leaves out QUEUED
-# (and NOT_STARTED), and with a run queue a run of the hour may well be waiting its turn.
-IN_FLIGHT_STATUSES = [DagsterRunStatus.NOT_STARTED, DagsterRunStatus.QUEUED, *IN_PROGRESS_RUN_STATUSES]
+# Runs not finished yet, waiting ones included: with a run queue a run of the hour may well be waiting
+# its turn. (Dagster's own list of in-progress statuses is private, and leaves out QUEUED and NOT_STARTED.)
+IN_FLIGHT_STATUSES = [
+    DagsterRunStatus.NOT_STARTED,
+    DagsterRunStatus.QUEUED,
+    DagsterRunStatus.STARTING,
+    DagsterRunStatus.STARTED,
+    DagsterRunStatus.CANCELING,
+    DagsterRunStatus.SUSPENDED,
+]
+
+# What define_asset_job returns: a job that Definitions resolves against the assets. Dagster does not
+# export its class (it lives in dagster._core), so it is named here and typed loosely.
+AssetJob: TypeAlias = Any
 
 
-def build_jobs(config: SyncConfig) -> list[tuple[UnresolvedAssetJobDefinition, HourlyPartitionsDefinition]]:
+def build_jobs(config: SyncConfig) -> list[tuple[AssetJob, HourlyPartitionsDefinition]]:
     """One asset job per distinct partitions definition among the tables."""
     groups: dict[str, list[str]] = defaultdict(list)
     defs: dict[str, HourlyPartitionsDefinition] = {}
@@ -67,7 +77,7 @@ def build_jobs(config: SyncConfig) -> list[tuple[UnresolvedAssetJobDefinition, H
 
 
 def build_hourly_schedule(
-    job: UnresolvedAssetJobDefinition, partitions: HourlyPartitionsDefinition, config: SyncConfig
+    job: AssetJob, partitions: HourlyPartitionsDefinition, config: SyncConfig
 ) -> ScheduleDefinition:
     settings = config.schedule
     keys = {asset_key(t) for t in config.tables if partitions_def(t, config).start == partitions.start}
@@ -115,6 +125,6 @@ def build_hourly_schedule(
 
 
 def build_schedules(
-    jobs: list[tuple[UnresolvedAssetJobDefinition, HourlyPartitionsDefinition]], config: SyncConfig
+    jobs: list[tuple[AssetJob, HourlyPartitionsDefinition]], config: SyncConfig
 ) -> list[ScheduleDefinition]:
     return [build_hourly_schedule(job, partitions, config) for job, partitions in jobs]

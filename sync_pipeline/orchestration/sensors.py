@@ -41,7 +41,6 @@ from dagster import (
     run_failure_sensor,
     sensor,
 )
-from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
 from sync_pipeline.alerts import Alert, AlertKind
 from sync_pipeline.config import SyncConfig, TableConfig
@@ -54,7 +53,7 @@ from sync_pipeline.orchestration.checks import (
     freshness_result,
 )
 from sync_pipeline.orchestration.resources import AlertResource
-from sync_pipeline.orchestration.schedules import IN_FLIGHT_STATUSES
+from sync_pipeline.orchestration.schedules import IN_FLIGHT_STATUSES, AssetJob
 
 DRIFT_JOB = "drift_check"
 PARTITION_TAG = "dagster/partition"
@@ -141,7 +140,7 @@ def build_freshness_sensor(config: SyncConfig, tables: Sequence[WatchedTable]) -
     return _freshness
 
 
-def build_drift_job(drift_checks: Sequence[AssetChecksDefinition]) -> UnresolvedAssetJobDefinition:
+def build_drift_job(drift_checks: Sequence[AssetChecksDefinition]) -> AssetJob:
     """The ``drift`` checks of every table: each table's comparison in its own step process."""
     return define_asset_job(
         DRIFT_JOB,
@@ -153,8 +152,8 @@ def build_drift_job(drift_checks: Sequence[AssetChecksDefinition]) -> Unresolved
 def build_drift_sensor(
     config: SyncConfig,
     tables: Sequence[WatchedTable],
-    drift_job: UnresolvedAssetJobDefinition,
-    sync_jobs: Sequence[UnresolvedAssetJobDefinition],
+    drift_job: AssetJob,
+    sync_jobs: Sequence[AssetJob],
 ) -> SensorDefinition:
     status = DefaultSensorStatus.RUNNING if config.drift.enabled else DefaultSensorStatus.STOPPED
     by_key = {w.key: w for w in tables}

@@ -19,16 +19,12 @@ print(",".join(loaded))
 
 
 def test_the_engine_imports_no_dagster() -> None:
-    result = subprocess.run(
-        [sys.executable, "-c", PROBE], capture_output=True, text=True, check=True
-    )
+    result = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "", f"the engine loaded Dagster modules: {result.stdout.strip()}"
 
 
 def test_the_probe_would_see_dagster() -> None:
     """The probe is not blind: importing the Dagster layer does load Dagster."""
     probe = PROBE.replace("import sync_pipeline.engine\n", "import sync_pipeline.orchestration.assets\n")
-    result = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
-    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert "dagster" in result.stdout.split(",")

@@ -145,15 +145,22 @@ def wait_for_backfill(
         return backfill if backfill["status"] in BACKFILL_DONE else None
 
     backfill = wait_for(f"backfill {backfill_id}", finished, timeout, alive)
-    runs = {
-        tag["value"]: run["status"]
-        for run in backfill["runs"]
-        for tag in run["tags"]
-        if tag["key"] == "dagster/partition"
-    }
+    runs = {key: run["status"] for run in backfill["runs"] for key in run_partitions(run, partition_keys)}
     assert backfill["status"] == "COMPLETED_SUCCESS", f"{backfill['status']}: runs {runs}\n{logs()}"
     assert runs == dict.fromkeys(partition_keys, "SUCCESS")
     return backfill
+
+
+def run_partitions(run: dict[str, Any], partition_keys: Sequence[str]) -> list[str]:
+    """The partitions of ``partition_keys`` a run (as GraphQL reports it) syncs: its one partition, or
+    those within its range (a ranged backfill run, see ``orchestration.ranged``).
+    """
+    tags = {tag["key"]: tag["value"] for tag in run["tags"]}
+    if "dagster/partition" in tags:
+        return [tags["dagster/partition"]]
+    first = partition_keys.index(tags["dagster/asset_partition_range_start"])
+    last = partition_keys.index(tags["dagster/asset_partition_range_end"])
+    return list(partition_keys[first : last + 1])
 
 
 def stop_group(process: subprocess.Popen[bytes]) -> None:

@@ -31,6 +31,7 @@ from sync_pipeline.errors import ConfigError
 __all__ = [
     "AlertFormat",
     "AlertSinkConfig",
+    "BackfillConfig",
     "DriftConfig",
     "ExecutorConfig",
     "ExecutorKind",
@@ -66,6 +67,18 @@ class ScheduleConfig(BaseModel):
     # and re-syncs those that changed, so a row committed after its hour was synced still lands.
     lookback_hours: int = Field(default=3, ge=0, le=168)
     enabled: bool = True
+
+
+class BackfillConfig(BaseModel):
+    """How a backfill of many hours is cut into Dagster runs: the sync assets' ``BackfillPolicy``.
+
+    Each run syncs up to ``max_partitions_per_run`` hours, oldest first, each hour still in a process
+    of its own and committed alone; fewer runs save a run and a step start per hour.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+
+    max_partitions_per_run: int = Field(default=48, ge=1, le=24 * 366)
 
 
 class RetryConfig(BaseModel):
@@ -239,6 +252,7 @@ class SyncConfig(BaseModel):
     schedule: ScheduleConfig = ScheduleConfig()
     executor: ExecutorConfig = ExecutorConfig()
     retry: RetryConfig = RetryConfig()
+    backfill: BackfillConfig = BackfillConfig()
     alerts: list[AlertSinkConfig] = Field(default_factory=list)
     # Where the Dagster UI is reachable, for links in alerts.
     ui_url: str = "http://127.0.0.1:3000"

@@ -31,6 +31,7 @@ from dagster import (
 from sync_pipeline.config import SyncConfig
 from sync_pipeline.orchestration.assets import LOOKBACK_TAG, asset_key, partitions_def
 from sync_pipeline.orchestration.checks import IN_SYNC_CHECK
+from sync_pipeline.orchestration.ranged import covers
 
 PARTITION_TAG = "dagster/partition"
 
@@ -103,14 +104,16 @@ def build_hourly_schedule(
         if partition_key is None:
             return SkipReason("no hour has completed since the tables' start")
         # Any run of this hour that syncs one of these tables: this job's, or a backfill's or a
-        # manual materialization's (those run the implicit asset job with an asset selection).
+        # manual materialization's (those run the implicit asset job with an asset selection); a
+        # ranged backfill run covers the hour when it lies inside its partition range.
         in_flight = [
             record.dagster_run
-            for record in context.instance.get_run_records(
-                RunsFilter(tags={PARTITION_TAG: partition_key}, statuses=IN_FLIGHT_STATUSES)
+            for record in context.instance.get_run_records(RunsFilter(statuses=IN_FLIGHT_STATUSES))
+            if (
+                record.dagster_run.job_name == job.name
+                or keys & (record.dagster_run.asset_selection or frozenset())
             )
-            if record.dagster_run.job_name == job.name
-            or keys & (record.dagster_run.asset_selection or frozenset())
+            and covers(record.dagster_run, partitions, partition_key)
         ]
         if in_flight:
             run_id = in_flight[0].run_id

@@ -1,0 +1,270 @@
+"""Ranged runs for backfills (orchestration.ranged): many hours in one run, each hour on its own.
+
+A backfill of many hours runs as few Dagster runs (the assets' ``BackfillPolicy``). These tests pin
+what a ranged run keeps of a single-hour run, on real databases: every hour is synced oldest first,
+in a child process of its own, and materialized with its own counts as soon as it commits; a hour
+that fails ends the run naming it, with the hours before it materialized, and a re-execution syncs
+only what is left; the ``in_sync`` check reports once per run.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from dagster import (
+    AssetKey,
+    BackfillPolicy,
+    DagsterEventType,
+    DagsterInstance,
+    DagsterRun,
+    DagsterRunStatus,
+    ReexecutionOptions,
+    execute_job,
+    instance_for_test,
+)
+
+from sync_pipeline.config import load_config
+from sync_pipeline.engine.diff.window import Window
+from sync_pipeline.orchestration.assets import build_sync_asset
+from sync_pipeline.orchestration.ranged import RANGE_END_TAG, RANGE_START_TAG
+from sync_pipeline_tests.conftest import MakeDbUrl
+from sync_pipeline_tests.dagster_helpers import (
+    create_source,
+    in_hour,
+    load_definitions,
+    reconstructable_sync_job,
+    row,
+    rows_in,
+    side,
+    source_table,
+    utc,
+    write_orders_config,
+)
+from sync_pipeline_tests.helpers import Side, delete, insert
+
+KEY = AssetKey(["sync", "orders"])
+FIRST = Window.from_partition_key("2026-11-30-00:00")
+
+
+def hours(n: int) -> list[Window]:
+    return [Window.hour_starting(FIRST.start + timedelta(hours=h)) for h in range(n)]
+
+
+def hourly_rows(windows: list[Window], per_hour: int) -> list[dict[str, Any]]:
+    """``per_hour`` rows in each window, ids numbered across them."""
+    return [
+        row(h * per_hour + i + 1, in_hour(window, i))
+        for h, window in enumerate(windows)
+        for i in range(per_hour)
+    ]
+
+
+def run_range(
+    instance: DagsterInstance, config_path: Path, first: str, last: str, **options: Any
+) -> tuple[bool, str]:
+    """One ranged run of the code location's job over [first, last], on the multiprocess executor."""
+    with execute_job(
+        reconstructable_sync_job(str(config_path)),
+        instance=instance,
+        tags={RANGE_START_TAG: first, RANGE_END_TAG: last},
+        raise_on_error=False,
+        **options,
+    ) as result:
+        return result.success, result.run_id
+
+
+def materializations(instance: DagsterInstance, run_id: str) -> list[tuple[str, dict[str, Any], int | None]]:
+    """(partition, metadata, pid) of each materialization of a run, in the order they were recorded."""
+    found = []
+    for entry in instance.all_logs(run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION):
+        event = entry.dagster_event
+        assert event is not None
+        materialization = event.event_specific_data.materialization  # type: ignore[union-attr]
+        metadata = {k: getattr(v, "value", v) for k, v in materialization.metadata.items()}
+        found.append((str(materialization.partition), metadata, event.pid))
+    return found
+
+
+def check_evaluations(instance: DagsterInstance, run_id: str) -> list[Any]:
+    return [
+        entry.dagster_event.event_specific_data  # type: ignore[union-attr]
+        for entry in instance.all_logs(run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION)
+    ]
+
+
+@pytest.fixture
+def pg_pair(make_db_url: MakeDbUrl, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Side, Side]:
+    monkeypatch.setenv("SYNC_PIPELINE_DATA_DIR", str(tmp_path / "demo"))
+    return side("postgresql", make_db_url("postgresql", "source")), side(
+        "postgresql", make_db_url("postgresql", "target")
+    )
+
+
+def test_asset_backfill_policy_comes_from_the_config(tmp_path: Path) -> None:
+    """``backfill.max_partitions_per_run`` becomes the asset's multi-run backfill policy (default 48)."""
+    path = write_orders_config(
+        tmp_path / "sync.yaml",
+        Side("sqlite", "sqlite:///a.db", None),  # type: ignore[arg-type]
+        Side("sqlite", "sqlite:///b.db", None),  # type: ignore[arg-type]
+    )
+    config = load_config(path)
+    assert build_sync_asset(config.tables[0], config).backfill_policy == BackfillPolicy.multi_run(48)
+    path = write_orders_config(
+        tmp_path / "sync.yaml",
+        Side("sqlite", "sqlite:///a.db", None),  # type: ignore[arg-type]
+        Side("sqlite", "sqlite:///b.db", None),  # type: ignore[arg-type]
+        backfill={"max_partitions_per_run": 168},
+    )
+    config = load_config(path)
+    assert build_sync_asset(config.tables[0], config).backfill_policy == BackfillPolicy.multi_run(168)
+
+
+def test_ranged_run_materializes_each_hour_oldest_first_in_a_process_of_its_own(
+    pg_pair: tuple[Side, Side], tmp_path: Path
+) -> None:
+    """A run over 6 hours records 6 materializations, oldest first, each with that hour's own counts;
+    every hour synced in a child process (none in the step process), and one ``in_sync`` result.
+    """
+    source, target = pg_pair
+    windows = hours(6)
+    # Hour h holds h + 1 rows, so each materialization's counts say which hour it was.
+    create_source(
+        source, [row(h * 10 + i, in_hour(w, i)) for h, w in enumerate(windows) for i in range(h + 1)]
+    )
+    path = write_orders_config(tmp_path / "sync.yaml", source, target)
+
+    with instance_for_test() as instance:
+        ok, run_id = run_range(instance, path, windows[0].partition_key(), windows[-1].partition_key())
+        assert ok
+        found = materializations(instance, run_id)
+        [check] = check_evaluations(instance, run_id)
+        step_pid = {
+            e.dagster_event.pid
+            for e in instance.all_logs(run_id, of_type=DagsterEventType.STEP_START)
+            if e.dagster_event is not None
+        }
+
+    assert [p for p, _, _ in found] == [w.partition_key() for w in windows]
+    assert [m["inserted"] for _, m, _ in found] == [1, 2, 3, 4, 5, 6]
+    assert [m["dagster/row_count"] for _, m, _ in found] == [1, 2, 3, 4, 5, 6]
+    assert {pid for _, _, pid in found} == step_pid  # recorded by the step ...
+    assert {m["sync_pid"] for _, m, _ in found}.isdisjoint(step_pid | {os.getpid()})  # ... synced elsewhere
+    assert len({m["sync_pid"] for _, m, _ in found}) == 6  # a fresh process per hour
+    assert check.passed
+    assert check.metadata["hours_verified"].value == 6
+    for window in windows:
+        assert rows_in(target, "orders", window) == rows_in(source, "orders", window)
+
+
+def _source_without_key(db: Side) -> sa.Table:
+    """The orders table without its primary key, so that bad data (a duplicate key) can exist."""
+    plain = sa.Table("orders", sa.MetaData(), *(sa.Column(c.name, c.type) for c in source_table().columns))
+    plain.metadata.create_all(db.engine)
+    return plain
+
+
+def test_ranged_run_failing_at_an_hour_keeps_earlier_hours_and_its_rerun_does_what_is_left(
+    pg_pair: tuple[Side, Side], tmp_path: Path
+) -> None:
+    """Hour 3 of 6 holds a duplicate key (bad data): the run fails naming that hour, hours 0-2 stay
+    materialized and synced, hours 3-5 untouched. Once the data is fixed, re-executing the run from
+    failure syncs hours 3-5 only.
+    """
+    source, target = pg_pair
+    windows = hours(6)
+    orders = _source_without_key(source)
+    insert(source, orders, hourly_rows(windows, 2))
+    bad = windows[3]
+    insert(source, orders, [row(7, in_hour(bad, 30))])  # id 7 is already in hour 3
+    path = write_orders_config(tmp_path / "sync.yaml", source, target)
+
+    with instance_for_test() as instance:
+        ok, run_id = run_range(instance, path, windows[0].partition_key(), windows[-1].partition_key())
+        assert not ok
+        assert [p for p, _, _ in materializations(instance, run_id)] == [
+            w.partition_key() for w in windows[:3]
+        ]
+        [failure] = [
+            e.dagster_event
+            for e in instance.all_logs(run_id, of_type=DagsterEventType.STEP_FAILURE)
+            if e.dagster_event is not None
+        ]
+        message = failure.step_failure_data.user_failure_data.description  # type: ignore[union-attr]
+        assert f"partition {bad.partition_key()}" in message
+        for window in windows[:3]:
+            assert rows_in(target, "orders", window) == rows_in(source, "orders", window)
+        for window in windows[3:]:
+            assert rows_in(target, "orders", window) == {}
+
+        delete(source, orders, (orders.c.id == 7) & (orders.c.updated_at == in_hour(bad, 30)))
+        with execute_job(
+            reconstructable_sync_job(str(path)),
+            instance=instance,
+            reexecution_options=ReexecutionOptions.from_failure(run_id, instance),
+            # The parent's range, as the UI's "Re-execute from failure" copies a run's tags.
+            tags={RANGE_START_TAG: windows[0].partition_key(), RANGE_END_TAG: windows[-1].partition_key()},
+            raise_on_error=False,
+        ) as rerun:
+            assert rerun.success
+            rerun_id = rerun.run_id
+        assert [p for p, _, _ in materializations(instance, rerun_id)] == [
+            w.partition_key() for w in windows[3:]
+        ]
+
+    for window in windows:
+        assert rows_in(target, "orders", window) == rows_in(source, "orders", window)
+
+
+def _schedule_tick(tmp_path: Path, instance: DagsterInstance, at: str) -> Any:
+    """One tick of the hourly schedule at ``at`` (UTC), as the daemon evaluates it."""
+    from dagster import build_schedule_context
+
+    path = write_orders_config(
+        tmp_path / "sync.yaml",
+        Side("sqlite", "sqlite:///app.db", None),  # type: ignore[arg-type]
+        Side("sqlite", "sqlite:///warehouse.db", None),  # type: ignore[arg-type]
+    )
+    defs = load_definitions(str(path))
+    [schedule] = [s for s in defs.get_repository_def().schedule_defs if s.name == "sync_hourly_schedule"]
+    with build_schedule_context(
+        instance=instance, scheduled_execution_time=utc(at), repository_def=defs.get_repository_def()
+    ) as context:
+        return schedule.evaluate_tick(context)
+
+
+def _ranged_run(instance: DagsterInstance, first: str, last: str, status: DagsterRunStatus) -> DagsterRun:
+    """A backfill's ranged run of ``sync/orders`` over [first, last], as the backfill daemon records it."""
+    return instance.add_run(
+        DagsterRun(
+            job_name="__ASSET_JOB",
+            status=status,
+            tags={RANGE_START_TAG: first, RANGE_END_TAG: last, "dagster/backfill": "abcdefgh"},
+            asset_selection=frozenset({KEY}),
+        )
+    )
+
+
+def test_schedule_skips_an_hour_that_an_in_flight_ranged_run_covers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The tick for 08:00 skips while a ranged backfill run over 00:00..23:00 is running, naming it; a
+    ranged run that ends before the hour, or one that has finished, does not hold it back.
+    """
+    monkeypatch.setenv("SYNC_PIPELINE_DATA_DIR", str(tmp_path / "demo"))
+    monkeypatch.chdir(tmp_path)
+    with instance_for_test() as instance:
+        before = _ranged_run(instance, "2026-11-30-00:00", "2026-11-30-07:00", DagsterRunStatus.STARTED)
+        _ranged_run(instance, "2026-11-30-00:00", "2026-11-30-23:00", DagsterRunStatus.SUCCESS)
+        data = _schedule_tick(tmp_path, instance, "2026-11-30T09:10")
+        assert [r.partition_key for r in data.run_requests or []] == ["2026-11-30-08:00"], before
+
+        covering = _ranged_run(instance, "2026-11-30-00:00", "2026-11-30-23:00", DagsterRunStatus.STARTING)
+        data = _schedule_tick(tmp_path, instance, "2026-11-30T09:10")
+        assert data.run_requests == []
+        assert data.skip_message is not None
+        assert covering.run_id in data.skip_message

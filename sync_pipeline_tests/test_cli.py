@@ -556,3 +556,89 @@ def test_config_file_not_found_or_invalid(tmp_path: Path) -> None:
     assert "bad.yaml" in invalid.stderr
     assert PASSWORD not in invalid.output
     assert "Traceback" not in invalid.output
+
+
+# --------------------------------------------------------------------------------------------------
+# Secrets in every URL form, and errors that are not database errors
+
+
+@pytest.mark.parametrize("command", ["validate", "diff", "sync"])
+def test_query_parameter_password_never_printed(make_db_url: MakeDbUrl, tmp_path: Path, command: str) -> None:
+    """A password given as ?password= (psycopg and PyMySQL both read it) is shown as *** like any other."""
+    source = make_db_url("sqlite", "app")
+    seed(source, [1])
+    target = f"postgresql+psycopg://postgres@127.0.0.1:1/db?connect_timeout=5&password={PASSWORD}"
+    config = write_config(tmp_path, source, target)
+    args = ["validate"] if command == "validate" else [command, "orders", "-p", PARTITION]
+    result = run(*args, "--config", config)
+    assert result.exit_code == 1
+    assert "postgresql+psycopg://postgres@127.0.0.1:1/db?connect_timeout=5&password=***" in result.output
+    assert PASSWORD not in result.output
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("command", ["validate", "diff", "sync"])
+def test_password_with_unencoded_at_is_refused_unprinted(
+    make_db_url: MakeDbUrl, tmp_path: Path, command: str
+) -> None:
+    """``user:hunter2@secret@host`` would send half the password as the host name: exit 2, nothing quoted."""
+    source = make_db_url("sqlite", "app")
+    config = write_config(tmp_path, source, "mysql+pymysql://root:hunter2@s3cret-tail@127.0.0.1:1/app")
+    args = ["validate"] if command == "validate" else [command, "orders", "-p", PARTITION]
+    result = run(*args, "--config", config)
+    assert result.exit_code == 2
+    assert "connection 'warehouse': field 'url'" in result.stderr
+    assert "%40" in result.stderr
+    for fragment in ("hunter2", "s3cret-tail"):
+        assert fragment not in result.output
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+_UNEXPECTED = """
+import sys
+import sync_pipeline.engine.db.engine as engine_module
+import sync_pipeline.engine.sync as sync_module
+
+def boom(*args, **kwargs):
+    raise {error}
+
+engine_module.open_engine = boom
+sync_module.sync_partition = boom
+from sync_pipeline.cli import main
+main(sys.argv[1:])
+"""
+
+
+@pytest.mark.parametrize("command", ["validate", "diff", "sync"])
+@pytest.mark.parametrize(
+    ("error", "reason"),
+    [
+        ("TypeError(\"'<' not supported between instances of 'str' and 'UUID'\")", "TypeError: '<' not"),
+        ("OverflowError('Python int too large to convert to SQLite INTEGER')", "OverflowError: Python int"),
+        ("RuntimeError('postgresql://u:" + PASSWORD + "@h/db?password=" + PASSWORD + "')", "RuntimeError:"),
+    ],
+)
+def test_unexpected_error_is_one_line_without_traceback(
+    sqlite_pair: tuple[str, str, Path], command: str, error: str, reason: str
+) -> None:
+    """An error that is not a database error (a bug, an overflow) is one line on stderr, exit 1, scrubbed.
+
+    The real console process is started (the engine's entry points replaced by one that raises, as
+    a bug inside them would), because that is where Python would otherwise print a traceback.
+    """
+    _, _, config = sqlite_pair
+    args = ["validate"] if command == "validate" else [command, "orders", "-p", PARTITION]
+    result = subprocess.run(
+        [sys.executable, "-c", _UNEXPECTED.format(error=error), *args, "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert reason in lines[0]
+    assert "unexpected error" in lines[0]
+    assert PASSWORD not in result.stdout + result.stderr

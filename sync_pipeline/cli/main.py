@@ -37,6 +37,7 @@ from sync_pipeline.engine.diff.window import PARTITION_KEY_FORMAT, Window
 from sync_pipeline.engine.plan import plan_sync
 from sync_pipeline.engine.sync import sync_partition
 from sync_pipeline.errors import ConfigError, DatabaseUnavailable, SyncPipelineError
+from sync_pipeline.redaction import Scrubber
 
 __all__ = ["cli", "main"]
 
@@ -59,9 +60,6 @@ CHANGE_KINDS = ("inserted", "updated", "moved_in", "moved_out", "deleted")
 
 _CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
-_MIN_SCRUBBED_SECRET = 4  # shorter "passwords" would turn ordinary words in messages into ***
-
-
 # --------------------------------------------------------------------------------------------------
 # Errors and secrets
 
@@ -82,38 +80,38 @@ class ConfigurationFailed(CommandFailed):
     exit_code = EXIT_USAGE
 
 
+class _Group(click.Group):
+    """The command group, turning an error no command expected into one line and exit 1.
+
+    Expected failures (configuration, schema, data, database) are caught where they happen and say
+    what to fix; anything else is a bug or an edge the engine does not handle yet. A traceback
+    would bury its one useful line among a hundred and, from a driver's frames, may quote a
+    connection string, so the operator gets the exception's type and first line, scrubbed.
+    """
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise  # click's own ways out: usage errors, --help, --version, ^C
+        except Exception as error:  # noqa: BLE001 - the one place an unexpected error is reported
+            scrubber = ctx.obj.get("scrubber") if isinstance(ctx.obj, dict) else None
+            reason = f"{type(error).__name__}: {_first_line(str(error))}".removesuffix(": ")
+            message = f"{ctx.invoked_subcommand or 'command'} failed with an unexpected error: {reason}"
+            raise CommandFailed((scrubber or Scrubber())(message)) from None
+
+
 def _failure(message: str, exit_code: int) -> CommandFailed:
     return ConfigurationFailed(message) if exit_code == EXIT_USAGE else CommandFailed(message)
 
 
-@dataclass
-class _Secrets:
-    """Passwords of the configured connections, to scrub from anything the command prints.
+def _scrubber(config: SyncConfig) -> Scrubber:
+    """Hides the secrets of every configured URL, in any form, from text the command prints.
 
     Messages are built from redacted URLs already; this catches text the command does not control,
-    such as a driver error that quotes its DSN.
+    such as a driver error that quotes its DSN or a host name holding half a password.
     """
-
-    values: list[str] = field(default_factory=list)
-
-    @classmethod
-    def of(cls, config: SyncConfig) -> _Secrets:
-        found: set[str] = set()
-        for connection in config.connections.values():
-            try:
-                password = connection.sqlalchemy_url.password
-            except (sa.exc.ArgumentError, ValueError):  # validated at load; defensive only
-                continue
-            if password:
-                found.add(str(password))
-        usable = (s for s in found if len(s) >= _MIN_SCRUBBED_SECRET)
-        # Longest first, so a password containing another is replaced whole.
-        return cls(sorted(usable, key=len, reverse=True))
-
-    def scrub(self, text: str) -> str:
-        for secret in self.values:
-            text = text.replace(secret, "***")
-        return text
+    return Scrubber(connection.url.get_secret_value() for connection in config.connections.values())
 
 
 def _first_line(text: str) -> str:
@@ -179,9 +177,13 @@ def _load(config_path: Path | None) -> SyncConfig:
             raise ConfigurationFailed(f"no configuration file: pass --config PATH or set {CONFIG_ENV_VAR}")
         config_path = Path(from_env)
     try:
-        return load_config(config_path)
+        config = load_config(config_path)
     except ConfigError as error:
         raise ConfigurationFailed(str(error)) from None
+    root = ctx.find_root()
+    if isinstance(root.obj, dict):
+        root.obj["scrubber"] = _scrubber(config)  # for errors the command did not expect
+    return config
 
 
 def _table(config: SyncConfig, name: str) -> TableConfig:
@@ -313,7 +315,7 @@ def _echo_stats(stats: SyncStats) -> None:
 # Commands
 
 
-@click.group(name="sync-pipeline", context_settings=_CONTEXT)
+@click.group(name="sync-pipeline", cls=_Group, context_settings=_CONTEXT)
 @_config_option
 @click.version_option(package_name="sync_pipeline", prog_name="sync-pipeline")
 @click.pass_context
@@ -345,7 +347,7 @@ def validate(tables: tuple[str, ...], config_path: Path | None) -> None:
     Prints one line per table and exits 1 if any table failed.
     """
     config = _load(config_path)
-    secrets = _Secrets.of(config)
+    secrets = _scrubber(config)
     selected = [_table(config, name) for name in dict.fromkeys(tables)] if tables else list(config.tables)
     width = max(len(table.name) for table in selected)
     arrow = _arrow()
@@ -360,7 +362,7 @@ def validate(tables: tuple[str, ...], config_path: Path | None) -> None:
             )
         else:
             failed += 1
-            click.echo(f"FAIL {table.name}: {secrets.scrub(problem)}")
+            click.echo(f"FAIL {table.name}: {secrets(problem)}")
     if failed:
         raise CommandFailed(f"{failed} of {len(selected)} table(s) failed validation")
 
@@ -480,14 +482,14 @@ def _run(
 ) -> SyncStats:
     """Run the engine, turning every expected failure into a one-line message (exit 1, or 2 for config)."""
     source_url, target_url = _urls(config, table)
-    secrets = _Secrets.of(config)
+    secrets = _scrubber(config)
     try:
         return sync_partition(table, source_url, target_url, window, dry_run=dry_run, on_change=on_change)
     except DatabaseUnavailable as error:
         # The engine's message says what failed but not where: name both ends, passwords hidden.
         source, target = (config.connections[ref.connection] for ref in (table.source, table.target))
         _fail(
-            secrets.scrub(
+            secrets(
                 f"{table.name}: {error} (source {table.source.connection!r} {source.redacted_url}, "
                 f"target {table.target.connection!r} {target.redacted_url})"
             ),
@@ -495,11 +497,11 @@ def _run(
         )
     except SyncPipelineError as error:
         _fail(
-            secrets.scrub(f"{table.name}: {error}"),
+            secrets(f"{table.name}: {error}"),
             EXIT_USAGE if isinstance(error, ConfigError) else EXIT_FAILED,
         )
     except sa.exc.SQLAlchemyError as error:
-        _fail(secrets.scrub(f"{table.name}: database error: {_database_reason(error)}"), EXIT_FAILED)
+        _fail(secrets(f"{table.name}: database error: {_database_reason(error)}"), EXIT_FAILED)
     except ImportError as error:
         _fail(f"{table.name}: {_missing_driver(error)}", EXIT_USAGE)
 

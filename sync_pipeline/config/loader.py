@@ -20,19 +20,18 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import date
 from pathlib import Path
 from typing import Any, Final
 
 import yaml
 from pydantic import ValidationError
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
 
 from sync_pipeline.config.models import SyncConfig
 from sync_pipeline.engine.settings import quoted
 from sync_pipeline.errors import ConfigError
+from sync_pipeline.redaction import scrub, url_secrets
 
 __all__ = [
     "CONFIG_ENV_VAR",
@@ -56,7 +55,6 @@ MAX_CONFIG_DEPTH: Final = 50
 """The format nests four levels deep; fifty leaves room and stops self-referencing aliases."""
 
 
-_MIN_REDACTED_SECRET = 4
 _MAX_REPORTED_ERRORS = 50
 
 
@@ -133,7 +131,7 @@ def parse_config(text: str, source: str = "<string>", environ: Mapping[str, str]
             defaults if isinstance(defaults, dict) else {},
         )
         # Chaining is cut: the ValidationError keeps the inputs, passwords included, in .errors().
-        raise ConfigError(_redact(message, _url_passwords(tree))) from None
+        raise ConfigError(scrub(message, _url_secrets(tree))) from None
 
 
 def _too_big(source: str, size: int) -> str:
@@ -393,30 +391,14 @@ def _reason(kind: str, message: str) -> str:
     return message.removeprefix("Value error, ")
 
 
-_USERINFO_PASSWORD = re.compile(r"://[^/?#@:]*:(?P<password>[^/?#]*)@")
-
-
-def _url_passwords(tree: Mapping[str, Any]) -> list[str]:
-    """Passwords of every configured URL, parsed or not, to scrub from messages as a last resort."""
-    secrets: set[str] = set()
+def _url_secrets(tree: Mapping[str, Any]) -> list[str]:
+    """Secrets of every configured URL, parsed or not, to scrub from messages as a last resort."""
     connections = tree.get("connections")
     if not isinstance(connections, dict):
         return []
+    secrets: set[str] = set()
     for connection in connections.values():
         url = connection.get("url") if isinstance(connection, dict) else None
-        if not isinstance(url, str):
-            continue
-        try:
-            password = make_url(url).password
-        except (ArgumentError, ValueError, TypeError):
-            password = None
-        if password:
-            secrets.add(str(password))
-        secrets.update(match.group("password") for match in _USERINFO_PASSWORD.finditer(url))
-    return sorted((s for s in secrets if len(s) >= _MIN_REDACTED_SECRET), key=len, reverse=True)
-
-
-def _redact(message: str, secrets: Iterable[str]) -> str:
-    for secret in secrets:
-        message = message.replace(secret, "***")
-    return message
+        if isinstance(url, str):
+            secrets.update(url_secrets(url))
+    return sorted(secrets)

@@ -31,6 +31,8 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
+from sync_pipeline.redaction import redact_url
+
 __all__ = [
     "SUPPORTED_BACKENDS",
     "ConnectionConfig",
@@ -130,6 +132,10 @@ class ConnectionConfig(BaseModel):
             raise ValueError(
                 "not a valid SQLAlchemy URL (expected e.g. postgresql+psycopg://user@host:5432/db)"
             ) from None
+        if parsed.password is not None and "@" in f"{parsed.host or ''}{parsed.database or ''}":
+            # SQLAlchemy ends the password at the first '@' and would hand the rest to the driver
+            # as a host name, which the driver then quotes in its error: refuse, quoting nothing.
+            raise ValueError("the password holds an unencoded '@': percent-encode it as %40 in the URL")
         backend = parsed.get_backend_name()
         if backend not in SUPPORTED_BACKENDS:
             raise ValueError(
@@ -145,8 +151,8 @@ class ConnectionConfig(BaseModel):
 
     @property
     def redacted_url(self) -> str:
-        """The URL with its password replaced by ``***``, safe for logs and error messages."""
-        return self.sqlalchemy_url.render_as_string(hide_password=True)
+        """The URL with its password (in the userinfo or the query) as ``***``, safe to print."""
+        return redact_url(self.url.get_secret_value())
 
     @property
     def backend(self) -> str:

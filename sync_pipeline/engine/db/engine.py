@@ -14,6 +14,7 @@ from sqlalchemy.engine import URL, make_url
 
 from sync_pipeline.engine.db.dialects import adapter_for
 from sync_pipeline.errors import DatabaseUnavailable, SyncPipelineError
+from sync_pipeline.redaction import redact_url as redact_url  # the one redaction, re-exported
 
 # The drivers this project installs; a bare "postgresql://" or "mysql://" would otherwise pick
 # psycopg2 or mysqlclient, which are not dependencies.
@@ -27,14 +28,6 @@ def normalize_url(url: str | URL) -> URL:
     if "+" not in parsed.drivername and backend in _DEFAULT_DRIVERS:
         parsed = parsed.set(drivername=f"{backend}+{_DEFAULT_DRIVERS[backend]}")
     return parsed
-
-
-def redact_url(url: str | URL) -> str:
-    """The URL with its password replaced by ``***``: the only form of a URL that may be printed."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except (sa.exc.ArgumentError, ValueError):
-        return "<unparseable URL>"
 
 
 def create_engine(url: str | URL, *, application_name: str = "sync_pipeline") -> sa.Engine:

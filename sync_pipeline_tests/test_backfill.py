@@ -31,7 +31,7 @@ from dagster import (
 from sync_pipeline.config import load_config
 from sync_pipeline.engine.diff.window import Window
 from sync_pipeline.orchestration.assets import build_sync_asset
-from sync_pipeline.orchestration.ranged import RANGE_END_TAG, RANGE_START_TAG
+from sync_pipeline.orchestration.ranged import RANGE_END_TAG, RANGE_START_TAG, failed_hour
 from sync_pipeline_tests.conftest import MakeDbUrl
 from sync_pipeline_tests.dagster_helpers import (
     create_source,
@@ -196,6 +196,10 @@ def test_ranged_run_failing_at_an_hour_keeps_earlier_hours_and_its_rerun_does_wh
         ]
         message = failure.step_failure_data.user_failure_data.description  # type: ignore[union-attr]
         assert f"partition {bad.partition_key()}" in message
+        # What the failure sensor names in its alert for a ranged run (which has no partition tag).
+        parent = instance.get_run_by_id(run_id)
+        assert parent is not None
+        assert failed_hour(parent, [failure]) == bad.partition_key()
         for window in windows[:3]:
             assert rows_in(target, "orders", window) == rows_in(source, "orders", window)
         for window in windows[3:]:

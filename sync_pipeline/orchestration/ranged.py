@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -33,6 +33,7 @@ from dagster import (
     AssetExecutionContext,
     AssetKey,
     AssetMaterialization,
+    DagsterEvent,
     DagsterEventType,
     DagsterRun,
     Failure,
@@ -54,6 +55,7 @@ __all__ = [
     "RANGE_START_TAG",
     "HourResult",
     "covers",
+    "failed_hour",
     "run_range",
     "sync_hours",
 ]
@@ -227,3 +229,15 @@ def _in_sync_result(differing: dict[str, int], verified: int) -> AssetCheckResul
             "rows_differing": sum(differing.values()),
         },
     )
+
+
+def failed_hour(run: DagsterRun, failures: Sequence[DagsterEvent]) -> str | None:
+    """The hour a ranged run failed at, as its step's ``Failure`` names it (``None`` for other runs)."""
+    if run_range(run) is None:
+        return None
+    for event in failures:
+        data = event.step_failure_data.user_failure_data
+        value = data.metadata.get("partition_key") if data is not None else None
+        if value is not None:
+            return str(getattr(value, "value", value))
+    return None

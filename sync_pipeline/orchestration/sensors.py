@@ -52,6 +52,7 @@ from sync_pipeline.orchestration.checks import (
     evaluate_freshness,
     freshness_result,
 )
+from sync_pipeline.orchestration.ranged import failed_hour
 from sync_pipeline.orchestration.resources import AlertResource
 from sync_pipeline.orchestration.schedules import IN_FLIGHT_STATUSES, AssetJob
 
@@ -270,7 +271,8 @@ def build_failure_sensor(config: SyncConfig, tables: Sequence[WatchedTable]) -> 
             names[k] for k in (run.asset_selection or ()) if k in names
         ]
         tables_in_run = tables_in_run or [run.job_name]
-        partition_key = run.tags.get(PARTITION_TAG)
+        # A ranged backfill run has no partition tag: the hour its step failed at stands for it.
+        partition_key = run.tags.get(PARTITION_TAG) or failed_hour(run, failures)
         # The run's own message only says which steps failed; the first step's error says why.
         reason = _step_error(failures[0]) if failures else context.failure_event.message
         error = ((reason or "").strip() or "run failed").splitlines()[0][:500]

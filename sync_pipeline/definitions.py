@@ -13,6 +13,7 @@ from dagster import Definitions, JobDefinition, ScheduleDefinition
 
 from sync_pipeline.config import CONFIG_ENV_VAR
 from sync_pipeline.orchestration.assets import asset_key, build_sync_assets, partitions_def
+from sync_pipeline.orchestration.catch_up import build_catch_up_sensor, with_catch_up
 from sync_pipeline.orchestration.checks import build_checks
 from sync_pipeline.orchestration.executors import build_executor
 from sync_pipeline.orchestration.resources import AlertResource, SyncResource, active_config
@@ -53,7 +54,7 @@ def build_definitions(config_path: str) -> Definitions:
     drift_job = build_drift_job(drift_checks)
     sync_jobs = [job for job, _ in jobs]
     return Definitions(
-        assets=build_sync_assets(config),
+        assets=with_catch_up(build_sync_assets(config), config),
         asset_checks=[*freshness_checks, *drift_checks],
         jobs=[*sync_jobs, drift_job, *extra_jobs],
         schedules=[*build_schedules(jobs, config), *extra_schedules],
@@ -61,6 +62,7 @@ def build_definitions(config_path: str) -> Definitions:
             build_freshness_sensor(config, watched),
             build_drift_sensor(config, watched, drift_job, sync_jobs),
             build_failure_sensor(config, watched),
+            build_catch_up_sensor(config, [w.key for w in watched]),
         ],
         resources={
             "sync": SyncResource(config_path=config_path),

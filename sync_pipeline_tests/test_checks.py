@@ -18,6 +18,7 @@ import pytest
 import sqlalchemy as sa
 from dagster import (
     AssetCheckEvaluation,
+    AssetCheckSeverity,
     AssetKey,
     DagsterEventType,
     DagsterInstance,
@@ -39,6 +40,7 @@ from sync_pipeline.orchestration.checks import (
     freshness_result,
     lookback_partitions,
 )
+from sync_pipeline.orchestration.freshness import HourRange
 from sync_pipeline_tests.conftest import MakeDbUrl
 from sync_pipeline_tests.dagster_helpers import (
     create_source,
@@ -119,20 +121,25 @@ def sqlite_pair(make_db_url: MakeDbUrl) -> tuple[Side, Side]:
 
 @pytest.fixture
 def fixed(tmp_path: Path, instance: DagsterInstance, sqlite_pair: tuple[Side, Side]) -> Deployment:
-    """``orders`` from 2026-11-30 00:00 UTC with 30 minutes of grace."""
-    return deploy(tmp_path, instance, *sqlite_pair, "2026-11-30T00:00:00", freshness={"grace_minutes": 30})
+    """``orders`` from 2026-11-30 06:00 UTC with 30 minutes of grace."""
+    return deploy(tmp_path, instance, *sqlite_pair, "2026-11-30T06:00:00", freshness={"grace_minutes": 30})
 
 
 def test_before_the_deadline_the_newest_due_hour_is_the_previous_one(fixed: Deployment) -> None:
     """Hour H is due at H + 1h + grace: until 09:30 the newest due hour is 07:00, from 09:30 it is 08:00."""
-    fixed.sync("2026-11-30-07:00")
+    fixed.sync("2026-11-30-06:00", "2026-11-30-07:00")
 
     before = fixed.freshness("2026-11-30T09:29:59")
-    assert before == Freshness("2026-11-30-07:00", utc("2026-11-30T08:30"), synced=True)
+    assert before == Freshness("2026-11-30-07:00", utc("2026-11-30T08:30"))
     assert before.passed
 
     at = fixed.freshness("2026-11-30T09:30")
-    assert at == Freshness("2026-11-30-08:00", utc("2026-11-30T09:30"), synced=False)
+    assert at == Freshness(
+        "2026-11-30-08:00",
+        utc("2026-11-30T09:30"),
+        ("2026-11-30-08:00",),
+        (HourRange("2026-11-30-08:00", "2026-11-30-08:00", 1),),
+    )
 
 
 def test_missed_hour_fails_naming_it_until_it_is_synced(fixed: Deployment) -> None:
@@ -140,14 +147,21 @@ def test_missed_hour_fails_naming_it_until_it_is_synced(fixed: Deployment) -> No
     fixed.sync("2026-11-30-06:00", "2026-11-30-07:00")
 
     missed = fixed.freshness("2026-11-30T09:45")
-    assert (missed.partition_key, missed.passed) == ("2026-11-30-08:00", False)
+    assert (missed.partition_key, missed.passed, missed.missing) == (
+        "2026-11-30-08:00",
+        False,
+        ("2026-11-30-08:00",),
+    )
     result = freshness_result(KEY, missed)
     assert not result.passed
     assert result.check_name == FRESHNESS_CHECK
-    assert result.description == "Partition 2026-11-30-08:00 missed (due by 2026-11-30T09:30:00+00:00)"
+    assert result.description == "1 due hours not synced: 2026-11-30-08:00, 1 hour"
     assert {k: getattr(v, "value", v) for k, v in result.metadata.items()} == {
         "partition": "2026-11-30-08:00",
         "deadline": "2026-11-30T09:30:00+00:00",
+        "missing_hours": 1,
+        "missing": "2026-11-30-08:00, 1 hour",
+        "hours_checked": 3,
     }
 
     fixed.sync("2026-11-30-08:00")
@@ -163,20 +177,60 @@ def test_backfill_of_old_hours_does_not_make_a_stale_table_fresh(fixed: Deployme
     asset-level freshness would look at; the partition-aware check still names 08:00.
     """
     fixed.sync("2026-11-30-07:00")
-    fixed.sync("2026-11-30-00:00", "2026-11-30-01:00", "2026-11-30-02:00")
+    fixed.sync("2026-11-30-06:00")
     latest = fixed.instance.get_latest_materialization_event(KEY)
     assert latest is not None
     assert latest.dagster_event is not None
-    assert latest.dagster_event.partition == "2026-11-30-02:00"
+    assert latest.dagster_event.partition == "2026-11-30-06:00"
 
     status = fixed.freshness("2026-11-30T10:00")
-    assert (status.partition_key, status.passed) == ("2026-11-30-08:00", False)
+    assert (status.partition_key, status.passed, status.missing) == (
+        "2026-11-30-08:00",
+        False,
+        ("2026-11-30-08:00",),
+    )
+
+
+def test_every_missing_hour_of_the_horizon_is_named_in_ranges(
+    tmp_path: Path, instance: DagsterInstance, sqlite_pair: tuple[Side, Side]
+) -> None:
+    """Not only the newest due hour: every missing hour of the horizon fails the check, in ranges.
+
+    From 2026-12-04 10:00 with hours 19:00 and 05:00 synced (the last good run after an outage), at
+    06:10 the nine hours 20:00 .. 04:00 and the hours before 19:00 within the 12-hour horizon are
+    missing; the newest due hour itself is synced, which is all the check used to look at.
+    """
+    deployment = deploy(
+        tmp_path,
+        instance,
+        *sqlite_pair,
+        "2026-12-04T10:00:00",
+        freshness={"grace_minutes": 0, "horizon_hours": 12},
+        catch_up={"max_hours": 12},
+    )
+    deployment.sync("2026-12-04-19:00", "2026-12-05-05:00")
+
+    status = deployment.freshness("2026-12-05T06:10")
+
+    assert status.partition_key == "2026-12-05-05:00"
+    assert status.missing == tuple(f"2026-12-04-{h}:00" for h in (18, 20, 21, 22, 23)) + tuple(
+        f"2026-12-05-{h:02d}:00" for h in range(5)
+    )
+    result = freshness_result(KEY, status)
+    assert not result.passed
+    assert result.severity == AssetCheckSeverity.ERROR
+    assert result.description == (
+        "10 due hours not synced: 2026-12-04-18:00, 1 hour; 2026-12-04-20:00 … 2026-12-05-04:00, 9 hours"
+    )
+    values = {k: getattr(v, "value", v) for k, v in result.metadata.items()}
+    assert values["missing_hours"] == 10
+    assert values["hours_checked"] == 12
 
 
 def test_table_starting_in_the_future_has_nothing_due(fixed: Deployment) -> None:
     """Before the first hour's deadline nothing is due: the check passes without naming a partition."""
-    status = fixed.freshness("2026-11-30T01:29")
-    assert status == Freshness(None, None, synced=True)
+    status = fixed.freshness("2026-11-30T07:29")
+    assert status == Freshness(None, None)
     assert freshness_result(KEY, status).passed
 
 
@@ -231,14 +285,18 @@ def test_newest_due_hour_is_dst_safe_in_a_local_partition_timezone(
 def test_the_repeated_dst_hour_is_its_own_partition(
     tmp_path: Path, instance: DagsterInstance, sqlite_pair: tuple[Side, Side]
 ) -> None:
-    """Syncing the first 02:00 of the autumn night does not satisfy the second (02:00+0100)."""
+    """Syncing the first 02:00 of the autumn night does not satisfy the second (02:00+0100).
+
+    A one-hour horizon keeps the earlier hours of the table out of the way.
+    """
     deployment = deploy(
         tmp_path,
         instance,
         *sqlite_pair,
         "2026-10-24T00:00:00",
         partition_timezone="Europe/Paris",
-        freshness={"grace_minutes": 0},
+        freshness={"grace_minutes": 0, "horizon_hours": 1},
+        catch_up={"enabled": False},
     )
     deployment.sync("2026-10-25-02:00")
     assert deployment.freshness("2026-10-25T01:30").passed
@@ -322,6 +380,12 @@ def check_values(evaluation: AssetCheckEvaluation) -> dict[str, Any]:
     return {k: getattr(v, "value", v) for k, v in evaluation.metadata.items()}
 
 
+def drift_verdict(evaluation: AssetCheckEvaluation) -> dict[str, Any]:
+    """The drift check's verdict, without the schedule's bookkeeping (test_drift_schedule.py pins that)."""
+    values = check_values(evaluation)
+    return {k: values[k] for k in ("drifted_partitions", "partitions_compared", "rows_differing")}
+
+
 def test_drift_check_passes_when_synced_partitions_equal_the_source(drifting: Drifting) -> None:
     """Right after a sync the drift check passes, comparing only the one synced partition.
 
@@ -329,12 +393,12 @@ def test_drift_check_passes_when_synced_partitions_equal_the_source(drifting: Dr
     """
     evaluation = drifting.deployment.drift_check()
     assert evaluation.passed
-    assert check_values(evaluation) == {
+    assert drift_verdict(evaluation) == {
         "drifted_partitions": {},
         "partitions_compared": 1,
         "rows_differing": 0,
     }
-    assert evaluation.description == "1 synced partitions equal the source"
+    assert evaluation.description == "1 compared partitions equal the source (0 due later)"
 
 
 TAMPERING = ["target_row_deleted", "target_value_changed", "source_row_deleted"]
@@ -361,12 +425,12 @@ def test_drift_check_fails_naming_the_drifted_partition(drifting: Drifting, how:
     evaluation = drifting.deployment.drift_check()
 
     assert not evaluation.passed
-    assert check_values(evaluation) == {
+    assert drift_verdict(evaluation) == {
         "drifted_partitions": {drifting.synced.partition_key(): 1},
         "partitions_compared": 1,
         "rows_differing": 1,
     }
-    assert evaluation.description == "1 of 1 synced partitions differ from the source"
+    assert evaluation.description == "1 of 1 compared partitions differ from the source"
 
 
 def test_drift_check_counts_every_drifted_row(drifting: Drifting) -> None:
@@ -380,7 +444,7 @@ def test_drift_check_counts_every_drifted_row(drifting: Drifting) -> None:
     evaluation = drifting.deployment.drift_check()
 
     assert not evaluation.passed
-    assert check_values(evaluation) == {
+    assert drift_verdict(evaluation) == {
         "drifted_partitions": {drifting.synced.partition_key(): 3},
         "partitions_compared": 1,
         "rows_differing": 3,

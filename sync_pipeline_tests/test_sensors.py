@@ -212,9 +212,6 @@ class Clock:
     at: datetime
 
 
-HOURS = ("2026-11-30-09:00", "2026-11-30-10:00")  # the hours the freshness test misses, then syncs
-
-
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     clock = Clock(utc("2026-11-30T10:20"))
@@ -228,18 +225,26 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     return clock
 
 
-def test_freshness_sensor_alerts_once_per_missed_hour(
+def partition_rows(*keys: str) -> list[dict[str, Any]]:
+    """One source row in each hour of ``keys``."""
+    return [row(i, in_hour(Window.from_partition_key(key), 5)) for i, key in enumerate(keys, 1)]
+
+
+CATCH_UP_NOTE = "the catch-up requests {} again (failed ones at minute 40 of every hour)"
+
+
+def test_freshness_sensor_alerts_once_per_gap_and_once_when_it_closes(
     deploy: Deploy, clock: Clock, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    """A missed hour is alerted once, with its partition key, however many ticks see it; the next one anew.
+    """A gap is alerted once, however many ticks see it and however long it grows; closed, once more.
 
-    The check evaluation is recorded only when the status changes: missed, then synced, then the
-    next hour missed. The dead WeCom sink listed first does not stop the JSON receiver from getting
-    each alert, nor the tick from completing.
+    The check evaluation is recorded only when what it says changes. A later outage of ten hours,
+    seen at once, is one more alert naming all ten hours as a range. The dead WeCom sink listed
+    first does not stop the JSON receiver from getting each alert, nor the tick from completing.
     """
     site: Site = deploy(
-        "2026-11-30T00:00:00",
-        [row(i, in_hour(Window.from_partition_key(key), 5)) for i, key in enumerate(HOURS, 1)],
+        "2026-11-30T08:00:00",
+        partition_rows("2026-11-30-09:00", "2026-11-30-10:00"),
         freshness={"grace_minutes": 15},
     )
     site.sync("2026-11-30-08:00")
@@ -253,10 +258,16 @@ def test_freshness_sensor_alerts_once_per_missed_hour(
         "table": "orders",
         "partition_key": "2026-11-30-09:00",
         "summary": (
-            "Missed sync: orders partition 2026-11-30-09:00 was not synced by its deadline "
-            "2026-11-30T10:15:00+00:00"
+            "Missed sync: orders has 1 due hours not synced: 2026-11-30-09:00, 1 hour; "
+            + CATCH_UP_NOTE.format("it")
         ),
-        "facts": {"deadline": "2026-11-30T10:15:00+00:00", "grace_minutes": 15},
+        "facts": {
+            "hours": "2026-11-30-09:00, 1 hour",
+            "missing_hours": 1,
+            "missing_in_horizon": 1,
+            "deadline": "2026-11-30T10:15:00+00:00",
+            "grace_minutes": 15,
+        },
         "link": f"{UI_URL}/assets/sync/orders?view=partitions&partition=2026-11-30-09:00",
         "occurred_at": "2026-11-30T10:20:00+00:00",
     }
@@ -269,30 +280,86 @@ def test_freshness_sensor_alerts_once_per_missed_hour(
         again = site.tick(name, cursor)
         assert check_evaluations(again) == [], at
         cursor = again.cursor
+
+    clock.at = utc("2026-11-30T11:20")  # 10:00 was due by 11:15: the same gap, grown
+    grown = site.tick(name, cursor)
+    [evaluation] = grown.asset_events
+    assert isinstance(evaluation, AssetCheckEvaluation)
+    assert evaluation.description == ("2 due hours not synced: 2026-11-30-09:00 … 2026-11-30-10:00, 2 hours")
+    assert evaluation.metadata["missing_hours"].value == 2
     assert len(site.receiver.alerts()) == 1
 
     site.sync("2026-11-30-09:00")
-    clock.at = utc("2026-11-30T10:50")
-    synced = site.tick(name, cursor)
-    assert check_evaluations(synced) == [(FRESHNESS_CHECK, True, "2026-11-30-09:00")]
-    clock.at = utc("2026-11-30T11:00")
-    still = site.tick(name, synced.cursor)
-    assert check_evaluations(still) == []
+    clock.at = utc("2026-11-30T11:30")
+    half = site.tick(name, grown.cursor)
+    assert check_evaluations(half) == [(FRESHNESS_CHECK, False, "2026-11-30-10:00")]
     assert len(site.receiver.alerts()) == 1
 
-    clock.at = utc("2026-11-30T11:20")  # 10:00 was due by 11:15
-    next_hour = site.tick(name, still.cursor)
-    assert check_evaluations(next_hour) == [(FRESHNESS_CHECK, False, "2026-11-30-10:00")]
+    site.sync("2026-11-30-10:00")
     clock.at = utc("2026-11-30T11:40")
-    later = site.tick(name, next_hour.cursor)
-    assert check_evaluations(later) == []
-    assert [(a["kind"], a["partition_key"]) for a in site.receiver.alerts()] == [
-        ("missed_sync", "2026-11-30-09:00"),
-        ("missed_sync", "2026-11-30-10:00"),
+    closed = site.tick(name, half.cursor)
+    assert check_evaluations(closed) == [(FRESHNESS_CHECK, True, "2026-11-30-10:00")]
+    recovered = site.receiver.alerts("recovered")
+    assert [(a["partition_key"], a["summary"], a["facts"]) for a in recovered] == [
+        (
+            "2026-11-30-09:00",
+            "Recovered: orders has synced every hour of its gap 2026-11-30-09:00 … 2026-11-30-10:00, 2 hours",
+            {"hours": "2026-11-30-09:00 … 2026-11-30-10:00, 2 hours", "missing_hours": 2},
+        )
     ]
+    clock.at = utc("2026-11-30T12:00")
+    still = site.tick(name, closed.cursor)
+    assert check_evaluations(still) == []
+    assert len(site.receiver.alerts()) == 2
 
-    err = assert_no_secrets(caplog, capfd, first, again, synced, still, next_hour, later)
+    clock.at = utc("2026-11-30T21:20")  # an outage: 11:00 .. 20:00 missed, seen at once
+    outage = site.tick(name, still.cursor)
+    clock.at = utc("2026-11-30T21:40")
+    after = site.tick(name, outage.cursor)
+    assert check_evaluations(after) == []
+    missed = site.receiver.alerts("missed_sync")
+    assert [(a["partition_key"], a["facts"]["hours"], a["facts"]["missing_hours"]) for a in missed] == [
+        ("2026-11-30-09:00", "2026-11-30-09:00, 1 hour", 1),
+        ("2026-11-30-11:00", "2026-11-30-11:00 … 2026-11-30-20:00, 10 hours", 10),
+    ]
+    assert missed[1]["summary"] == (
+        "Missed sync: orders has 10 due hours not synced: 2026-11-30-11:00 … 2026-11-30-20:00, "
+        "10 hours; " + CATCH_UP_NOTE.format("them")
+    )
+
+    err = assert_no_secrets(caplog, capfd, first, again, grown, half, closed, still, outage, after)
     assert_delivered_only_to_the_receiver(site, err)
+
+
+def test_a_gap_beyond_the_catch_up_horizon_is_alerted_once_naming_its_hours(
+    deploy: Deploy, clock: Clock
+) -> None:
+    """Hours older than catch_up.max_hours are not caught up; freshness still names them, once.
+
+    The alert says which of its hours need a backfill from the UI and that the newer ones are
+    requested by the catch-up.
+    """
+    site: Site = deploy(
+        "2026-11-30T00:00:00",
+        [],
+        freshness={"grace_minutes": 0, "horizon_hours": 48},
+        catch_up={"max_hours": 3},
+    )
+    site.sync("2026-11-30-00:00")
+    site.sync("2026-11-30-10:00")
+    clock.at = utc("2026-11-30T11:05")  # 01:00 .. 09:00 missed; the catch-up covers 08:00 .. 10:00
+
+    first = site.tick("freshness_sensor")
+    second = site.tick("freshness_sensor", first.cursor)
+
+    [alert] = site.receiver.alerts()
+    assert alert["facts"]["hours"] == "2026-11-30-01:00 … 2026-11-30-09:00, 9 hours"
+    assert alert["summary"] == (
+        "Missed sync: orders has 9 due hours not synced: 2026-11-30-01:00 … 2026-11-30-09:00, 9 hours; "
+        "2026-11-30-01:00 … 2026-11-30-07:00, 7 hours older than catch_up.max_hours (3h): backfill from "
+        "the UI; the catch-up requests the other 2 (failed ones at minute 40 of every hour)"
+    )
+    assert check_evaluations(second) == []
 
 
 # -- drift_sensor -----------------------------------------------------------------------------------
@@ -468,12 +535,17 @@ def test_drift_is_alerted_per_partition_and_repaired_by_the_requested_runs(
 
 @pytest.mark.parametrize("selected", [False, True], ids=["scheduled-job-run", "asset-selection-run"])
 def test_failed_sync_run_is_alerted_with_table_partition_and_error(
-    deploy: Deploy, selected: bool, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
+    deploy: Deploy,
+    selected: bool,
+    clock: Clock,
+    caplog: pytest.LogCaptureFixture,
+    capfd: pytest.CaptureFixture[str],
 ) -> None:
     """A sync run that fails (the source table does not exist) is alerted with the table, partition and error.
 
     The table is named whether the run is the whole hourly job (as the schedule launches it) or an
-    asset selection; the error is the step's, not the run's "steps failed" summary.
+    asset selection; the error is the step's, not the run's "steps failed" summary. The alert says
+    that the catch-up will request the hour again, and when.
     """
     site: Site = deploy("2026-11-30T00:00:00", None)
     job = site.defs.resolve_job_def("sync_hourly")
@@ -504,8 +576,11 @@ def test_failed_sync_run_is_alerted_with_table_partition_and_error(
         "partition_key": "2026-11-30-08:00",
         "link": f"{UI_URL}/runs/{failed.run_id}",
     }
-    assert alert["facts"] == {"run_id": failed.run_id, "job": "sync_hourly", "error": error}
-    assert alert["summary"] == f"Run failure: sync of orders partition 2026-11-30-08:00 failed: {error}"
+    note = CATCH_UP_NOTE.format("it")
+    assert alert["facts"] == {"run_id": failed.run_id, "job": "sync_hourly", "error": error, "catch_up": note}
+    assert (
+        alert["summary"] == f"Run failure: sync of orders partition 2026-11-30-08:00 failed: {error}; {note}"
+    )
     err = assert_no_secrets(caplog, capfd)
     assert_delivered_only_to_the_receiver(site, err)
 

@@ -18,6 +18,7 @@ from sync_pipeline.config.loader import (
 from sync_pipeline.config.models import (
     AlertFormat,
     AlertSinkConfig,
+    CatchUpConfig,
     DriftConfig,
     ExecutorConfig,
     ExecutorKind,
@@ -43,6 +44,7 @@ __all__ = [
     "SUPPORTED_BACKENDS",
     "AlertFormat",
     "AlertSinkConfig",
+    "CatchUpConfig",
     "ConnectionConfig",
     "DeleteMode",
     "DriftConfig",

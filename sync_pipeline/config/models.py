@@ -32,6 +32,7 @@ __all__ = [
     "AlertFormat",
     "AlertSinkConfig",
     "BackfillConfig",
+    "CatchUpConfig",
     "DriftConfig",
     "ExecutorConfig",
     "ExecutorKind",
@@ -222,22 +223,46 @@ class AlertSinkConfig(BaseModel):
 
 
 class DriftConfig(BaseModel):
-    """The drift sensor: how far back and how often it compares source and target."""
+    """The drift sensor: how far back, how often, and how much each run compares.
+
+    An hour is compared on a rolling schedule (when it is 1, 2, 4, 8, ... hours old and in the last
+    hour of the lookback), not at every run, so the cost grows with the data, not with
+    lookback x runs; ``max_partitions_per_run`` bounds what one run of one table compares.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
     lookback_hours: int = Field(default=24, ge=1, le=24 * 31)
     interval_seconds: int = Field(default=600, ge=30)
+    max_partitions_per_run: int = Field(default=4, ge=1, le=1000)
     enabled: bool = True
 
 
 class FreshnessConfig(BaseModel):
-    """When an hourly partition counts as missed: hour H is due by H + 1h + grace."""
+    """When an hourly partition counts as missed (hour H is due by H + 1h + grace), and how far back."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
     grace_minutes: int = Field(default=30, ge=0, le=24 * 60)
     interval_seconds: int = Field(default=300, ge=30)
+    # Every due hour this far back must be synced; older hours are history nobody is alerted about.
+    horizon_hours: int = Field(default=336, ge=1, le=24 * 366)
+    enabled: bool = True
+
+
+class CatchUpConfig(BaseModel):
+    """Which missed hours are requested again by Dagster's declarative automation, and how often.
+
+    ``max_hours`` bounds the catch-up so that a new table with a long history does not flood the
+    queue: older hours are backfilled on purpose, from the UI. A failed hour (retries exhausted)
+    is requested again once every ``retry_failed_every_hours``, not at every evaluation.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+
+    max_hours: int = Field(default=168, ge=2, le=24 * 366)
+    retry_failed_every_hours: int = Field(default=1, ge=1, le=24)
+    interval_seconds: int = Field(default=60, ge=30)
     enabled: bool = True
 
 
@@ -258,6 +283,7 @@ class SyncConfig(BaseModel):
     ui_url: str = "http://127.0.0.1:3000"
     drift: DriftConfig = DriftConfig()
     freshness: FreshnessConfig = FreshnessConfig()
+    catch_up: CatchUpConfig = CatchUpConfig()
 
     # Set by load_config so that errors found later (a missing live table, say) can name the file.
     _source_path: Path | None = PrivateAttr(default=None)
@@ -293,6 +319,15 @@ class SyncConfig(BaseModel):
                     )
             if problem := self._start_problem(table):
                 problems.append((("tables", index, "start"), problem))
+        if self.catch_up.enabled and self.catch_up.max_hours > self.freshness.horizon_hours:
+            # An hour the catch-up keeps failing on must still be seen, and alerted, by freshness.
+            problems.append(
+                (
+                    ("catch_up", "max_hours"),
+                    f"{self.catch_up.max_hours} is beyond freshness.horizon_hours "
+                    f"({self.freshness.horizon_hours}); raise freshness.horizon_hours to at least it",
+                )
+            )
         if problems:
             raise errors_at(type(self).__name__, problems)
         return self

@@ -1,21 +1,27 @@
-"""Asset checks of every sync asset: the partition it wrote, the newest due hour, drift since.
+"""Asset checks of every sync asset: the partition it wrote, every due hour, drift since.
 
 - ``in_sync`` (declared on the asset, yielded by every sync): the partition just written is compared
   with the source, every column, computed in each database where the engines allow.
-- ``partition_freshness``: fails (ERROR) when the newest hour whose deadline (hour + 1h + grace) has
-  passed has not been synced, naming that hour. Dagster's asset-level freshness looks at the last
-  materialization of any partition, so a backfill of old hours would make a stale table look fresh.
-  The freshness sensor evaluates it on an interval; it can also be run from the UI.
-- ``drift``: compares each synced partition within the drift lookback, every column, and fails with
-  the partitions that differ and by how many rows. The drift sensor runs it in a step process (never
-  in the long-lived code server) and requests a re-sync of exactly those partitions.
+- ``partition_freshness``: fails (ERROR) when any due hour (hour + 1h + grace) of the freshness
+  horizon has no materialization, naming them collapsed into ranges, with a ``missing_hours``
+  count the UI plots (:mod:`~sync_pipeline.orchestration.freshness`). The freshness sensor
+  evaluates it on an interval; it can also be run from the UI.
+- ``drift``: compares the synced hours the rolling schedule says are due
+  (:mod:`~sync_pipeline.orchestration.drift_schedule`), every column, at most
+  ``drift.max_partitions_per_run`` a run, and fails with the partitions that differ and by how many
+  rows. Its metadata records which hours it compared at which age, and when each hour of the
+  lookback was last compared (the schedule's state, read back by the next run). The drift sensor
+  runs it in a step process (never in the long-lived code server) and requests a re-sync of exactly
+  the drifted partitions.
 """
 
-from dataclasses import dataclass
+import json
 from datetime import UTC, datetime, timedelta
 
 from dagster import (
+    AssetCheckEvaluation,
     AssetCheckExecutionContext,
+    AssetCheckKey,
     AssetCheckResult,
     AssetChecksDefinition,
     AssetCheckSeverity,
@@ -28,10 +34,27 @@ from dagster import (
     asset_check,
     partition_loading_context,
 )
+from dagster._core.storage.asset_check_execution_record import (
+    COMPLETED_ASSET_CHECK_EXECUTION_RECORD_STATUSES,
+)
 
 from sync_pipeline.config import SyncConfig, TableConfig
 from sync_pipeline.engine.diff.window import Window
+from sync_pipeline.orchestration.drift_schedule import DriftPlan, milestones, plan_comparisons
+from sync_pipeline.orchestration.freshness import Freshness, describe, evaluate_freshness
 from sync_pipeline.orchestration.resources import SyncResource
+
+__all__ = [
+    "DRIFT_CHECK",
+    "FRESHNESS_CHECK",
+    "IN_SYNC_CHECK",
+    "Freshness",
+    "build_checks",
+    "evaluate_freshness",
+    "freshness_result",
+    "in_sync_spec",
+    "lookback_partitions",
+]
 
 IN_SYNC_CHECK = "in_sync"
 FRESHNESS_CHECK = "partition_freshness"
@@ -46,52 +69,32 @@ def in_sync_spec(key: AssetKey) -> AssetCheckSpec:
     )
 
 
-@dataclass(frozen=True)
-class Freshness:
-    """The newest hour that should be synced by now, and whether it is."""
-
-    partition_key: str | None  # None: no hour is due yet (the table starts in the future)
-    deadline: datetime | None
-    synced: bool
-
-    @property
-    def passed(self) -> bool:
-        return self.synced
-
-
-def evaluate_freshness(
-    instance: DagsterInstance,
-    key: AssetKey,
-    partitions: HourlyPartitionsDefinition,
-    config: SyncConfig,
-    now: datetime,
-) -> Freshness:
-    """Hour H is due at H + 1h + grace; the newest due hour must have a materialization."""
-    grace = timedelta(minutes=config.freshness.grace_minutes)
-    # Dagster's own last complete partition at (now - grace): DST-correct, with its own keys.
-    with partition_loading_context(effective_dt=now - grace):
-        partition_key = partitions.get_last_partition_key()
-    if partition_key is None:
-        return Freshness(None, None, True)
-    due = partitions.time_window_for_partition_key(partition_key)
-    synced = partition_key in instance.get_materialized_partitions(key)
-    # In UTC: adding to a local time is wall-clock arithmetic, an hour off across a DST change (and
-    # it drops the fold of a repeated hour's end).
-    return Freshness(partition_key, due.end.astimezone(UTC) + grace, synced)
-
-
 def freshness_result(key: AssetKey, status: Freshness) -> AssetCheckResult:
+    """ERROR when any due hour of the horizon is missing, naming them collapsed into ranges."""
     if status.partition_key is None:
-        return AssetCheckResult(asset_key=key, check_name=FRESHNESS_CHECK, passed=True)
+        return AssetCheckResult(
+            asset_key=key, check_name=FRESHNESS_CHECK, passed=True, metadata={"missing_hours": 0}
+        )
     assert status.deadline is not None
-    verdict = "synced" if status.synced else "missed"
+    if status.missing:
+        description = f"{len(status.missing)} due hours not synced: {describe(status.ranges)}"
+    else:
+        description = (
+            f"Every due hour is synced, up to {status.partition_key} (due by {status.deadline.isoformat()})"
+        )
     return AssetCheckResult(
         asset_key=key,
         check_name=FRESHNESS_CHECK,
-        passed=status.synced,
+        passed=status.passed,
         severity=AssetCheckSeverity.ERROR,
-        description=f"Partition {status.partition_key} {verdict} (due by {status.deadline.isoformat()})",
-        metadata={"partition": status.partition_key, "deadline": status.deadline.isoformat()},
+        description=description,
+        metadata={
+            "partition": status.partition_key,
+            "deadline": status.deadline.isoformat(),
+            "missing_hours": len(status.missing),
+            "missing": describe(status.ranges),
+            "hours_checked": len(status.due_hours),
+        },
     )
 
 
@@ -123,48 +126,91 @@ def build_checks(
     @asset_check(
         asset=key,
         name=FRESHNESS_CHECK,
-        description=f"The newest due hour (hour + 1h + {config.freshness.grace_minutes} min) is synced.",
+        description=(
+            f"Every due hour (hour + 1h + {config.freshness.grace_minutes} min) of the last "
+            f"{config.freshness.horizon_hours} hours is synced."
+        ),
     )
     def _freshness(context: AssetCheckExecutionContext) -> AssetCheckResult:
         return freshness_result(
             key, evaluate_freshness(context.instance, key, partitions, config, datetime.now(UTC))
         )
 
+    ages = ", ".join(str(m) for m in milestones(config.drift.lookback_hours))
+
     @asset_check(
         asset=key,
         name=DRIFT_CHECK,
         description=(
-            f"Synced partitions of the last {config.drift.lookback_hours} hours still equal the source, "
-            "every column (counts and row hashes in each database where the engines allow)."
+            f"Synced hours still equal the source, every column, compared when {ages} hours old "
+            f"(at most {config.drift.max_partitions_per_run} hours a run, the most overdue first)."
         ),
     )
     def _drift(context: AssetCheckExecutionContext, sync: SyncResource) -> AssetCheckResult:
+        now = datetime.now(UTC)
         synced = context.instance.get_materialized_partitions(key)
-        drifted: dict[str, int] = {}
-        compared = 0
-        for partition_key, window in lookback_partitions(config, partitions, datetime.now(UTC)):
-            if partition_key not in synced:
-                continue
-            verification = sync.verify(table.name, window)
-            compared += 1
-            if not verification.in_sync:
-                drifted[partition_key] = verification.rows_differing
-                context.log.warning(
-                    f"drift in {table.name} {partition_key}: {verification.rows_differing} rows differ"
-                )
-        return AssetCheckResult(
-            passed=not drifted,
-            severity=AssetCheckSeverity.ERROR,
-            description=(
-                f"{len(drifted)} of {compared} synced partitions differ from the source"
-                if drifted
-                else f"{compared} synced partitions equal the source"
-            ),
-            metadata={
-                "drifted_partitions": MetadataValue.json(drifted),
-                "partitions_compared": compared,
-                "rows_differing": sum(drifted.values()),
-            },
+        in_lookback = [(k, w) for k, w in lookback_partitions(config, partitions, now) if k in synced]
+        last_compared = previous_comparisons(context.instance, key)
+        plan = plan_comparisons(
+            in_lookback, last_compared, now, config.drift.lookback_hours, config.drift.max_partitions_per_run
         )
+        drifted: dict[str, int] = {}
+        for due in plan.compare:
+            verification = sync.verify(table.name, due.window)
+            last_compared[due.partition_key] = now
+            if not verification.in_sync:
+                drifted[due.partition_key] = verification.rows_differing
+                context.log.warning(
+                    f"drift in {table.name} {due.partition_key}: {verification.rows_differing} rows differ"
+                )
+        # Forget hours that left the lookback: the schedule's state stays as small as the lookback.
+        keep = {k for k, _ in lookback_partitions(config, partitions, now)}
+        return drift_result(drifted, plan, {k: v for k, v in last_compared.items() if k in keep}, now)
 
     return [_freshness, _drift]
+
+
+def drift_result(
+    drifted: dict[str, int], plan: DriftPlan, last_compared: dict[str, datetime], now: datetime
+) -> AssetCheckResult:
+    """The drift check's verdict and the schedule it followed, both visible in the UI."""
+    compared = len(plan.compare)
+    return AssetCheckResult(
+        passed=not drifted,
+        severity=AssetCheckSeverity.ERROR,
+        description=(
+            f"{len(drifted)} of {compared} compared partitions differ from the source"
+            if drifted
+            else f"{compared} compared partitions equal the source ({len(plan.pending)} due later)"
+        ),
+        metadata={
+            "drifted_partitions": MetadataValue.json(drifted),
+            "partitions_compared": compared,
+            # Which hours this run compared, at which milestone of their age (hours since they ended).
+            "compared": MetadataValue.json({d.partition_key: d.milestone_hours for d in plan.compare}),
+            "pending": MetadataValue.json([d.partition_key for d in plan.pending]),
+            "partitions_pending": len(plan.pending),
+            "compared_at": now.isoformat(),
+            "last_compared": MetadataValue.json({k: v.isoformat() for k, v in sorted(last_compared.items())}),
+            "rows_differing": sum(drifted.values()),
+        },
+    )
+
+
+def previous_comparisons(instance: DagsterInstance, key: AssetKey) -> dict[str, datetime]:
+    """When each hour was last compared, from the latest ``drift`` evaluation's metadata."""
+    records = instance.event_log_storage.get_asset_check_execution_history(
+        AssetCheckKey(key, DRIFT_CHECK), limit=1, status=COMPLETED_ASSET_CHECK_EXECUTION_RECORD_STATUSES
+    )
+    for record in records:
+        event = record.event.dagster_event if record.event else None
+        evaluation = event.event_specific_data if event else None
+        if not isinstance(evaluation, AssetCheckEvaluation):
+            continue
+        value = evaluation.metadata.get("last_compared")
+        data = getattr(value, "value", None) or getattr(value, "data", None)
+        if isinstance(data, str):
+            data = json.loads(data)
+        if isinstance(data, dict):
+            return {str(k): datetime.fromisoformat(str(v)) for k, v in data.items()}
+    return {}

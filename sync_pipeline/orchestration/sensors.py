@@ -3,20 +3,22 @@
 The sensors run in the long-lived code server, so they only read Dagster's own event log and post
 alerts; every database query (the drift comparison included) runs in a step process:
 
-- ``freshness_sensor`` evaluates each table's ``partition_freshness`` check from the event log,
-  records the result in the UI, and alerts once per newly missed partition.
+- ``freshness_sensor`` evaluates each table's ``partition_freshness`` check from the event log
+  (every due hour of the horizon), records the result in the UI when it changes, and alerts once
+  per gap of missed hours, naming them as ranges and what the catch-up will do about them, and
+  once more when the gap is closed (the cursor keeps the open gaps).
 - ``drift_sensor`` requests a ``drift_check`` run (the ``drift`` checks of every table, in step
   processes) every interval, unless a check or a repair is still queued or running; when one
   finishes it alerts on every drifted partition and requests a full-row re-sync of exactly those
   partitions (one run per drift, by ``run_key``).
 - ``sync_failure_sensor`` alerts when a run fails, with the tables whose steps failed, the
-  partition and the first step's error.
+  partition, the first step's error and whether the catch-up will request the hour again.
 """
 
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from urllib.parse import quote
 
 from dagster import (
@@ -45,6 +47,7 @@ from dagster import (
 from sync_pipeline.alerts import Alert, AlertKind
 from sync_pipeline.config import SyncConfig, TableConfig
 from sync_pipeline.orchestration.assets import COMPARE_TAG, REASON_TAG
+from sync_pipeline.orchestration.catch_up import catch_up_note
 from sync_pipeline.orchestration.checks import (
     DRIFT_CHECK,
     FRESHNESS_CHECK,
@@ -52,6 +55,7 @@ from sync_pipeline.orchestration.checks import (
     evaluate_freshness,
     freshness_result,
 )
+from sync_pipeline.orchestration.freshness import Freshness, collapse, describe, follow_gaps, parse_gaps
 from sync_pipeline.orchestration.ranged import failed_hour
 from sync_pipeline.orchestration.resources import AlertResource
 from sync_pipeline.orchestration.schedules import IN_FLIGHT_STATUSES, AssetJob
@@ -86,21 +90,23 @@ def build_freshness_sensor(config: SyncConfig, tables: Sequence[WatchedTable]) -
         minimum_interval_seconds=config.freshness.interval_seconds,
         default_status=status,
         description=(
-            "Flags a table whose newest due hour (hour + 1h + grace) is not synced, in the "
-            "partition_freshness check, and alerts once per missed partition."
+            "Flags every due hour (hour + 1h + grace) of the last "
+            f"{config.freshness.horizon_hours} hours that is not synced, in the partition_freshness "
+            "check, and alerts once per gap (and once more when the gap is closed)."
         ),
     )
     def _freshness(context: SensorEvaluationContext, alerts: AlertResource) -> SensorResult:
         now = datetime.now(UTC)
         state = json.loads(context.cursor or "{}")
-        alerted: dict[str, str] = state.get("alerted", {})
-        reported: dict[str, list[object]] = state.get("reported", {})
+        reported: dict[str, object] = state.get("reported", {})
+        gaps: dict[str, list[list[str]]] = {}
         events: list[AssetCheckEvaluation] = []
         for watched in tables:
             result = evaluate_freshness(context.instance, watched.key, watched.partitions, config, now)
             name = watched.table.name
-            if [result.partition_key, result.passed] != reported.get(name):
-                check = freshness_result(watched.key, result)
+            check = freshness_result(watched.key, result)
+            # Recorded when what the check says changes, not at every tick.
+            if check.description != reported.get(name):
                 events.append(
                     AssetCheckEvaluation(
                         asset_key=watched.key,
@@ -111,34 +117,60 @@ def build_freshness_sensor(config: SyncConfig, tables: Sequence[WatchedTable]) -
                         metadata=check.metadata,
                     )
                 )
-                reported[name] = [result.partition_key, result.passed]
-            if result.passed or result.partition_key is None or alerted.get(name) == result.partition_key:
-                continue
-            assert result.deadline is not None
-            alerts.send(
-                Alert(
-                    kind=AlertKind.MISSED_SYNC,
-                    table=name,
-                    partition_key=result.partition_key,
-                    summary=(
-                        f"Missed sync: {name} partition {result.partition_key} was not synced by its "
-                        f"deadline {result.deadline.isoformat()}"
-                    ),
-                    facts={
-                        "deadline": result.deadline.isoformat(),
-                        "grace_minutes": config.freshness.grace_minutes,
-                    },
-                    link=asset_link(config, watched.key, result.partition_key),
-                    occurred_at=now,
-                ),
-                context.log,
-            )
-            alerted[name] = result.partition_key
-        return SensorResult(
-            asset_events=events, cursor=json.dumps({"alerted": alerted, "reported": reported})
-        )
+                reported[name] = check.description
+            synced = context.instance.get_materialized_partitions(watched.key)
+            change = follow_gaps(parse_gaps(state, name), result, synced)
+            if change.new:
+                alerts.send(_missed_alert(config, watched, change.new, result, now), context.log)
+            for closed in change.closed:
+                alerts.send(_recovered_alert(config, watched, closed, now), context.log)
+            if change.gaps:
+                gaps[name] = change.gaps
+        return SensorResult(asset_events=events, cursor=json.dumps({"gaps": gaps, "reported": reported}))
 
     return _freshness
+
+
+def _missed_alert(
+    config: SyncConfig, watched: WatchedTable, hours: Sequence[str], status: Freshness, now: datetime
+) -> Alert:
+    """One alert for a new gap, however many hours it holds, naming them and what happens next."""
+    name = watched.table.name
+    ranges = describe(collapse(hours, watched.partitions))
+    deadline = watched.partitions.time_window_for_partition_key(hours[-1]).end.astimezone(UTC)
+    deadline += timedelta(minutes=config.freshness.grace_minutes)
+    return Alert(
+        kind=AlertKind.MISSED_SYNC,
+        table=name,
+        partition_key=hours[0],
+        summary=(
+            f"Missed sync: {name} has {len(hours)} due hours not synced: {ranges}; "
+            + catch_up_note(config, watched.partitions, hours, now)
+        ),
+        facts={
+            "hours": ranges,
+            "missing_hours": len(hours),
+            "missing_in_horizon": len(status.missing),
+            "deadline": deadline.isoformat(),
+            "grace_minutes": config.freshness.grace_minutes,
+        },
+        link=asset_link(config, watched.key, hours[0]),
+        occurred_at=now,
+    )
+
+
+def _recovered_alert(config: SyncConfig, watched: WatchedTable, hours: Sequence[str], now: datetime) -> Alert:
+    name = watched.table.name
+    ranges = describe(collapse(hours, watched.partitions))
+    return Alert(
+        kind=AlertKind.RECOVERED,
+        table=name,
+        partition_key=hours[0],
+        summary=f"Recovered: {name} has synced every hour of its gap {ranges}",
+        facts={"hours": ranges, "missing_hours": len(hours)},
+        link=asset_link(config, watched.key, hours[0]),
+        occurred_at=now,
+    )
 
 
 def build_drift_job(drift_checks: Sequence[AssetChecksDefinition]) -> AssetJob:
@@ -252,6 +284,7 @@ def _drifted_partitions(
 
 def build_failure_sensor(config: SyncConfig, tables: Sequence[WatchedTable]) -> SensorDefinition:
     names = {w.key: w.table.name for w in tables}
+    by_name = {w.table.name: w for w in tables}
     # Step keys of each table: its sync step and its checks' steps (<asset>_<check name>).
     steps: dict[str, str] = {}
     for w in tables:
@@ -277,17 +310,27 @@ def build_failure_sensor(config: SyncConfig, tables: Sequence[WatchedTable]) -> 
         reason = _step_error(failures[0]) if failures else context.failure_event.message
         error = ((reason or "").strip() or "run failed").splitlines()[0][:500]
         subject = ", ".join(sorted(tables_in_run))
+        now = datetime.now(UTC)
+        facts: dict[str, str | int] = {"run_id": run.run_id, "job": run.job_name, "error": error}
+        summary = (
+            f"Run failure: sync of {subject}"
+            + (f" partition {partition_key}" if partition_key else "")
+            + f" failed: {error}"
+        )
+        failed_tables = [by_name[t] for t in tables_in_run if t in by_name]
+        if partition_key and failed_tables:
+            # The step's own retries are spent; say whether the catch-up will try the hour again.
+            facts["catch_up"] = catch_up_note(config, failed_tables[0].partitions, [partition_key], now)
+            summary += f"; {facts['catch_up']}"
         alerts.send(
             Alert(
                 kind=AlertKind.RUN_FAILURE,
                 table=subject,
                 partition_key=partition_key,
-                summary=f"Run failure: sync of {subject}"
-                + (f" partition {partition_key}" if partition_key else "")
-                + f" failed: {error}",
-                facts={"run_id": run.run_id, "job": run.job_name, "error": error},
+                summary=summary,
+                facts=facts,
                 link=f"{config.ui_url.rstrip('/')}/runs/{run.run_id}",
-                occurred_at=datetime.now(UTC),
+                occurred_at=now,
             ),
             context.log,
         )

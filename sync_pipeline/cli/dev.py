@@ -47,7 +47,7 @@ def sync_last_hour(env: dict[str, str], now: datetime | None = None) -> list[lis
 
     from sync_pipeline.config import CONFIG_ENV_VAR
     from sync_pipeline.orchestration.resources import active_config
-    from sync_pipeline.orchestration.schedules import build_jobs
+    from sync_pipeline.orchestration.schedules import PARTITION_TAG, build_jobs
 
     config = active_config(env.get(CONFIG_ENV_VAR, ""))
     commands = []
@@ -62,7 +62,7 @@ def sync_last_hour(env: dict[str, str], now: datetime | None = None) -> list[lis
             [
                 str(Path(sys.executable).with_name("dagster")),
                 *("job", "execute", "-m", "sync_pipeline.definitions", "-j", job.name),
-                *("--tags", json.dumps({"dagster/partition": key})),
+                *("--tags", json.dumps({PARTITION_TAG: key})),
             ]
         )
     for command in commands:

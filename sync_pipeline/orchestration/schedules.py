@@ -34,6 +34,7 @@ from sync_pipeline.orchestration.checks import IN_SYNC_CHECK
 from sync_pipeline.orchestration.ranged import covers
 
 PARTITION_TAG = "dagster/partition"
+"""The run tag holding a run's partition key; Dagster's own name for it, whose constant is private."""
 
 # Runs not finished yet, waiting ones included: with a run queue a run of the hour may well be waiting
 # its turn. (Dagster's own list of in-progress statuses is private, and leaves out QUEUED and NOT_STARTED.)

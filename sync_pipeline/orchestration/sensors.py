@@ -58,10 +58,9 @@ from sync_pipeline.orchestration.checks import (
 from sync_pipeline.orchestration.freshness import Freshness, collapse, describe, follow_gaps, parse_gaps
 from sync_pipeline.orchestration.ranged import failed_hour
 from sync_pipeline.orchestration.resources import AlertResource
-from sync_pipeline.orchestration.schedules import IN_FLIGHT_STATUSES, AssetJob
+from sync_pipeline.orchestration.schedules import IN_FLIGHT_STATUSES, PARTITION_TAG, AssetJob
 
 DRIFT_JOB = "drift_check"
-PARTITION_TAG = "dagster/partition"
 _HANDLED_RUNS_KEPT = 50
 
 

@@ -28,8 +28,8 @@ from sync_pipeline.config.models import (
     SyncConfig,
     UnknownTableError,
 )
+from sync_pipeline.engine.db.dialects import SUPPORTED_BACKENDS
 from sync_pipeline.engine.settings import (
-    SUPPORTED_BACKENDS,
     ConnectionConfig,
     DeleteMode,
     TableConfig,

@@ -15,7 +15,7 @@ import re
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Final, Self
+from typing import Annotated, Self
 from zoneinfo import ZoneInfo
 
 from pydantic import (
@@ -34,16 +34,12 @@ from sqlalchemy.exc import ArgumentError
 from sync_pipeline.redaction import redact_url
 
 __all__ = [
-    "SUPPORTED_BACKENDS",
     "ConnectionConfig",
     "DeleteMode",
     "NonEmptyStr",
     "TableConfig",
     "TableRef",
 ]
-
-SUPPORTED_BACKENDS: Final = frozenset({"postgresql", "mysql", "mariadb", "sqlite"})
-"""SQLAlchemy backend names the sync engine has dialect-specific code and tests for."""
 
 _TABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -136,6 +132,10 @@ class ConnectionConfig(BaseModel):
             # SQLAlchemy ends the password at the first '@' and would hand the rest to the driver
             # as a host name, which the driver then quotes in its error: refuse, quoting nothing.
             raise ValueError("the password holds an unencoded '@': percent-encode it as %40 in the URL")
+        # The adapter registry is the one list of backends; imported here, as the engine package
+        # imports these settings while it loads.
+        from sync_pipeline.engine.db.dialects import SUPPORTED_BACKENDS
+
         backend = parsed.get_backend_name()
         if backend not in SUPPORTED_BACKENDS:
             raise ValueError(

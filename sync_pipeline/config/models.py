@@ -234,7 +234,7 @@ class DriftConfig(BaseModel):
 
     lookback_hours: int = Field(default=24, ge=1, le=24 * 31)
     interval_seconds: int = Field(default=600, ge=30)
-    max_partitions_per_run: int = Field(default=4, ge=1, le=1000)
+    max_partitions_per_run: int = Field(default=8, ge=1, le=1000)
     enabled: bool = True
 
 

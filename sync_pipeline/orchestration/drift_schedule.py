@@ -10,9 +10,11 @@ with the default 24): six comparisons over its lookback instead of 144 an hour.
 
 The schedule is kept in Dagster's own event log, in the drift check's metadata (``last_compared``:
 hour -> when it was last compared), so it survives restarts and is visible in the UI. A run compares
-at most ``drift.max_partitions_per_run`` hours of a table, the most overdue first (the earliest
-milestone passed), so a backlog (a new deployment, a daemon that was down) drains in order and no
-hour of the lookback waits forever while the runs keep up with one new hour an hour.
+at most ``drift.max_partitions_per_run`` hours of a table: hours at their last milestone first,
+then the most overdue (the earliest milestone passed), so a backlog (a new deployment, a daemon
+that was down) drains in order and no hour of the lookback leaves it uncompared while the runs keep
+up. At every full hour one hour of a table reaches each milestone (six with the default lookback),
+so a bound of at least that many lets every comparison happen in the first run after its milestone.
 
 Pure functions, no Dagster, no database: the drift check feeds them and acts on the plan.
 """
@@ -62,7 +64,9 @@ def plan_comparisons(
 
     An hour is due when a milestone of its age has passed since it was last compared (never
     compared: since its first milestone). Several passed milestones make one comparison, not
-    several. Ordered by when they became due, oldest first; ties newest hour first.
+    several. Hours at their last milestone go first (in an hour they leave the lookback), then by
+    when they became due, oldest first, ties newest hour first: a backlog drains in order and no
+    hour of the lookback leaves it uncompared while runs keep up with the last milestones.
     """
     ages = milestones(lookback_hours)
     due: list[DueComparison] = []
@@ -74,7 +78,8 @@ def plan_comparisons(
         compared = last_compared.get(partition_key)
         if compared is None or compared < since:
             due.append(DueComparison(partition_key, window, passed[-1], since))
-    due.sort(key=lambda d: (d.due_since, -d.window.start.timestamp()))
+    last = ages[-1]
+    due.sort(key=lambda d: (d.milestone_hours != last, d.due_since, -d.window.start.timestamp()))
     return DriftPlan(compare=due[:limit], pending=due[limit:])
 
 

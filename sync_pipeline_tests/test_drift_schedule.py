@@ -1,0 +1,275 @@
+"""The rolling schedule of drift comparisons (orchestration.drift_schedule) and the check that follows it.
+
+The schedule itself is pure, so its promises are checked over simulated days of runs: every synced
+hour of the lookback is compared at each milestone of its age within one run interval (the latency
+README states), no run compares more than its bound, and a backlog drains oldest first so no hour
+waits forever. Then the drift check on real databases, with its clock set by the test: which hours
+it compares run after run, what its metadata shows, and drift found at the next milestone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from dagster import AssetCheckEvaluation, AssetKey, DagsterInstance, instance_for_test
+
+from sync_pipeline.engine.diff.window import Window
+from sync_pipeline.orchestration import checks
+from sync_pipeline.orchestration.drift_schedule import (
+    detection_latency_hours,
+    milestones,
+    plan_comparisons,
+)
+from sync_pipeline_tests.conftest import MakeDbUrl
+from sync_pipeline_tests.dagster_helpers import (
+    create_source,
+    in_hour,
+    load_definitions,
+    row,
+    side,
+    utc,
+    write_orders_config,
+)
+from sync_pipeline_tests.helpers import Side, update
+
+KEY = AssetKey(["sync", "orders"])
+T0 = utc("2026-11-30T00:00")
+
+
+def test_milestones_double_and_end_in_the_last_hour_of_the_lookback() -> None:
+    """An hour is compared when 1, 2, 4, 8, 16 hours old and in the last hour of the lookback."""
+    assert milestones(24) == [1, 2, 4, 8, 16, 23]
+    assert milestones(6) == [1, 2, 4, 5]
+    assert milestones(2) == [1]
+    assert milestones(1) == [0]
+    assert milestones(168) == [1, 2, 4, 8, 16, 32, 64, 128, 167]
+
+
+def test_detection_latency_is_the_wait_for_the_next_milestone() -> None:
+    """Drift appearing at age a is looked for at the next milestone: at most a more hours (a >= 1)."""
+    assert detection_latency_hours(0.5, 24) == 0.5
+    assert detection_latency_hours(3, 24) == 1
+    assert detection_latency_hours(9, 24) == 7
+    assert detection_latency_hours(17, 24) == 6
+    assert detection_latency_hours(23.5, 24) is None  # past the last comparison
+
+
+def hour(n: int) -> tuple[str, Window]:
+    window = Window.hour_starting(T0 + timedelta(hours=n))
+    return window.partition_key(), window
+
+
+def simulate(
+    lookback: int, limit: int, interval: timedelta, *, start: int, stop: int, synced_from: int = 0
+) -> tuple[dict[str, list[datetime]], list[int]]:
+    """Drift runs every ``interval`` from hour ``start`` to hour ``stop`` (hours after T0).
+
+    Hours from ``synced_from`` on are synced as each ends (those ended before ``start`` are a
+    backlog: synced, never compared). Returns when each hour was compared, and each run's size.
+    """
+    compared: dict[str, list[datetime]] = {}
+    last: dict[str, datetime] = {}
+    sizes: list[int] = []
+    now = T0 + timedelta(hours=start)
+    while now < T0 + timedelta(hours=stop):
+        ended = int((now - T0) / timedelta(hours=1))
+        in_lookback = [
+            hour(n) for n in range(synced_from, ended) if hour(n)[1].end > now - timedelta(hours=lookback)
+        ]
+        plan = plan_comparisons(in_lookback, last, now, lookback, limit)
+        sizes.append(len(plan.compare))
+        for due in plan.compare:
+            compared.setdefault(due.partition_key, []).append(now)
+            last[due.partition_key] = now
+        now += interval
+    return compared, sizes
+
+
+@pytest.mark.parametrize(("lookback", "interval_minutes"), [(24, 10), (24, 1), (6, 10), (72, 30)])
+def test_every_hour_is_compared_at_each_milestone_within_one_interval(
+    lookback: int, interval_minutes: int
+) -> None:
+    """In steady state every hour of the lookback is compared at each milestone, one run late at most.
+
+    So drift that appears in an hour of age a is found by the milestone after a, plus one interval,
+    when a run may compare as many hours as there are milestones (at each full hour, one hour of
+    the table reaches each milestone). An hour costs len(milestones) comparisons over its whole
+    lookback, not one per run.
+    """
+    interval = timedelta(minutes=interval_minutes)
+    ages = milestones(lookback)
+    compared, sizes = simulate(lookback, len(ages), interval, start=0, stop=4 * lookback)
+    for n in range(lookback, 2 * lookback):  # hours whose whole lookback lies inside the simulation
+        key, window = hour(n)
+        times = compared[key]
+        assert len(times) == len(ages), key
+        for milestone, at in zip(ages, times, strict=True):
+            due = window.end + timedelta(hours=milestone)
+            assert due <= at < due + interval, (key, milestone, at)
+    assert max(sizes) <= len(ages)
+
+
+def test_with_a_smaller_bound_comparisons_wait_a_few_runs_but_every_one_happens() -> None:
+    """Two comparisons a run, six milestones an hour: each is at most three runs late, none is lost."""
+    interval = timedelta(minutes=10)
+    compared, sizes = simulate(24, 2, interval, start=0, stop=96)
+    assert max(sizes) == 2
+    for n in range(24, 48):
+        key, window = hour(n)
+        assert len(compared[key]) == 6, key
+        for milestone, at in zip(milestones(24), compared[key], strict=True):
+            due = window.end + timedelta(hours=milestone)
+            assert due <= at < due + 3 * interval, (key, milestone, at)
+
+
+def test_a_backlog_drains_within_the_bound_and_no_hour_leaves_the_lookback_uncompared() -> None:
+    """A new deployment: 24 hours synced, never compared, two comparisons a run. No run compares more
+    than two; the hour about to leave the lookback goes first; every hour of the backlog is compared
+    before it leaves, and the new hours keep their milestones once the backlog is gone.
+    """
+    compared, sizes = simulate(24, 2, timedelta(minutes=10), start=48, stop=96, synced_from=24)
+    assert max(sizes) == 2
+    for n in range(24, 72):
+        key, _ = hour(n)
+        assert compared.get(key), f"{key} left the lookback never compared"
+    first = plan_comparisons([hour(n) for n in range(24, 48)], {}, T0 + timedelta(hours=48), 24, 2)
+    assert first.compare[0].partition_key == hour(24)[0]  # at its last milestone (23 h)
+    assert len(first.pending) == 21  # 47:00 has just ended: not due before it is an hour old
+    for n in range(60, 72):  # hours synced after the backlog drained: on time again
+        key, window = hour(n)
+        for milestone, at in zip(milestones(24), compared[key], strict=False):
+            assert at < window.end + timedelta(hours=milestone) + timedelta(minutes=30), (key, milestone)
+
+
+# -- the drift check on real databases ----------------------------------------------------------
+
+
+@dataclass
+class Clock:
+    at: datetime
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    """The drift check's clock (it runs in process here), set by the test."""
+    clock = Clock(utc("2026-11-30T10:05"))
+
+    class Now(datetime):
+        @classmethod
+        def now(cls, tz: Any = None) -> Any:
+            return clock.at.astimezone(tz or UTC)
+
+    monkeypatch.setattr(checks, "datetime", Now)
+    return clock
+
+
+@pytest.fixture
+def instance() -> Iterator[DagsterInstance]:
+    with instance_for_test() as temp:
+        yield temp
+
+
+HOURS = [f"2026-11-30-{h:02d}:00" for h in range(4, 9)]  # 04:00 .. 08:00, five rows each
+
+
+@dataclass
+class Deployment:
+    source: Side
+    target: Side
+    instance: DagsterInstance
+    path: Path
+
+    def run(self, job: str, **kwargs: Any) -> Any:
+        result = (
+            load_definitions(str(self.path))
+            .resolve_job_def(job)
+            .execute_in_process(instance=self.instance, **kwargs)
+        )
+        assert result.success
+        return result
+
+    def drift_check(self) -> dict[str, Any]:
+        [evaluation] = self.run("drift_check").get_asset_check_evaluations()
+        assert isinstance(evaluation, AssetCheckEvaluation)
+        return {k: getattr(v, "value", v) for k, v in evaluation.metadata.items()} | {
+            "passed": evaluation.passed
+        }
+
+
+@pytest.fixture
+def deployment(make_db_url: MakeDbUrl, tmp_path: Path, instance: DagsterInstance) -> Deployment:
+    source = side("sqlite", make_db_url("sqlite", "source"))
+    target = side("postgresql", make_db_url("postgresql", "target"))
+    rows = [
+        row(i * 10 + j, in_hour(Window.from_partition_key(key), j))
+        for i, key in enumerate(HOURS)
+        for j in range(5)
+    ]
+    create_source(source, rows)
+    path = write_orders_config(
+        tmp_path / "sync.yaml",
+        source,
+        target,
+        start="2026-11-30T00:00:00",
+        drift={"lookback_hours": 24, "max_partitions_per_run": 2},
+    )
+    deployed = Deployment(source, target, instance, path)
+    for key in HOURS:
+        deployed.run("sync_hourly", partition_key=key)
+    return deployed
+
+
+def test_drift_check_compares_a_bounded_number_of_due_hours_and_shows_its_schedule(
+    deployment: Deployment, clock: Clock
+) -> None:
+    """Five synced hours, all past a milestone: two a run, the most overdue first, then none until the
+    next milestone; the metadata names the hours compared, their milestone, and the state.
+    """
+    clock.at = utc("2026-11-30T10:05")  # ages: 04:00 -> 5.1h (milestone 4) .. 08:00 -> 1.1h (milestone 1)
+
+    first = deployment.drift_check()
+    assert first["passed"]
+    # 04:00 passed its milestone 4 at 09:00; 05:00 its milestone 4 at 10:00; 06:00 its 2 at 09:00 ...
+    assert first["compared"] == {"2026-11-30-04:00": 4, "2026-11-30-06:00": 2}
+    assert first["partitions_compared"] == 2
+    # Due since 10:00 (ties, newest first): 08:00 at 1 hour, 07:00 at 2, 05:00 at 4.
+    assert first["pending"] == ["2026-11-30-08:00", "2026-11-30-07:00", "2026-11-30-05:00"]
+
+    second = deployment.drift_check()
+    assert second["compared"] == {"2026-11-30-07:00": 2, "2026-11-30-08:00": 1}
+    third = deployment.drift_check()
+    assert third["compared"] == {"2026-11-30-05:00": 4}
+    quiet = deployment.drift_check()
+    assert (quiet["compared"], quiet["pending"]) == ({}, [])
+    assert set(quiet["last_compared"]) == set(HOURS)
+
+    clock.at = utc("2026-11-30T11:05")  # 08:00 is 2 hours old now, 06:00 is 4
+    assert deployment.drift_check()["compared"] == {"2026-11-30-08:00": 2, "2026-11-30-06:00": 4}
+
+
+def test_drift_in_an_old_hour_is_found_at_its_next_milestone(deployment: Deployment, clock: Clock) -> None:
+    """A value changed behind the pipeline's back in an hour already compared at 4 hours old is found
+    when the hour reaches 8 hours, not before, and the check names the hour and the rows.
+    """
+    clock.at = utc("2026-11-30T10:05")
+    while deployment.drift_check()["compared"]:
+        pass
+    target = sa.Table("orders", sa.MetaData(), autoload_with=deployment.target.engine)
+    update(deployment.target, target, target.c.id == 1, amount=999)  # a row of 04:00
+
+    clock.at = utc("2026-11-30T12:30")  # 04:00 is 7.5 hours old: no milestone since 4
+    assert "2026-11-30-04:00" not in deployment.drift_check()["compared"]
+
+    clock.at = utc("2026-11-30T13:01")  # 8 hours old
+    found: dict[str, Any] = {}
+    while not found.get("drifted_partitions"):
+        found = deployment.drift_check()
+        assert found["compared"], "the drifted hour was never compared"
+    assert found["drifted_partitions"] == {"2026-11-30-04:00": 1}
+    assert not found["passed"]

@@ -3,61 +3,56 @@
 The order of work is what makes the guarantees of SPEC section 4 hold:
 
 1. :func:`~sync_pipeline.engine.plan.plan_sync` checks both tables before anything is written.
-2. A lock on the target (advisory lock, ``GET_LOCK``, or SQLite's write lock) keeps two syncs of the
-   same table and window from interleaving; it dies with the session, so a killed run leaves none.
+2. The window's lock and one transaction on the target (:mod:`~sync_pipeline.engine.transaction`)
+   keep two syncs of the same table and window apart and make the window's changes atomic.
 3. Count and hash of the window on both sides, computed in the databases: an unchanged window ends
    here. Otherwise the descent narrows to the key ranges that differ.
-4. Keys and ``updated_at`` of those ranges stream from both sides and are merged; only keys that are
-   new, changed, or gone are looked up and fetched, a chunk at a time, and staged.
-5. One set-based upsert and delete apply the stage; one commit makes the window's changes visible.
+4. Ranges with no target row in the window (the first sync of an hour, or rows only the source has)
+   travel whole: the source's rows stream straight to the target's session
+   (:mod:`~sync_pipeline.engine.bulk`), with no key compared.
+5. In the other ranges, keys and ``updated_at`` stream from both sides and are merged; only keys
+   that are new, changed, or gone are looked up, decided (:mod:`~sync_pipeline.engine.classify`),
+   fetched a chunk at a time, and staged.
+6. Set-based upserts and one delete apply the stages; one commit makes the window's changes visible.
 """
 
 from __future__ import annotations
 
 import logging
-import queue
-import threading
 from collections import Counter
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
 from functools import partial
 from time import perf_counter
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
-from sync_pipeline.engine.db.dialects.sqlite import BEGIN_OPTION
-from sync_pipeline.engine.db.engine import is_driver_error, open_engine, redact_url, translate_error
+from sync_pipeline.engine.bulk import RangeLoader, TargetGaps, refuse_bad_keys
+from sync_pipeline.engine.classify import Compare, KeyBatch, classify, count, take
+from sync_pipeline.engine.db.engine import is_driver_error, open_engine, translate_error
 from sync_pipeline.engine.db.side import TableSide
-from sync_pipeline.engine.diff.merge import ChunkDiff, Key, diff_chunks
+from sync_pipeline.engine.diff.merge import Key, diff_chunks
 from sync_pipeline.engine.diff.segments import Descent, KeyRange
 from sync_pipeline.engine.diff.stats import SyncStats
 from sync_pipeline.engine.diff.window import Window
 from sync_pipeline.engine.plan import plan_sync, with_row_comparison
 from sync_pipeline.engine.settings import DeleteMode, TableConfig
-from sync_pipeline.engine.writer import PartitionWriter
-from sync_pipeline.errors import DataError, LockTimeout
+from sync_pipeline.engine.streams import read_ahead
+from sync_pipeline.engine.transaction import locked_window, window_lock_name
+from sync_pipeline.engine.writer import PartitionWriter, RangeCounts
+from sync_pipeline.errors import DataError
+
+__all__ = ["ChangeCallback", "Compare", "ProgressCallback", "sync_partition", "window_lock_name"]
 
 log = logging.getLogger(__name__)
 
-Compare = Literal["updated_at", "row"]
 ProgressCallback = Callable[[SyncStats], None]
 ChangeCallback = Callable[[str, Key], None]
 T = TypeVar("T")
-
-
-def window_lock_name(schema: str | None, table: str, window: Window) -> str:
-    """The name a sync locks ``table``'s ``window`` under on its target.
-
-    Public so that an operator (or a test) can see who holds it: ``pg_locks`` shows the advisory key
-    ``hashtextextended(name, 0)``; MariaDB's ``IS_USED_LOCK`` takes the adapter's digest of it. On
-    MariaDB and MySQL, whose lock names are global to the server, ``schema`` of a table named without
-    one is the connection's database (``Adapter.lock_scope``).
-    """
-    return f"{schema or ''}.{table}@{window.start.isoformat()}"
+Both = Callable[[Callable[[], Any], Callable[[], Any]], tuple[Any, Any]]
 
 
 def sync_partition(
@@ -74,8 +69,9 @@ def sync_partition(
     """Make the target's rows of ``window`` equal to the source's, and say what changed.
 
     ``compare="row"`` compares every synced column instead of ``updated_at`` alone: slower, but it
-    finds and repairs values changed without touching ``updated_at`` (drift). With ``dry_run`` it is
-    the verification of a partition: the stats count the rows that differ.
+    finds and repairs values changed without touching ``updated_at`` (drift). The source is then the
+    truth: a row that differs is overwritten even where the source's ``updated_at`` moved backwards.
+    With ``dry_run`` it is the verification of a partition: the stats count the rows that differ.
 
     With ``dry_run`` nothing is written (not even a missing target table) and the stats say what a
     sync would do; ``on_change(kind, key)`` is told every key it would insert, update or delete.
@@ -95,30 +91,6 @@ def sync_partition(
         raise
 
 
-@dataclass
-class _Batch:
-    """Keys awaiting lookup and fetch; flushed every chunk so memory stays bounded."""
-
-    source_only: list[tuple[Key, int]] = field(default_factory=list)
-    changed: list[Key] = field(default_factory=list)
-    target_only: list[tuple[Key, int]] = field(default_factory=list)
-
-    def __len__(self) -> int:
-        return len(self.source_only) + len(self.changed) + len(self.target_only)
-
-    def split(self, size: int) -> Iterator[_Batch]:
-        """Batches of at most ``size`` keys: one lookup's ``IN (...)`` stays under the parameter limit."""
-        part = _Batch()
-        for name in ("source_only", "changed", "target_only"):
-            for item in getattr(self, name):
-                getattr(part, name).append(item)
-                if len(part) >= size:
-                    yield part
-                    part = _Batch()
-        if len(part):
-            yield part
-
-
 class _Sync:
     def __init__(
         self,
@@ -131,7 +103,7 @@ class _Sync:
         on_change: ChangeCallback | None,
         compare: Compare = "updated_at",
     ) -> None:
-        self.compare = compare
+        self.compare: Compare = compare
         self.config = table
         self.source_engine = source
         self.target_engine = target
@@ -170,38 +142,27 @@ class _Sync:
         return self.stats
 
     def _locked_sync(self, target: TableSide) -> None:
+        started = perf_counter()
+        what = f"{self.config.name} {self.window}"
         timeout = self.config.lock_timeout_seconds
-        wrote = False
-        with self.target_engine.connect() as conn:
-            schema = target.name.schema or target.adapter.lock_scope(conn)
-            lock_name = window_lock_name(schema, target.name.table, self.window)
-            with self._timed("lock"):
-                if not target.adapter.acquire_lock(conn, lock_name, timeout):
-                    raise LockTimeout(
-                        f"another sync of {self.config.name} {self.window} held the lock for more than "
-                        f"{timeout:g}s (target {redact_url(self.target_engine.url)})"
-                    )
-            try:
-                conn.execution_options(**{BEGIN_OPTION: "IMMEDIATE"})
-                try:
-                    transaction = conn.begin()
-                except sa.exc.OperationalError as error:
-                    if "locked" in str(error.orig):
-                        raise LockTimeout(
-                            f"another sync holds the write lock of {target.name} for more than {timeout:g}s"
-                        ) from error
-                    raise
-                with transaction:
-                    writer = PartitionWriter(
-                        conn, target, self.plan.columns, self.window, self.plan.soft_delete_column
-                    )
-                    self._diff(target, writer)
-                    with self._timed("apply"):
-                        writer.apply()
-                        writer.close()
-                    wrote = bool(writer.staged_rows or writer.staged_keys)
-            finally:
-                _quietly(lambda: target.adapter.release_lock(conn, lock_name))
+        with locked_window(self.target_engine, target, self.window, what=what, timeout=timeout) as conn:
+            self.stats.add_time("lock", perf_counter() - started)
+            writer = PartitionWriter(
+                conn,
+                target,
+                self.plan.columns,
+                self.window,
+                self.plan.soft_delete_column,
+                force_ranges=self.compare == "row",
+            )
+            self._diff(target, writer)
+            with self._timed("apply"):
+                refuse_bad_keys(writer, self.plan.source, self.window)
+                writer.apply()
+                self._count_ranges(writer.range_counts)
+                writer.close()
+            wrote = bool(writer.staged_rows or writer.staged_keys or writer.staged_ranges)
+            wrote = wrote or bool(self.stats.rows_direct)
         if not wrote:
             # Nothing was written: the window holds what the checksum (or the merge) just counted,
             # and the steady-state sync of an unchanged window costs no second scan of it.
@@ -210,9 +171,22 @@ class _Sync:
         with self.target_engine.connect() as conn:
             self.stats.target_rows = target.count_window(conn, self.window)
 
+    def _count_ranges(self, counts: RangeCounts) -> None:
+        """Add what the apply counted, set-based, of the rows staged by range."""
+        stats = self.stats
+        kept = 0 if self.compare == "row" else counts.newer  # a whole-row repair overwrites them
+        stats.inserted += counts.inserted
+        stats.moved_in += counts.existing - kept
+        stats.updated += counts.existing - kept
+        stats.skipped_newer += kept
+
     # -- diff ------------------------------------------------------------------------------------
     def _diff(self, target: TableSide, writer: PartitionWriter | None) -> None:
         source = self.plan.source
+        # Per-key reporting (on_change) needs every key; a dry run writes nothing to stream into.
+        bulk = None
+        if writer is not None and self.on_change is None:
+            bulk = RangeLoader(self.plan, writer, self.window, self.chunk_size, self.stats, self._timed)
         with ExitStack() as stack, ThreadPoolExecutor(2, thread_name_prefix="sync-side") as pool:
             src_scan = stack.enter_context(self.source_engine.connect())
             src_fetch = stack.enter_context(self.source_engine.connect())
@@ -223,29 +197,37 @@ class _Sync:
                 future = pool.submit(on_target)
                 return on_source(), future.result()
 
-            ranges = self._ranges(source, target, src_scan, tgt_scan, both)
-            batch = _Batch()
+            batch = KeyBatch()
             limit = source.batch_size(self.chunk_size)
             count_rows = not self.plan.hash_compare
-            with self._timed("merge"):
-                for krange in ranges:
-                    # Each side's keys are read on a thread of their own, a few chunks ahead, so both
-                    # servers and the comparison work at the same time. Closed on any error too: a
-                    # half-read SQLite cursor would keep a read lock that blocks every later writer.
-                    src_stream = partial(source.key_stream, src_scan, self.window, krange, self.chunk_size)
-                    tgt_stream = partial(target.key_stream, tgt_scan, self.window, krange, self.chunk_size)
-                    with (
-                        _read_ahead(src_stream, "sync-source-keys") as src_chunks,
-                        _read_ahead(tgt_stream, "sync-target-keys") as tgt_chunks,
-                    ):
-                        for chunk in diff_chunks(src_chunks, tgt_chunks):
-                            self._take(chunk, batch, count_rows)
-                            if len(batch) >= limit:
-                                for part in batch.split(limit):
-                                    self._flush(part, source, target, src_fetch, tgt_lookup, writer)
-                                batch = _Batch()
+            flush = partial(self._flush, source=source, target=target, src_fetch=src_fetch,
+                            tgt_lookup=tgt_lookup, writer=writer)  # fmt: skip
+            ranges = self._ranges(source, target, src_scan, tgt_scan, both, bulk is not None)
+            for krange, target_empty in ranges:
+                if target_empty and bulk is not None:
+                    streamed = self.stats.rows_streamed
+                    bulk.load(src_fetch, krange)
+                    if count_rows:
+                        self.stats.source_rows += self.stats.rows_streamed - streamed
+                    continue
+                # Each side's keys are read on a thread of their own, a few chunks ahead, so both
+                # servers and the comparison work at the same time. Closed on any error too: a
+                # half-read SQLite cursor would keep a read lock that blocks every later writer.
+                src_stream = partial(source.key_stream, src_scan, self.window, krange, self.chunk_size)
+                tgt_stream = partial(target.key_stream, tgt_scan, self.window, krange, self.chunk_size)
+                with (
+                    self._timed("merge"),
+                    read_ahead(src_stream, "sync-source-keys") as src_chunks,
+                    read_ahead(tgt_stream, "sync-target-keys") as tgt_chunks,
+                ):
+                    for chunk in diff_chunks(src_chunks, tgt_chunks):
+                        take(chunk, batch, self.stats, self.compare, count_rows=count_rows)
+                        if len(batch) >= limit:
+                            for part in batch.split(limit):
+                                flush(part)
+                            batch = KeyBatch()
             for part in batch.split(limit):
-                self._flush(part, source, target, src_fetch, tgt_lookup, writer)
+                flush(part)
         if self.dry_run:
             self.stats.target_rows = (
                 self.stats.target_rows_before
@@ -261,11 +243,13 @@ class _Sync:
         target: TableSide,
         src: sa.Connection,
         tgt: sa.Connection,
-        both: Callable[[Callable[[], Any], Callable[[], Any]], tuple[Any, Any]],
-    ) -> Iterator[KeyRange]:
-        """Key ranges whose keys must be merged; equal ranges are counted as unchanged and skipped."""
+        both: Both,
+        bulk: bool,
+    ) -> Iterator[tuple[KeyRange, bool]]:
+        """Key ranges whose rows must be compared or copied, each with whether the target holds none of
+        the window's rows in it (then they travel whole). Equal ranges are counted unchanged and skipped."""
         if not self.plan.hash_compare:
-            yield KeyRange()
+            yield KeyRange(), bulk and target.count_window(tgt, self.window) == 0
             return
         with self._timed("checksum"):
             (src_sum, src_lo, src_hi), (tgt_sum, tgt_lo, tgt_hi) = both(
@@ -278,44 +262,33 @@ class _Sync:
             self.stats.unchanged += src_sum.count
             return
         self.stats.ranges_differing += 1
+        if bulk and tgt_sum.count == 0:
+            yield KeyRange(), True  # the first sync of the hour: nothing in the target to compare with
+            return
         bounds = [b for b in (src_lo, src_hi, tgt_lo, tgt_hi) if b is not None]
         if not (source.single_integer_key and target.single_integer_key and bounds):
-            yield KeyRange()
+            yield KeyRange(), False
             return
+        gaps = TargetGaps()
         descent = Descent(
-            source_buckets=lambda r, w: source.bucket_checksums(src, self.window, r, w),
-            target_buckets=lambda r, w: target.bucket_checksums(tgt, self.window, r, w),
+            source_buckets=gaps.source(partial(source.bucket_checksums, src, self.window)),
+            target_buckets=gaps.target(partial(target.bucket_checksums, tgt, self.window)),
             leaf_rows=max(2 * self.chunk_size, 1000),
             both=both,  # the two sides' bucket queries run at the same time
         )
-        yield from descent.differing(
+        for krange in descent.differing(
             KeyRange(min(bounds), max(bounds) + 1), max(src_sum.count, tgt_sum.count)
-        )
+        ):
+            yield krange, bulk and gaps.covers(krange)
         self.stats.ranges_compared += descent.ranges_compared
         self.stats.ranges_differing += descent.ranges_differing
         self.stats.unchanged += descent.rows_proved_equal
 
-    def _take(self, chunk: ChunkDiff, batch: _Batch, count_rows: bool) -> None:
-        """Count a compared stretch of keys and queue its differing keys for lookup and fetch."""
-        stats = self.stats
-        stats.keys_scanned += chunk.source_keys + chunk.target_keys
-        if count_rows:
-            stats.source_rows += chunk.source_keys
-            stats.target_rows_before += chunk.target_keys
-        stats.unchanged += chunk.unchanged
-        for key, source_ts, target_ts in chunk.changed:
-            # A row fingerprint is a hash, not a time: any difference is a change to copy.
-            if self.compare == "row" or source_ts > target_ts:
-                batch.changed.append(key)
-            else:
-                stats.skipped_newer += 1  # the target holds a newer version: never overwrite it
-        batch.source_only.extend(chunk.source_only)
-        batch.target_only.extend(chunk.target_only)
-
     # -- lookups, fetches, staging ---------------------------------------------------------------
     def _flush(
         self,
-        batch: _Batch,
+        batch: KeyBatch,
+        *,
         source: TableSide,
         target: TableSide,
         src_fetch: sa.Connection,
@@ -325,35 +298,27 @@ class _Sync:
         if not len(batch):
             return
         stats = self.stats
-        to_write: dict[Key, str] = {}
-        to_delete: list[Key] = []
+        source_only = [key for key, _ in batch.source_only]
+        target_only = [key for key, _ in batch.target_only]
+        source_at = target_at = None
         with self._timed("lookup"):
-            if batch.source_only:
-                existing = target.lookup(tgt_lookup, [key for key, _ in batch.source_only])
-                for key, source_ts in batch.source_only:
-                    if key not in existing:
-                        to_write[key] = "inserted"
-                    elif (target_ts := existing[key]) is not None and target_ts > source_ts:
-                        stats.skipped_newer += 1
-                    else:
-                        to_write[key] = "moved_in"
-            for key in batch.changed:
-                to_write[key] = "updated"
-            if batch.target_only:
-                found = source.lookup(src_fetch, [key for key, _ in batch.target_only])
-                for key, in_target in batch.target_only:
-                    if key not in found:
-                        to_delete.append(key)
-                    elif (now_at := found[key]) is None:
-                        # A source row whose updated_at became NULL is in no window: it is counted in
-                        # null_updated_at and its target row is left as it is, never deleted.
-                        pass
-                    elif self.compare == "updated_at" and now_at < in_target:
-                        # Stamped earlier than the target's version (after a NULL, or a clock set
-                        # back): the upsert would not overwrite the newer row, so do not count it.
-                        stats.skipped_newer += 1
-                    else:
-                        to_write[key] = "moved_out"
+            in_target = target.lookup(tgt_lookup, source_only) if source_only else {}
+            in_source = source.lookup(src_fetch, target_only) if target_only else {}
+            if self.compare == "row":
+                # The batch carries row hashes: each side's updated_at of its own keys says which
+                # way a row moved.
+                source_at = source.lookup(src_fetch, source_only) if source_only else {}
+                target_at = target.lookup(tgt_lookup, target_only) if target_only else {}
+        decision = classify(
+            batch,
+            in_target=in_target,
+            in_source=in_source,
+            compare=self.compare,
+            stats=stats,
+            source_at=source_at,
+            target_at=target_at,
+        )
+        to_write, to_delete = decision.to_write, decision.to_delete
         deleting = self.config.delete_mode is not DeleteMode.IGNORE
         with self._timed("fetch"):
             rows = list(source.fetch_rows(src_fetch, list(to_write), self.plan.columns)) if to_write else []
@@ -375,7 +340,7 @@ class _Sync:
             if key not in fetched:
                 stats.vanished_during_sync += 1  # deleted since the key scan; the next sync sees it
                 continue
-            self._count(kind)
+            count(stats, kind)
             if self.on_change is not None:
                 self.on_change(kind, key)
         for key in to_delete:
@@ -390,20 +355,10 @@ class _Sync:
                 writer.stage_rows([self.plan.convert(row) for row in rows])
                 if deleting and to_delete:
                     writer.stage_deletes(to_delete)
+                writer.stage_forced([key for key in decision.forced if key in fetched])
         if self.on_progress is not None:
             self.on_progress(self.stats)
         log.debug("chunk staged: %d rows, %d deletes", len(rows), len(to_delete))
-
-    def _count(self, kind: str) -> None:
-        stats = self.stats
-        if kind == "inserted":
-            stats.inserted += 1
-        else:
-            stats.updated += 1
-            if kind == "moved_in":
-                stats.moved_in += 1
-            elif kind == "moved_out":
-                stats.moved_out += 1
 
     def _predict_into_missing_target(self) -> None:
         """Dry run against a target that does not exist yet: every source row would be inserted."""
@@ -423,74 +378,3 @@ class _Sync:
             yield
         finally:
             self.stats.add_time(phase, perf_counter() - started)
-
-
-def _quietly(action: Callable[[], object]) -> None:
-    """Run a cleanup whose failure must not hide the real error (a dead connection drops its lock)."""
-    try:
-        action()
-    except sa.exc.SQLAlchemyError as error:
-        log.debug("cleanup failed: %s", error)
-
-
-@dataclass(frozen=True)
-class _Failed:
-    error: BaseException
-
-
-_DONE = object()
-
-
-@contextmanager
-def _read_ahead(
-    produce: Callable[[], Generator[T, None, None]], name: str, depth: int = 2
-) -> Iterator[Iterator[T]]:
-    """Run a stream on a thread of its own, at most ``depth`` items ahead of its reader.
-
-    The stream's generator is created, drained and closed on that thread (its connection is used by
-    no other thread meanwhile); its error is raised to the reader. Leaving the block early stops the
-    thread at its next item and waits for it, so the stream's cursor is closed when the block ends.
-    """
-    items: queue.Queue[object] = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def put(item: object) -> bool:
-        while not stop.is_set():
-            try:
-                items.put(item, timeout=0.05)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def work() -> None:
-        end: object = _DONE
-        try:
-            stream = produce()
-            try:
-                for item in stream:
-                    if not put(item):
-                        return
-            finally:
-                stream.close()
-        except BaseException as error:  # noqa: BLE001 - handed to the reader, who raises it
-            end = _Failed(error)
-        put(end)
-
-    thread = threading.Thread(target=work, name=name, daemon=True)
-    thread.start()
-
-    def read() -> Iterator[T]:
-        while True:
-            item = items.get()
-            if item is _DONE:
-                return
-            if isinstance(item, _Failed):
-                raise item.error
-            yield item  # type: ignore[misc]
-
-    try:
-        yield read()
-    finally:
-        stop.set()
-        thread.join()

@@ -1,14 +1,18 @@
 """Writing one partition's changes: stage in session-private tables, apply set-based, commit once.
 
 While the diff streams, changed rows are appended to a temporary stage table (binary COPY on
-PostgreSQL, multi-row INSERTs elsewhere) and keys to delete to a second one, a chunk at a time. When
-the diff is done, one upsert and one delete move the stage into the target inside the same
-transaction. A crash anywhere before the commit leaves the target untouched; stage tables vanish with
-the session. Reads of the target use other connections, which never see the uncommitted stage.
+PostgreSQL, multi-row INSERTs elsewhere) and keys to delete to a second one, a chunk at a time. Rows
+that travel by range (:mod:`~sync_pipeline.engine.bulk`) and may meet a target row of another hour go
+to a third, whose counts (inserted, moved in, newer in the target) are taken by one set-based query
+when it is applied. When the diff is done, upserts and one delete move the stages into the target
+inside the same transaction. A crash anywhere before the commit leaves the target untouched; stage
+tables vanish with the session. Reads of the target use other connections, which never see the
+uncommitted stage.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
@@ -20,6 +24,21 @@ from sync_pipeline.engine.diff.window import Window
 
 STAGE_ROWS = "sync_pipeline_stage_rows"
 STAGE_KEYS = "sync_pipeline_stage_keys"
+STAGE_FORCED = "sync_pipeline_stage_forced"  # keys whose newer target row a whole-row repair overwrites
+STAGE_RANGES = "sync_pipeline_stage_ranges"  # rows that travelled by range, counted set-based
+
+
+@dataclass(frozen=True)
+class RangeCounts:
+    """What applying the rows staged by range did, counted in the database before the upsert."""
+
+    staged: int = 0
+    existing: int = 0  # the target held the key (in another hour): moved in, or newer and kept
+    newer: int = 0  # of those, target rows newer than the source's: never overwritten (unless forced)
+
+    @property
+    def inserted(self) -> int:
+        return self.staged - self.existing
 
 
 class PartitionWriter:
@@ -32,29 +51,40 @@ class PartitionWriter:
         columns: list[str],
         window: Window,
         soft_delete_column: str | None,
+        *,
+        force_ranges: bool = False,
     ) -> None:
         self.conn = conn
         self.target = target
         self.adapter: Adapter = target.adapter
         self.window = window
         self.soft_delete_column = soft_delete_column
+        self.force_ranges = force_ranges  # compare="row": the source is the truth for staged ranges too
         self.columns = columns + ([soft_delete_column] if soft_delete_column else [])
         self.rows = self._stage_table(STAGE_ROWS, self.columns)
         self.keys = self._stage_table(STAGE_KEYS, target.key_columns)
+        self.forced: sa.Table | None = None
+        self.ranges: sa.Table | None = None
         self.staged_rows = 0
         self.staged_keys = 0
+        self.staged_forced = 0
+        self.staged_ranges = 0
+        self.range_counts = RangeCounts()
 
     def _stage_table(self, name: str, columns: list[str]) -> sa.Table:
         like = sa.select(*(self.target.table.c[c] for c in columns))
         self.adapter.create_stage(self.conn, name, like)
         return sa.Table(
-            name, sa.MetaData(), *(sa.Column(c, _bind_type(self.target.table.c[c].type)) for c in columns)
+            name, sa.MetaData(), *(sa.Column(c, bind_type(self.target.table.c[c].type)) for c in columns)
         )
+
+    def with_soft_delete(self, rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        """Rows in the synced columns' order, plus ``False`` for the soft-delete column if there is one."""
+        return [(*row, False) for row in rows] if self.soft_delete_column else rows
 
     def stage_rows(self, rows: list[tuple[Any, ...]]) -> None:
         """Stage full rows (in the synced columns' order) to upsert."""
-        if self.soft_delete_column:
-            rows = [(*row, False) for row in rows]
+        rows = self.with_soft_delete(rows)
         self.adapter.copy_rows(self.conn, self.rows, rows)
         self.staged_rows += len(rows)
 
@@ -64,13 +94,34 @@ class PartitionWriter:
         self.adapter.copy_rows(self.conn, self.keys, rows)
         self.staged_keys += len(rows)
 
+    def stage_forced(self, keys: list[Key]) -> None:
+        """Stage keys (of staged rows) to overwrite even where the target's ``updated_at`` is newer."""
+        if not keys:
+            return
+        if self.forced is None:
+            self.forced = self._stage_table(STAGE_FORCED, self.target.key_columns)
+        rows = [key if isinstance(key, tuple) else (key,) for key in keys]
+        self.adapter.copy_rows(self.conn, self.forced, rows)
+        self.staged_forced += len(rows)
+
+    def range_stage(self) -> sa.Table:
+        """The stage of rows travelling by range (created on first use), in :attr:`columns` order."""
+        if self.ranges is None:
+            self.ranges = self._stage_table(STAGE_RANGES, self.columns)
+        return self.ranges
+
     def apply(self) -> tuple[int, int]:
         """Upsert the staged rows and delete the staged keys; returns the rows each statement touched."""
         upserted = deleted = 0
         target = self.target
+        if self.staged_forced:
+            assert self.forced is not None
+            self._take_staged_timestamps(self.rows, self.forced)
         if self.staged_rows:
             stmt = self.adapter.merge_statement(target.table, self.rows, target.key_columns, target.ts_column)
             upserted = self.conn.execute(stmt).rowcount
+        if self.staged_ranges:
+            upserted += self._apply_ranges()
         if self.staged_keys:
             matches = self.adapter.staged_keys_match(target.table, self.keys, target.key_columns)
             # Only rows still inside this window: a row that a concurrent sync of a later window
@@ -83,13 +134,48 @@ class PartitionWriter:
             deleted = self.conn.execute(stmt).rowcount
         return upserted, deleted
 
+    def _take_staged_timestamps(self, stage: sa.Table, only: sa.Table | None) -> None:
+        """Give target rows the staged ``updated_at`` so the upsert's never-overwrite-newer guard lets
+        the staged row through: how a whole-row repair overwrites a row whose source moved backwards.
+        """
+        target = self.target.table
+        ts = self.target.ts_column
+        keys = self.target.key_columns
+        where = [target.c[k] == stage.c[k] for k in keys]
+        if only is not None:
+            where += [target.c[k] == only.c[k] for k in keys]
+        self.conn.execute(sa.update(target).where(*where).values({ts: stage.c[ts]}))
+
+    def _apply_ranges(self) -> int:
+        """Check, count and upsert the rows staged by range, all set-based."""
+        stage = self.range_stage()
+        target = self.target.table
+        keys = self.target.key_columns
+        ts = self.target.ts_column
+        joined = stage.outerjoin(target, sa.and_(*(stage.c[k] == target.c[k] for k in keys)))
+        newer = sa.and_(target.c[ts].is_not(None), target.c[ts] > stage.c[ts])
+        total, existing, newer_count = self.conn.execute(
+            sa.select(
+                sa.func.count(),
+                sa.func.count(target.c[keys[0]]),
+                sa.func.coalesce(sa.func.sum(sa.case((newer, 1), else_=0)), 0),
+            ).select_from(joined)
+        ).one()
+        self.range_counts = RangeCounts(int(total), int(existing), int(newer_count))
+        if self.force_ranges and newer_count:
+            self._take_staged_timestamps(stage, None)
+        stmt = self.adapter.merge_statement(target, stage, keys, ts)
+        return int(self.conn.execute(stmt).rowcount)
+
     def close(self) -> None:
         """Drop the stage tables (PostgreSQL drops them at commit already)."""
-        for name in (STAGE_ROWS, STAGE_KEYS):
+        names = [STAGE_ROWS, STAGE_KEYS]
+        names += [t.name for t in (self.forced, self.ranges) if t is not None]
+        for name in names:
             self.adapter.drop_stage(self.conn, name)
 
 
-def _bind_type(type_: sa.types.TypeEngine[Any]) -> sa.types.TypeEngine[Any]:
+def bind_type(type_: sa.types.TypeEngine[Any]) -> sa.types.TypeEngine[Any]:
     # A reflected JSON column would write SQL NULL as the JSON text 'null'; keep NULL a NULL.
     if isinstance(type_, sa.JSON):
         return type(type_)(none_as_null=True)

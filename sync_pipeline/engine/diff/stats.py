@@ -31,7 +31,10 @@ class SyncStats:
     kept_deleted: int = 0  # vanished from the source but kept, as delete_mode=ignore asks
     skipped_newer: int = 0  # target already had a newer version: never overwritten
     vanished_during_sync: int = 0  # deleted in the source between the key scan and the row fetch
-    rows_fetched: int = 0  # full source rows read
+    rows_fetched: int = 0  # full source rows read (by key, or by range)
+    rows_streamed: int = 0  # of those, rows that travelled by range with no key compared (bulk path)
+    rows_direct: int = 0  # of those, written straight into the target: keys above all it held
+    ranges_streamed: int = 0  # key ranges with no target row in the window, whose rows travelled whole
     keys_scanned: int = 0  # (key, updated_at) pairs streamed from both sides
     ranges_compared: int = 0  # key ranges whose count and hash were compared in the databases
     ranges_differing: int = 0

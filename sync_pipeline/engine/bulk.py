@@ -1,0 +1,348 @@
+"""Rows that travel by range: the bulk path of a sync, where comparing key by key cannot pay.
+
+The first sync of every hour finds the target's window empty; a descent may find key ranges whose
+rows are only in the source. Merging keys there would look every key up in the target and fetch every
+row back from the source by key lists, for nothing: every row of the range must be written anyway.
+Here the source's rows of such a range stream once, in key order, straight to the target's session
+(PostgreSQL: binary COPY, byte for byte from a PostgreSQL source whose columns have the target's
+types; other sources through their server-side or unbuffered cursors), a chunk at a time.
+
+Where they land depends on what they could meet in the target:
+
+* keys above every key the target holds (any hour, any row: the usual case for the new hour of an
+  auto-increment or time-ordered id) conflict with nothing: they go **directly into the target**, in
+  a savepoint of the window's transaction. A row another session committed meanwhile with such a key
+  fails the savepoint with a unique violation; it is rolled back and the range goes the other way.
+* every other key may exist in another hour of the target (moved in), possibly newer: those rows go
+  to a stage, and the apply counts (inserted, moved in, newer in the target) and upserts them
+  set-based, under the upsert's never-overwrite-newer guard (:class:`~sync_pipeline.engine.writer.
+  PartitionWriter`).
+
+Everything stays inside the window's one transaction, so the promises of a partition sync hold,
+under a kill too; memory holds one chunk of rows (or one COPY buffer).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import psycopg
+import sqlalchemy as sa
+
+from sync_pipeline.engine.db.schema import Family, family_of
+from sync_pipeline.engine.db.side import TableSide
+from sync_pipeline.engine.diff.segments import BucketChecksums, Checksum, KeyRange
+from sync_pipeline.engine.diff.stats import SyncStats
+from sync_pipeline.engine.diff.window import Window
+from sync_pipeline.engine.plan import SyncPlan
+from sync_pipeline.engine.writer import PartitionWriter, bind_type
+from sync_pipeline.errors import DataError
+
+log = logging.getLogger(__name__)
+
+Rows = list[tuple[Any, ...]]
+
+
+class TargetGaps:
+    """Which key ranges the descent saw holding source rows but no target row of the window.
+
+    It listens to both sides' bucket queries (wrap them with :meth:`source` and :meth:`target`); a
+    range the descent hands over is a gap when buckets empty on the target's side cover it whole.
+    """
+
+    def __init__(self) -> None:
+        self._source: dict[tuple[KeyRange, int], dict[int, Checksum]] = {}
+        self._target: dict[tuple[KeyRange, int], dict[int, Checksum]] = {}
+
+    def source(self, buckets: BucketChecksums) -> BucketChecksums:
+        return self._recording(buckets, self._source)
+
+    def target(self, buckets: BucketChecksums) -> BucketChecksums:
+        return self._recording(buckets, self._target)
+
+    @staticmethod
+    def _recording(
+        buckets: BucketChecksums, into: dict[tuple[KeyRange, int], dict[int, Checksum]]
+    ) -> BucketChecksums:
+        def recorded(krange: KeyRange, width: int) -> dict[int, Checksum]:
+            result = buckets(krange, width)
+            into[(krange, width)] = result
+            return result
+
+        return recorded
+
+    def covers(self, krange: KeyRange) -> bool:
+        """Whether the target holds no row of the window in ``krange`` (as far as the descent saw)."""
+        if not krange.bounded:
+            return False
+        assert krange.lo is not None
+        assert krange.hi is not None
+        empty: list[tuple[int, int]] = []
+        for (parent, width), source in self._source.items():
+            target = self._target.get((parent, width))
+            if target is None or parent.lo is None or parent.hi is None:
+                continue
+            for i in source:
+                if target.get(i, Checksum(0, 0)).count == 0:
+                    lo = parent.lo + i * width
+                    empty.append((lo, min(lo + width, parent.hi)))
+        reach = krange.lo
+        for lo, hi in sorted(empty):
+            if lo > reach:
+                break
+            reach = max(reach, hi)
+            if reach >= krange.hi:
+                return True
+        return False
+
+
+def range_clause(side: TableSide, window: Window, krange: KeyRange) -> sa.ColumnElement[bool]:
+    clause = side.window_clause(window)
+    if krange.lo is not None:
+        clause = sa.and_(clause, side.keys[0] >= krange.lo)
+    if krange.hi is not None:
+        clause = sa.and_(clause, side.keys[0] < krange.hi)
+    return clause
+
+
+def rows_select(side: TableSide, window: Window, krange: KeyRange, columns: list[str]) -> sa.Select[Any]:
+    """The window's rows of a key range, ``columns`` in order, in key order."""
+    order = [
+        side.adapter.ordered(column, is_string=family_of(column.type) is Family.TEXT) for column in side.keys
+    ]
+    return (
+        sa.select(*(side.table.c[name] for name in columns))
+        .where(range_clause(side, window, krange))
+        .order_by(*order)
+    )
+
+
+class RangeLoader:
+    """Streams source rows of whole key ranges into the window's transaction (see the module doc)."""
+
+    def __init__(
+        self,
+        plan: SyncPlan,
+        writer: PartitionWriter,
+        window: Window,
+        chunk_size: int,
+        stats: SyncStats,
+        timed: Callable[[str], Any],
+    ) -> None:
+        self.plan = plan
+        self.source = plan.source
+        self.writer = writer
+        self.target = writer.target
+        self.conn = writer.conn
+        self.window = window
+        self.chunk_size = chunk_size
+        self.stats = stats
+        self.timed = timed
+        # Only an integer key has a "largest key" both engines agree on.
+        self.direct = self.source.single_integer_key and self.target.single_integer_key
+        self.into_target = sa.Table(
+            self.target.name.table,
+            sa.MetaData(),
+            *(sa.Column(c, bind_type(self.target.table.c[c].type)) for c in writer.columns),
+            schema=self.target.name.schema,
+        )
+        self._passthrough: bool | None = None
+
+    # -- what goes where ---------------------------------------------------------------------------
+    def load(self, source_conn: sa.Connection, krange: KeyRange) -> None:
+        """Write the source's rows of ``krange`` (a range with no target row in the window)."""
+        self.stats.ranges_streamed += 1
+        for part, direct in self._parts(krange):
+            if direct and self._load_direct(source_conn, part):
+                continue
+            with self.timed("stream"):
+                written = self._copy(source_conn, part, self.writer.range_stage())
+            self.writer.staged_ranges += written
+            self.stats.rows_streamed += written
+            self.stats.rows_fetched += written
+
+    def _parts(self, krange: KeyRange) -> Iterator[tuple[KeyRange, bool]]:
+        """``krange`` split at the target's largest key: below may conflict, above cannot."""
+        if not self.direct:
+            yield krange, False
+            return
+        top = _max_key(self.target, self.conn)
+        if top is None:
+            yield krange, True
+            return
+        above = int(top) + 1
+        if krange.lo is None or krange.lo < above:
+            yield KeyRange(krange.lo, above if krange.hi is None else min(krange.hi, above)), False
+        if krange.hi is None or krange.hi > above:
+            yield KeyRange(above if krange.lo is None else max(krange.lo, above), krange.hi), True
+
+    def _load_direct(self, source_conn: sa.Connection, krange: KeyRange) -> bool:
+        """Rows whose keys no target row holds, straight into the target, in a savepoint."""
+        try:
+            with self.timed("stream_direct"), self.conn.begin_nested():
+                written = self._copy(source_conn, krange, self.into_target)
+        except (sa.exc.IntegrityError, psycopg.IntegrityError) as error:
+            # Another session committed one of these keys since we looked (or the source repeats a
+            # key): the savepoint is rolled back, and the range is staged and upserted instead.
+            log.info("direct load of %s %s conflicted, staging it: %s", self.target.name, krange, error)
+            _reset_after_copy(source_conn)
+            return False
+        self.stats.inserted += written
+        self.stats.rows_streamed += written
+        self.stats.rows_fetched += written
+        self.stats.rows_direct += written
+        return True
+
+    # -- moving rows -------------------------------------------------------------------------------
+    def _copy(self, source_conn: sa.Connection, krange: KeyRange, into: sa.Table) -> int:
+        """Stream the window's rows of ``krange`` from the source into ``into``; how many."""
+        select = rows_select(self.source, self.window, krange, self.plan.columns)
+        if self.target.adapter.name == "postgresql":
+            if self._can_pass_through(source_conn):
+                return _pipe_binary(source_conn, self.conn, select, into)
+            return _copy_rows(self.conn, into, self._converted(source_conn, select))
+        written = 0
+        names = [column.name for column in into.columns]
+        for rows in self._converted(source_conn, select):
+            self.conn.execute(into.insert(), [dict(zip(names, row, strict=True)) for row in rows])
+            written += len(rows)
+        return written
+
+    def _converted(self, source_conn: sa.Connection, select: sa.Select[Any]) -> Iterator[Rows]:
+        """The source's rows, a chunk at a time through a server-side (or unbuffered) cursor, in the
+        target's types, with ``False`` for a soft-delete column."""
+        convert = self.plan.convert
+        result = source_conn.execution_options(stream_results=True, yield_per=self.chunk_size).execute(select)
+        try:
+            for partition in result.partitions():
+                yield self.writer.with_soft_delete([convert(tuple(row)) for row in partition])
+        finally:
+            result.close()
+
+    def _can_pass_through(self, source_conn: sa.Connection) -> bool:
+        """Whether a PostgreSQL source's binary COPY output can be written to the target unchanged.
+
+        When no value needs converting (the plan's converter is the identity), no soft-delete column
+        is added, and every column has the same type on both sides: then the bytes are what psycopg
+        would have written anyway, and no row is ever built in Python.
+        """
+        if self._passthrough is None:
+            self._passthrough = (
+                self.source.adapter.name == "postgresql"
+                and self.writer.soft_delete_column is None
+                and _converts_nothing(self.plan)
+                and _type_oids(source_conn, self.source.table, self.plan.columns)
+                == _type_oids(self.conn, self.target.table, self.plan.columns)
+            )
+        return self._passthrough
+
+
+def refuse_bad_keys(writer: PartitionWriter, source: TableSide, window: Window) -> None:
+    """A NULL or repeated key among the rows staged by range fails the sync, naming the source table
+    and its key columns, before anything is applied."""
+    stage = writer.ranges
+    if stage is None or not writer.staged_ranges:
+        return
+    conn = writer.conn
+    keys = [stage.c[k] for k in writer.target.key_columns]
+    names = ", ".join(map(repr, source.key_columns))
+    nulls = conn.execute(
+        sa.select(sa.func.count()).select_from(stage).where(sa.or_(*(k.is_(None) for k in keys)))
+    ).scalar_one()
+    if nulls:
+        raise DataError(
+            f"{source.name} has {nulls} row(s) in the window {window} with a NULL in key column(s) "
+            f"{names}; keys must be non-NULL"
+        )
+    repeated = conn.execute(sa.select(*keys).group_by(*keys).having(sa.func.count() > 1).limit(5)).all()
+    if repeated:
+        shown = ", ".join(repr(row[0] if len(row) == 1 else tuple(row)) for row in repeated)
+        raise DataError(
+            f"{source.name} has duplicate key {shown} in the window {window} (columns {names}); "
+            "the primary_key columns must be unique in the source"
+        )
+
+
+def _max_key(side: TableSide, conn: sa.Connection) -> Any:
+    """The largest key of the whole table (any hour, soft-deleted rows included), or ``None``."""
+    return conn.execute(sa.select(sa.func.max(side.keys[0]))).scalar()
+
+
+def _converts_nothing(plan: SyncPlan) -> bool:
+    # The plan's converter is the identity exactly when it returns the very tuple it was given.
+    probe = tuple(None for _ in plan.columns)
+    try:
+        return plan.convert(probe) is probe
+    except Exception:  # noqa: BLE001 - a converter that rejects NULLs converts something
+        return False
+
+
+def _driver(conn: sa.Connection) -> psycopg.Connection[Any]:
+    driver = conn.connection.driver_connection
+    assert isinstance(driver, psycopg.Connection)
+    return driver
+
+
+def _type_oids(conn: sa.Connection, table: sa.Table, columns: list[str]) -> list[int]:
+    select = sa.select(*(table.c[c] for c in columns)).limit(0)
+    with _driver(conn).cursor() as cursor:
+        cursor.execute(_literal(select, conn))
+        return [d.type_code for d in cursor.description or ()]
+
+
+def _literal(select: sa.Select[Any], conn: sa.Connection) -> str:
+    """A statement as text with its values inlined: COPY takes no parameters."""
+    return str(select.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
+
+
+def _copy_target(conn: sa.Connection, into: sa.Table) -> str:
+    preparer = conn.dialect.identifier_preparer
+    columns = ", ".join(preparer.quote(column.name) for column in into.columns)
+    return f"COPY {preparer.format_table(into)} ({columns}) FROM STDIN (FORMAT BINARY)"
+
+
+def _pipe_binary(
+    source_conn: sa.Connection, conn: sa.Connection, select: sa.Select[Any], into: sa.Table
+) -> int:
+    """PostgreSQL to PostgreSQL: the source's binary COPY output, block by block, into the target's COPY."""
+    query = _literal(select, source_conn)
+    with _driver(source_conn).cursor() as reader, _driver(conn).cursor() as writer:
+        with (
+            writer.copy(_copy_target(conn, into)) as sink,
+            reader.copy(f"COPY ({query}) TO STDOUT (FORMAT BINARY)") as stream,
+        ):
+            for block in stream:
+                sink.write(block)
+        return max(0, writer.rowcount)
+
+
+def _copy_rows(conn: sa.Connection, into: sa.Table, chunks: Iterator[Rows]) -> int:
+    """Rows into a PostgreSQL table by one binary COPY (plain INSERTs for a type with no binary form)."""
+    driver = _driver(conn)
+    written = 0
+    with driver.cursor() as cursor:
+        cursor.execute(_literal(sa.select(*into.columns).select_from(into).limit(0), conn))
+        oids = [d.type_code for d in cursor.description or ()]
+        if not all(driver.adapters.types.get(oid) for oid in oids):
+            names = [column.name for column in into.columns]
+            for rows in chunks:
+                conn.execute(into.insert(), [dict(zip(names, row, strict=True)) for row in rows])
+                written += len(rows)
+            return written
+        with cursor.copy(_copy_target(conn, into)) as copy:
+            copy.set_types(oids)
+            for rows in chunks:
+                for row in rows:
+                    copy.write_row(row)
+                written += len(rows)
+    return written
+
+
+def _reset_after_copy(source_conn: sa.Connection) -> None:
+    """End the source's transaction after an interrupted COPY out, so the range can be read again."""
+    try:
+        source_conn.rollback()
+    except sa.exc.SQLAlchemyError as error:
+        log.debug("source rollback failed: %s", error)

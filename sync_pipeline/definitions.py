@@ -25,6 +25,7 @@ from sync_pipeline.orchestration.sensors import (
     build_failure_sensor,
     build_freshness_sensor,
 )
+from sync_pipeline.orchestration.sources import build_source_specs, with_sources_and_owners
 
 
 def build_definitions(config_path: str) -> Definitions:
@@ -54,7 +55,10 @@ def build_definitions(config_path: str) -> Definitions:
     drift_job = build_drift_job(drift_checks)
     sync_jobs = [job for job, _ in jobs]
     return Definitions(
-        assets=with_catch_up(build_sync_assets(config), config),
+        assets=[
+            *build_source_specs(config),
+            *with_sources_and_owners(config, with_catch_up(build_sync_assets(config), config)),
+        ],
         asset_checks=[*freshness_checks, *drift_checks],
         jobs=[*sync_jobs, drift_job, *extra_jobs],
         schedules=[*build_schedules(jobs, config), *extra_schedules],

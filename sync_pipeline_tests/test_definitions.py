@@ -105,6 +105,10 @@ def test_demo_definitions(environment: Path) -> None:
         AssetKey(["sync", "orders"]),
         AssetKey(["sync", "customers"]),
         AssetKey(["sync", "events"]),
+        # The source tables, as external assets upstream of their syncs.
+        AssetKey(["source", "demo_source", "orders"]),
+        AssetKey(["source", "demo_source", "customers"]),
+        AssetKey(["source", "demo_source", "events"]),
     }
     assert {job.name for job in repository.get_all_jobs()} >= {"sync_hourly", "demo_activity_job"}
     schedules = {s.name: s for s in repository.schedule_defs}
@@ -251,7 +255,8 @@ def test_loading_opens_no_database_connection(tmp_path: Path, silent_server: soc
     defs = load_definitions(str(path))
     RepositorySnap.from_def(defs.get_repository_def())  # what the code server sends the UI
 
-    assert len(list(defs.get_repository_def().asset_graph.get_all_asset_keys())) == 3
+    # Three sync assets and the three source tables upstream of them.
+    assert len(list(defs.get_repository_def().asset_graph.get_all_asset_keys())) == 6
     with pytest.raises(BlockingIOError):
         silent_server.accept()
     assert not (tmp_path / "no").exists()
@@ -314,9 +319,13 @@ def test_module_defs_follow_the_config_environment_variable(tmp_path: Path) -> N
         )
         return done.stdout.strip().splitlines()[-1]
 
-    assert keys(**{CONFIG_ENV_VAR: str(path)}) == "['sync/items', 'sync/orders']"
+    # Both tables read app's orders: one source asset upstream of both.
+    assert keys(**{CONFIG_ENV_VAR: str(path)}) == "['source/app/orders', 'sync/items', 'sync/orders']"
     demo = tmp_path / "demo"
-    assert keys(**{DATA_DIR_ENV: str(demo)}) == "['sync/customers', 'sync/events', 'sync/orders']"
+    assert keys(**{DATA_DIR_ENV: str(demo)}) == (
+        "['source/demo_source/customers', 'source/demo_source/events', 'source/demo_source/orders',"
+        " 'sync/customers', 'sync/events', 'sync/orders']"
+    )
     assert (demo / "demo.json").exists()
 
 

@@ -45,6 +45,12 @@ _TABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 NonEmptyStr = Annotated[str, Field(min_length=1)]
 
+# Dagster's rules for asset owners and definition tags, restated: the engine imports no Dagster.
+_EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,7}")
+_TAG_KEY = re.compile(r"([A-Za-z0-9_.-]{1,63}/)?[A-Za-z0-9_.-]{1,63}")
+_TAG_VALUE = re.compile(r"[A-Za-z0-9_.-]{0,63}")
+_RESERVED_TAG_PREFIXES = ("dagster/", "sync_pipeline/")
+
 
 class DeleteMode(StrEnum):
     """What to do in the target with rows that disappeared from the source."""
@@ -201,6 +207,10 @@ class TableConfig(BaseModel):
     # nullable. False for a target whose schema is managed elsewhere (or whose user may not ALTER):
     # the sync then fails, naming the column, before writing anything.
     add_missing_columns: bool = True
+    # Who answers for the table, and labels to filter by: shown on its asset in the Dagster UI, in
+    # Dagster's own forms (checked here, so that a mistake names the table and field at load).
+    owners: list[NonEmptyStr] = Field(default_factory=list)
+    tags: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("name")
     @classmethod
@@ -230,6 +240,33 @@ class TableConfig(BaseModel):
                 f"must be on the hour (minute, second and microsecond 0), got {start.isoformat()}"
             )
         return start
+
+    @field_validator("owners")
+    @classmethod
+    def _check_owners(cls, owners: list[str]) -> list[str]:
+        for owner in owners:
+            if not (_EMAIL.fullmatch(owner) or (owner.startswith("team:") and len(owner) > len("team:"))):
+                raise ValueError(
+                    f"{quoted(owner)} is neither an email address nor a team ('team:<name>'), "
+                    "the two forms Dagster accepts as asset owners"
+                )
+        return owners
+
+    @field_validator("tags")
+    @classmethod
+    def _check_tags(cls, tags: dict[str, str]) -> dict[str, str]:
+        for key, value in tags.items():
+            if not _TAG_KEY.fullmatch(key) or key.startswith(_RESERVED_TAG_PREFIXES):
+                raise ValueError(
+                    f"tag key {quoted(key)}: letters, digits, '_', '-' and '.', at most 63, optionally "
+                    "after a 'prefix/' of the same; the prefixes dagster/ and sync_pipeline/ are reserved"
+                )
+            if not _TAG_VALUE.fullmatch(value):
+                raise ValueError(
+                    f"tag {quoted(key)}: value {quoted(value)} may hold only letters, digits, '_', '-' "
+                    "and '.', at most 63 (Dagster's rule for tags on definitions)"
+                )
+        return tags
 
     @field_validator("naive_timezone")
     @classmethod

@@ -9,7 +9,8 @@ Connection URLs carry passwords, often injected through ``${VAR}`` from the envi
 in this module echoes an input value it does not control: pydantic is told to hide inputs, YAML
 syntax errors are re-worded without their source snippet, exceptions from URL parsing are never
 chained, and as a last line of defence messages built from validation errors are scrubbed of the
-passwords (of four characters or more) of the configured URLs before they are raised.
+secrets of the configured URLs (in every form :mod:`sync_pipeline.redaction` knows) before they
+are raised.
 
 The file is also untrusted in size and shape: it is read only up to 1 MiB, and the parsed
 structure is walked with a node budget and a depth limit so that a YAML alias bomb ("billion

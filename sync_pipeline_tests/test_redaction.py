@@ -6,14 +6,30 @@ unencoded ``@``, a ``?password=`` query parameter) against every way a URL reach
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+from dagster import materialize
+from dagster_shared.serdes import serialize_value
 from pydantic import SecretStr
 
 from sync_pipeline.alerts import Alert, AlertKind
-from sync_pipeline.config import ConnectionConfig, parse_config
+from sync_pipeline.config import ConnectionConfig, load_config, parse_config
 from sync_pipeline.engine.db.engine import redact_url as engine_redact_url
 from sync_pipeline.errors import ConfigError
+from sync_pipeline.orchestration.assets import build_sync_asset
+from sync_pipeline.orchestration.resources import SyncResource
 from sync_pipeline.redaction import Scrubber, redact_url, redact_urls_in, scrub, url_secrets
+from sync_pipeline_tests.conftest import MakeDbUrl
+from sync_pipeline_tests.dagster_helpers import (
+    H08,
+    create_source,
+    in_hour,
+    row,
+    side,
+    table_entry,
+    write_config,
+)
 
 SECRET = "hunter2-secret"  # noqa: S105 -- a marker searched for in output, not a credential
 
@@ -149,3 +165,38 @@ tables:
     with pytest.raises(ConfigError, match=r"table 'orders': field '\*\*\*': unknown key") as caught:
         parse_config(text, source="sync.yaml")
     assert SECRET not in str(caught.value)
+
+
+@pytest.mark.parametrize("reachable", [True, False], ids=["synced", "unreachable"])
+def test_query_password_stays_out_of_dagster_events(
+    tmp_path: Path, make_db_url: MakeDbUrl, reachable: bool
+) -> None:
+    """A ?password= target URL appears in no event of a run, whether the sync succeeds or fails.
+
+    Every event the run records (materialization metadata, logs, the failure and its message) is
+    serialized as Dagster stores it and searched for the secret.
+    """
+    source_url = make_db_url("sqlite", "app")
+    create_source(side("sqlite", source_url), [row(i, in_hour(H08, i)) for i in range(1, 4)])
+    target = (
+        make_db_url("postgresql", "warehouse")
+        if reachable
+        else "postgresql+psycopg://postgres@127.0.0.1:1/db"
+    )
+    path = write_config(
+        tmp_path / "sync.yaml",
+        {"app": source_url, "warehouse": f"{target}?password={SECRET}"},
+        [table_entry("orders", "app", "warehouse")],
+        retry={"max_retries": 0},
+    )
+    config = load_config(path)
+    result = materialize(
+        [build_sync_asset(config.tables[0], config)],
+        partition_key="2026-11-30-08:00",
+        resources={"sync": SyncResource(config_path=str(path))},
+        raise_on_error=False,
+    )
+    assert result.success is reachable
+    events = result.all_events
+    assert events
+    assert SECRET not in serialize_value(events)

@@ -185,6 +185,7 @@ def plan_sync(config: TableConfig, source: sa.Engine, target: sa.Engine, *, crea
         live,
     )
     _check_keys(source_side, target_side)
+    _align_key_types(source_side, target_side)
     _use_native_hash(source_side, target_side)
     converters = [
         converter(
@@ -266,6 +267,26 @@ def _require_zone(conn: sa.Connection, name: TableName, zone: str) -> None:
     problem = adapter_for(conn.dialect.name).zone_problem(conn, zone)
     if problem is not None:
         raise SchemaError(f"{name}: naive timestamps are read in naive_timezone {zone!r}, but {problem}")
+
+
+def _align_key_types(source: TableSide, target: TableSide) -> None:
+    """Make both sides yield each key column as one Python type, or refuse the key before writing.
+
+    A uuid key stored as text on the other side is read as text (see
+    :func:`~sync_pipeline.engine.db.canonical.key_value`). A timestamp key between two engines is
+    refused: one engine returns instants, the other wall times, at other precisions, so equal keys
+    would not compare equal and the merge would insert and delete the same rows on every run.
+    """
+    for name, s, t in zip(source.key_columns, source.key_families(), target.key_families(), strict=True):
+        if {s, t} == {Family.UUID, Family.TEXT}:
+            side = source if s is Family.UUID else target
+            side.text_keys = side.text_keys | {name}
+        if Family.TIMESTAMP in (s, t) and source.adapter.name != target.adapter.name:
+            raise SchemaError(
+                f"{target.name}: key column {name!r} is a timestamp; timestamp keys are compared only "
+                f"between two tables of one engine, not {source.adapter.name} to {target.adapter.name}: "
+                "use an integer, text or uuid key"
+            )
 
 
 def _check_keys(source: TableSide, target: TableSide) -> None:

@@ -32,6 +32,18 @@ _PORTABLE = {Family.INTEGER, Family.TEXT, Family.TIMESTAMP, Family.BOOLEAN, Fami
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
+def key_value(column: sa.Column[Any], *, as_text: bool) -> ColumnElement[Any]:
+    """A key column as both sides' key streams, lookups and fetches yield it.
+
+    The merge compares keys of the two sides as Python values, so each key column must come back as
+    one type on both: a PostgreSQL ``uuid`` key whose other side stores text (MariaDB ``CHAR(36)``,
+    SQLite) is read as its text, ``'0a1b…-…'``, lowercase with hyphens, which is what the sync writes
+    into such a target. Its order is unchanged: uuids sort by their bytes, and the lowercase hex text
+    of 16 bytes (hyphens at fixed places) sorts the same in binary order, the order of text keys.
+    """
+    return sa.cast(column, sa.Text).label(column.name) if as_text else column
+
+
 def in_database(
     source: sa.Column[Any], source_dialect: str, target: sa.Column[Any], target_dialect: str
 ) -> bool:

@@ -14,6 +14,7 @@ from typing import Any, cast
 import sqlalchemy as sa
 from sqlalchemy.sql.elements import ColumnElement
 
+from sync_pipeline.engine.db.canonical import key_value
 from sync_pipeline.engine.db.dialects import Adapter
 from sync_pipeline.engine.db.dialects.sqlite import hash60
 from sync_pipeline.engine.db.schema import Family, TableName, family_of
@@ -58,11 +59,19 @@ class TableSide:
     # checksums use the engine's own hash of (key, updated_at) instead of the cross-engine mix
     # (see :meth:`~sync_pipeline.engine.db.dialects.base.Adapter.native_row_hash`). Set by the plan.
     native_hash: bool = False
+    # Key columns read as text because the other side stores them as text (a uuid key into CHAR(36));
+    # see :func:`~sync_pipeline.engine.db.canonical.key_value`. Set by the plan.
+    text_keys: frozenset[str] = frozenset()
 
     # -- derived expressions --------------------------------------------------------------------
     @property
     def keys(self) -> list[sa.Column[Any]]:
         return [self.table.c[name] for name in self.key_columns]
+
+    @property
+    def key_values(self) -> list[ColumnElement[Any]]:
+        """The key columns as the merge compares them: one Python type per column on both sides."""
+        return [key_value(column, as_text=column.name in self.text_keys) for column in self.keys]
 
     @property
     def ts(self) -> sa.Column[Any]:
@@ -97,7 +106,9 @@ class TableSide:
         if krange.lo is not None:
             clause = sa.and_(clause, self.keys[0] >= krange.lo)
         if krange.hi is not None:
-            clause = sa.and_(clause, self.keys[0] < krange.hi)
+            # key <= hi - 1, not key < hi: one past the largest key (2**63, 2**64, 2**31) is no value
+            # of the column's type, and PostgreSQL, SQLite and MySQL refuse or widen such a bound.
+            clause = sa.and_(clause, self.keys[0] <= krange.hi - 1)
         return clause
 
     @property
@@ -154,13 +165,16 @@ class TableSide:
             return self.keys[0], self.adapter.native_row_hash(self.keys[0], self.ts, naive=self.naive)
         if not self.mixes:
             return self.keys[0], self._row_hash()
-        inner = sa.select(sa.cast(self.keys[0], sa.BigInteger).label("k"), self.ts_micros.label("m")).where(
-            self._range_clause(window, krange)
-        )
+        inner = sa.select(
+            self.keys[0].label("stored_key"),
+            sa.cast(self.keys[0], sa.BigInteger).label("k"),
+            self.ts_micros.label("m"),
+        ).where(self._range_clause(window, krange))
         if self.adapter.isolate_row_values:
             inner = inner.offset(0)
         rows = inner.subquery("hashed_rows")
-        return rows.c.k, self.adapter.mix_hash(rows.c.k, rows.c.m)
+        # Ranges and buckets by the stored key: its cast to signed wraps a BIGINT UNSIGNED above 2**63.
+        return rows.c.stored_key, self.adapter.mix_hash(rows.c.k, rows.c.m)
 
     def _aggregate(
         self, window: Window, krange: KeyRange, columns: Callable[[ColumnElement[Any]], list[Any]]
@@ -227,7 +241,9 @@ class TableSide:
             yield from self._python_fingerprints(conn, window, krange, order, chunk_size)
             return
         stmt = (
-            sa.select(*self.keys, self.fingerprint).where(self._range_clause(window, krange)).order_by(*order)
+            sa.select(*self.key_values, self.fingerprint)
+            .where(self._range_clause(window, krange))
+            .order_by(*order)
         )
         n = len(self.key_columns)
         raw = n == 1 and not _needs_processing(stmt, conn.dialect)
@@ -272,7 +288,7 @@ class TableSide:
         texts = self.row_texts
         n = len(self.key_columns)
         stmt = (
-            sa.select(*self.keys, *(self.table.c[c] for c in self.row_columns))
+            sa.select(*self.key_values, *(self.table.c[c] for c in self.row_columns))
             .where(self._range_clause(window, krange))
             .order_by(*order)
         )
@@ -294,7 +310,7 @@ class TableSide:
         found: dict[Key, int | None] = {}
         if not keys:
             return found
-        stmt = sa.select(*self.keys, self.ts_micros).where(self._key_in(keys))
+        stmt = sa.select(*self.key_values, self.ts_micros).where(self._key_in(keys))
         for row in conn.execute(stmt):
             found[self._key_of(row)] = row[-1]
         return found
@@ -305,6 +321,9 @@ class TableSide:
         """Full rows (in ``columns`` order) of those keys that still exist."""
         if not keys:
             return
-        stmt = sa.select(*(self.table.c[name] for name in columns)).where(self._key_in(keys))
+        values = {value.name: value for value in self.key_values if isinstance(value, sa.Label)}
+        stmt = sa.select(*(values.get(name, self.table.c[name]) for name in columns)).where(
+            self._key_in(keys)
+        )
         for row in conn.execute(stmt):
             yield tuple(row)

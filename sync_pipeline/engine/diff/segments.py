@@ -20,6 +20,12 @@ from functools import partial
 # Hash sums from different engines are compared modulo this (SQLite's aggregate wraps at 2**63).
 HASH_MODULUS = 1 << 63
 
+# The widest key range a bucket query may cover: each row's bucket is ``(key - lo) // width``,
+# computed by the database in signed 64 bits (unsigned on MySQL), so ``key - lo`` must fit in one.
+# Random 64-bit ids span up to 2**64 - 1; such a range is halved in Python, bounds pushed as
+# parameters, until each part fits (two or four queries instead of one, only for such tables).
+MAX_BUCKET_SPAN = 1 << 62
+
 
 @dataclass(frozen=True, slots=True)
 class KeyRange:
@@ -31,6 +37,19 @@ class KeyRange:
     @property
     def bounded(self) -> bool:
         return self.lo is not None and self.hi is not None
+
+    @property
+    def span(self) -> int:
+        assert self.lo is not None
+        assert self.hi is not None
+        return self.hi - self.lo
+
+    def halves(self) -> list[KeyRange]:
+        """Two ranges covering this one, split at its middle (computed in Python, exact at any size)."""
+        assert self.lo is not None
+        assert self.hi is not None
+        middle = self.lo + self.span // 2
+        return [KeyRange(self.lo, middle), KeyRange(middle, self.hi)]
 
     def split(self, parts: int) -> tuple[int, list[KeyRange]]:
         """Width of each bucket and the buckets, numbered from 0, covering this range."""
@@ -99,6 +118,11 @@ class Descent:
     def _descend(self, krange: KeyRange, rows: int) -> Iterator[KeyRange]:
         if rows <= self.leaf_rows or not krange.bounded:
             yield krange
+            return
+        if krange.span > MAX_BUCKET_SPAN:
+            # Too wide for the database's bucket arithmetic: compare the halves (each row is in one).
+            for half in krange.halves():
+                yield from self._descend(half, rows)
             return
         width, buckets = krange.split(self.fan_out)
         if self._probed_dense(buckets, width, rows):

@@ -10,6 +10,10 @@ only what is left; the ``in_sync`` check reports once per run.
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -28,7 +32,7 @@ from dagster import (
     instance_for_test,
 )
 
-from sync_pipeline.config import load_config
+from sync_pipeline.config import SyncConfig, load_config
 from sync_pipeline.engine.diff.window import Window
 from sync_pipeline.orchestration.assets import build_sync_asset
 from sync_pipeline.orchestration.ranged import RANGE_END_TAG, RANGE_START_TAG, failed_hour
@@ -45,10 +49,25 @@ from sync_pipeline_tests.dagster_helpers import (
     utc,
     write_orders_config,
 )
-from sync_pipeline_tests.helpers import Side, delete, insert
+from sync_pipeline_tests.dagster_processes import (
+    DAGSTER,
+    INSTANCE_YAML,
+    launch_backfill,
+    location_loaded,
+    server_info,
+    stop_group,
+    wait_for,
+    wait_for_backfill,
+)
+from sync_pipeline_tests.helpers import Side, delete, free_port, insert
 
 KEY = AssetKey(["sync", "orders"])
 FIRST = Window.from_partition_key("2026-11-30-00:00")
+DAEMON_FIRST = Window.from_partition_key("2026-11-01-00:00")
+# Nothing but the backfill launches runs in the daemon tests: no hourly ticks, drift checks or catch-up.
+QUIET: dict[str, Any] = {"schedule": {"enabled": False}, "drift": {"enabled": False}}
+if "catch_up" in SyncConfig.model_fields:  # declarative catch-up (issue 11), where it exists
+    QUIET["catch_up"] = {"enabled": False}
 
 
 def hours(n: int) -> list[Window]:
@@ -159,6 +178,42 @@ def test_ranged_run_materializes_each_hour_oldest_first_in_a_process_of_its_own(
     assert check.metadata["hours_verified"].value == 6
     for window in windows:
         assert rows_in(target, "orders", window) == rows_in(source, "orders", window)
+
+
+def test_in_sync_check_reports_once_per_run_naming_every_hour_that_differs(
+    pg_pair: tuple[Side, Side], tmp_path: Path
+) -> None:
+    """Values changed in the target behind the pipeline's back (``updated_at`` untouched) in hours 2 and
+    4: a second ranged run over the 6 hours finds nothing to sync by ``updated_at``, and its one
+    ``in_sync`` result fails naming exactly those two hours and their rows.
+    """
+    source, target = pg_pair
+    windows = hours(6)
+    create_source(source, hourly_rows(windows, 3))
+    path = write_orders_config(tmp_path / "sync.yaml", source, target)
+    first, last = windows[0].partition_key(), windows[-1].partition_key()
+    with instance_for_test() as instance:
+        assert run_range(instance, path, first, last)[0]
+        orders = sa.Table("orders", sa.MetaData(), autoload_with=target.engine)
+        with target.engine.begin() as conn:
+            conn.execute(
+                orders.update().where(orders.c.id.in_([7, 8, 13])).values(note="changed in the target")
+            )
+
+        ok, run_id = run_range(instance, path, first, last)
+
+        [check] = check_evaluations(instance, run_id)
+        found = materializations(instance, run_id)
+    assert ok  # a failed check shows on the asset; the syncs themselves succeeded
+    assert [p for p, _, _ in found] == [w.partition_key() for w in windows]
+    assert {m["updated"] for _, m, _ in found} == {0}
+    assert not check.passed
+    assert check.metadata["hours_differing"].value == {
+        windows[2].partition_key(): 2,
+        windows[4].partition_key(): 1,
+    }
+    assert windows[2].partition_key() in (check.description or "")
+    assert windows[4].partition_key() in (check.description or "")
 
 
 def _source_without_key(db: Side) -> sa.Table:
@@ -272,3 +327,85 @@ def test_schedule_skips_an_hour_that_an_in_flight_ranged_run_covers(
         assert data.run_requests == []
         assert data.skip_message is not None
         assert covering.run_id in data.skip_message
+
+
+# -- through a real daemon --------------------------------------------------------------------------
+
+
+@contextmanager
+def dagster_dev(
+    work: Path, config_path: Path
+) -> Iterator[tuple[str, Callable[[], str | None], Callable[[], str], Path]]:
+    """``dagster dev`` (webserver, daemon, code server) on ``config_path`` with the packaged instance
+    settings in a fresh ``DAGSTER_HOME``: (url, dead, log tail, home) once the code location loaded.
+    """
+    home = work / "dagster_home"
+    home.mkdir()
+    shutil.copyfile(INSTANCE_YAML, home / "dagster.yaml")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DAGSTER_", "SYNC_PIPELINE_"))}
+    env.update({"DAGSTER_HOME": str(home), "SYNC_PIPELINE_CONFIG": str(config_path)})
+    log_path = work / "dagster.log"
+    port = free_port()
+
+    def logs() -> str:
+        return "\n".join(log_path.read_text(errors="replace").splitlines()[-80:])
+
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [str(DAGSTER), "dev", "-m", "sync_pipeline.definitions", "-h", "127.0.0.1", "-p", str(port)],
+            cwd=work,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+
+        def dead() -> str | None:
+            code = process.poll()
+            return None if code is None else f"dagster dev exited with {code}:\n{logs()}"
+
+        url = f"http://127.0.0.1:{port}"
+        wait_for("the webserver", lambda: server_info(url), 180, dead)
+        wait_for("the code location", lambda: location_loaded(url), 180, dead)
+        yield url, dead, logs, home
+    finally:
+        stop_group(process)
+
+
+@pytest.mark.slow
+def test_ui_backfill_of_48_hours_runs_as_ranged_runs_and_materializes_every_hour(
+    pg_pair: tuple[Side, Side], tmp_path: Path
+) -> None:
+    """A backfill of 48 hours launched as the UI does (GraphQL ``launchPartitionBackfill``) on ``dagster
+    dev`` with ``max_partitions_per_run: 24`` runs as 2 ranged runs through the daemon and its queue;
+    every hour is materialized once, with its own counts, and equals the source.
+    """
+    source, target = pg_pair
+    windows = [Window.hour_starting(DAEMON_FIRST.start + timedelta(hours=h)) for h in range(48)]
+    create_source(source, hourly_rows(windows, 20))
+    keys = [w.partition_key() for w in windows]
+    path = write_orders_config(
+        tmp_path / "sync.yaml",
+        source,
+        target,
+        start="2026-11-01T00:00:00",
+        backfill={"max_partitions_per_run": 24},
+        **QUIET,
+    )
+
+    with dagster_dev(tmp_path, path) as (url, dead, logs, home):
+        backfill_id = launch_backfill(url, ["orders"], keys)
+        backfill = wait_for_backfill(url, backfill_id, keys, timeout=600, alive=dead, logs=logs)
+
+    ranges = sorted(
+        (tags[RANGE_START_TAG], tags[RANGE_END_TAG])
+        for tags in ({t["key"]: t["value"] for t in run["tags"]} for run in backfill["runs"])
+    )
+    assert ranges == [(keys[0], keys[23]), (keys[24], keys[47])]
+    with DagsterInstance.from_config(str(home)) as instance:
+        found = [m for run in backfill["runs"] for m in materializations(instance, run["runId"])]
+    assert sorted(p for p, _, _ in found) == keys
+    assert {m["inserted"] for _, m, _ in found} == {20}
+    for window in windows:
+        assert rows_in(target, "orders", window) == rows_in(source, "orders", window)

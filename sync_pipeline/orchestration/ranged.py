@@ -79,18 +79,21 @@ HOUR_PRELOAD_MODULES: Final = [
 
 @dataclass(frozen=True)
 class HourResult:
-    """What an hour's child process sends back: the sync's stats and, if asked, the verification."""
+    """What an hour's child process sends back."""
 
     stats: SyncStats
-    verification: Verification | None
     pid: int  # the child that synced the hour (metadata ``sync_pid``)
 
 
-def _sync_hour(config_path: str, table: str, window: Window, compare: Compare, verify: bool) -> HourResult:
-    """The body of an hour's child process: sync the window, then verify it if the table asks."""
-    sync = SyncResource(config_path=config_path)
-    stats = sync.sync(table, window, compare=compare)
-    return HourResult(stats, sync.verify(table, window) if verify else None, os.getpid())
+def _sync_hour(config_path: str, table: str, window: Window, compare: Compare) -> HourResult:
+    """The body of an hour's child process: sync the window."""
+    stats = SyncResource(config_path=config_path).sync(table, window, compare=compare)
+    return HourResult(stats, os.getpid())
+
+
+def _verify(config_path: str, table: str, window: Window) -> Verification:
+    """The body of a verification's child process: compare every column of the window's rows."""
+    return SyncResource(config_path=config_path).verify(table, window)
 
 
 def run_range(run: DagsterRun) -> tuple[str, str] | None:
@@ -161,9 +164,8 @@ def sync_hours(
         f"{table}: {len(keys)} hours {keys[0]} .. {keys[-1]}; {len(todo)} to sync"
         + (f", {len(done)} already materialized by this run group" if done else "")
     )
-    differing: dict[str, int] = {}
-    verified = 0
     failure: Failure | None = None
+    failed_at = len(keys)
     ctx = multiprocessing.get_context(start_method)
     if start_method == "forkserver":
         ctx.set_forkserver_preload(HOUR_PRELOAD_MODULES)
@@ -172,18 +174,18 @@ def sync_hours(
         for partition_key in todo:
             window = _window(partitions, partition_key)
             try:
-                result = pool.submit(_sync_hour, sync.config_path, table, window, compare, verify).result()
+                result = pool.submit(_sync_hour, sync.config_path, table, window, compare).result()
             except TerminalError as error:
                 failure = _hour_failure(table, partition_key, str(error), retry=False)
-                break
             except BrokenProcessPool as error:
                 # The child died (killed, out of memory): its transaction rolled back with it.
                 failure = _hour_failure(table, partition_key, f"its process died ({error})", retry=True)
-                break
             except Exception as error:  # noqa: BLE001 - any error of an hour fails the step naming it
                 # Transient (a lost connection, a lock timeout) or unforeseen: the retry policy runs
                 # the step again, and it starts at this hour.
                 failure = _hour_failure(table, partition_key, f"{type(error).__name__}: {error}", retry=True)
+            if failure is not None:
+                failed_at = keys.index(partition_key)
                 break
             stats = result.stats
             context.log.info(
@@ -193,12 +195,10 @@ def sync_hours(
             )
             metadata = {**metadata_of(stats), "sync_pid": result.pid}
             yield AssetMaterialization(asset_key=key, partition=partition_key, metadata=metadata)
-            if result.verification is not None:
-                verified += 1
-                if not result.verification.in_sync:
-                    differing[partition_key] = result.verification.rows_differing
-    if verify and (verified or failure is None):
-        yield _in_sync_result(differing, verified)
+        if verify and failed_at:
+            yield _in_sync_result(
+                pool, sync.config_path, table, [(k, _window(partitions, k)) for k in keys[:failed_at]]
+            )
     if failure is not None:
         raise failure
 
@@ -211,22 +211,39 @@ def _hour_failure(table: str, partition_key: str, reason: str, *, retry: bool) -
     )
 
 
-def _in_sync_result(differing: dict[str, int], verified: int) -> AssetCheckResult:
-    """One ``in_sync`` result for the run: passes when every verified hour is equal, else names them."""
+def _in_sync_result(
+    pool: ProcessPoolExecutor, config_path: str, table: str, hours: list[tuple[str, Window]]
+) -> AssetCheckResult:
+    """One ``in_sync`` result for the hours a run has materialized.
+
+    The hours are one contiguous span, compared at once (one plan, one count and hash per key range
+    over the span, in a child process); only when it differs is each hour compared, to name them.
+    """
+    span = Window(hours[0][1].start, hours[-1][1].end)
+    whole = pool.submit(_verify, config_path, table, span).result()
+    differing: dict[str, int] = {}
+    if not whole.in_sync:
+        for partition_key, window in hours:
+            hour = pool.submit(_verify, config_path, table, window).result()
+            if not hour.in_sync:
+                differing[partition_key] = hour.rows_differing
     return AssetCheckResult(
         check_name=IN_SYNC_CHECK,
-        passed=not differing,
+        passed=whole.in_sync,
         severity=AssetCheckSeverity.ERROR,
         description=(
-            f"source and target rows are equal in all {verified} hours verified"
-            if not differing
-            else f"{len(differing)} of {verified} hours differ: "
-            + ", ".join(f"{k} ({n} rows)" for k, n in sorted(differing.items()))
+            f"source and target rows are equal in all {len(hours)} hours {hours[0][0]} .. {hours[-1][0]}"
+            if whole.in_sync
+            else f"{len(differing)} of {len(hours)} hours differ: "
+            + ", ".join(f"{k} ({n} rows)" for k, n in differing.items())
         ),
         metadata={
-            "hours_verified": verified,
+            "hours_verified": len(hours),
             "hours_differing": MetadataValue.json(differing),
-            "rows_differing": sum(differing.values()),
+            "rows_differing": whole.rows_differing,
+            "source_rows": whole.source_rows,
+            "target_rows": whole.target_rows,
+            "seconds": round(whole.seconds, 3),
         },
     )
 

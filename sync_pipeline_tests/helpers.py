@@ -45,9 +45,10 @@ PAIR_IDS = [f"{s}->{t}" for s, t in PAIRS]
 TS: sa.types.TypeEngine[Any] = sa.DateTime(timezone=True).with_variant(
     mysql.DATETIME(fsp=6), "mysql", "mariadb"
 )
-# Text keys compare case- and accent-sensitively on MariaDB only with a binary collation.
+# Text keys tell case, accents and trailing spaces apart on MariaDB only with a binary NO PAD
+# collation (utf8mb4_bin pads with spaces): the sync refuses a target key under any other.
 KEY_TEXT: sa.types.TypeEngine[Any] = sa.String(40).with_variant(
-    mysql.VARCHAR(40, charset="utf8mb4", collation="utf8mb4_bin"), "mysql", "mariadb"
+    mysql.VARCHAR(40, charset="utf8mb4", collation="utf8mb4_nopad_bin"), "mysql", "mariadb"
 )
 
 

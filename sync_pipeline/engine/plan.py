@@ -23,16 +23,17 @@ from sync_pipeline.engine.db.dialects.sqlite import BEGIN_OPTION
 from sync_pipeline.engine.db.schema import (
     Family,
     TableName,
-    add_column,
-    add_missing_columns,
-    build_target_table,
     check_compatible,
+    check_key_collations,
     family_of,
+    length_check,
+    read_as_integers,
     reflect,
     require_columns,
     timestamp_precision,
 )
 from sync_pipeline.engine.db.side import TableSide
+from sync_pipeline.engine.db.target_table import add_column, add_missing_columns, build_target_table
 from sync_pipeline.engine.db.values import converter, guarded, row_converter, unstorable_check
 from sync_pipeline.engine.settings import DeleteMode, TableConfig
 from sync_pipeline.errors import LockTimeout, SchemaError
@@ -101,7 +102,10 @@ def plan_sync(config: TableConfig, source: sa.Engine, target: sa.Engine, *, crea
                     f"{config.lock_timeout_seconds:g}s"
                 ) from error
             raise
-        if target_table is None and create_target:
+        if target_table is not None:
+            check_key_collations(conn, source_table, target_table, target_name, config.primary_key)
+        if target_table is None:
+            # Built (and refused if it cannot hold the source's values) by validate too.
             extra = [] if soft is None else [_soft_delete_column(soft)]
             definition = build_target_table(
                 source_table,
@@ -112,6 +116,7 @@ def plan_sync(config: TableConfig, source: sa.Engine, target: sa.Engine, *, crea
                 extra,
                 mariadb=mariadb,
             )
+        if target_table is None and create_target:
             sa.Index(f"ix_{target_name.table}_{config.updated_at}"[:60], definition.c[config.updated_at])
             _require_zone_for_naive(conn, definition, target_name, timestamps, zone)
             try:
@@ -212,13 +217,16 @@ def plan_sync(config: TableConfig, source: sa.Engine, target: sa.Engine, *, crea
     converters = [
         guarded(
             convert,
-            unstorable_check(
-                target.dialect.name,
-                family_of(target_table.c[name].type),
-                scale=getattr(target_table.c[name].type, "scale", None),
-            )
-            if different_engines
-            else None,
+            _either(
+                unstorable_check(
+                    target.dialect.name,
+                    family_of(target_table.c[name].type),
+                    scale=getattr(target_table.c[name].type, "scale", None),
+                )
+                if different_engines
+                else None,
+                length_check(target_table.c[name].type, target.dialect.name),
+            ),
             f"{target_name}: column {name!r}",
         )
         for convert, name in zip(converters, columns, strict=True)
@@ -289,9 +297,28 @@ def _align_key_types(source: TableSide, target: TableSide) -> None:
             )
 
 
+def _either(
+    first: Callable[[Any], str | None] | None, second: Callable[[Any], str | None] | None
+) -> Callable[[Any], str | None] | None:
+    """One value check out of two optional ones: the first problem either finds."""
+    if first is None or second is None:
+        return first or second
+    return lambda value: first(value) or second(value)
+
+
+def _integral(column: sa.Column[Any]) -> bool:
+    """An integer, or a decimal without fraction (PostgreSQL's NUMERIC(20, 0) for BIGINT UNSIGNED)."""
+    family = family_of(column.type)
+    return family is Family.INTEGER or (family is Family.DECIMAL and getattr(column.type, "scale", None) == 0)
+
+
 def _check_keys(source: TableSide, target: TableSide) -> None:
     for name, s, t in zip(source.key_columns, source.key_families(), target.key_families(), strict=True):
-        if s is not t and not {s, t} <= {Family.TEXT, Family.UUID}:
+        integral = _integral(source.table.c[name]) and _integral(target.table.c[name])
+        if integral and s is not t:
+            read_as_integers(source.table.c[name])
+            read_as_integers(target.table.c[name])
+        elif s is not t and not {s, t} <= {Family.TEXT, Family.UUID}:
             raise SchemaError(
                 f"{target.name}: key column {name!r} is {t} but the source's is {s}; "
                 "keys must have the same type on both sides"

@@ -73,12 +73,14 @@ def is_transient(error: BaseException) -> bool:
         if error.connection_invalidated:
             return True
         error = error.orig if error.orig is not None else error
-    sqlstate = getattr(error, "sqlstate", None)
-    if isinstance(sqlstate, str):
-        return sqlstate.startswith(_TRANSIENT_SQLSTATES)
+    # MySQL's error number first: PyMySQL also sets a SQLSTATE, and a lock wait timeout's (1205) is
+    # the generic HY000, which would not mark it transient.
     args = getattr(error, "args", ())
     if args and isinstance(args[0], int):
         return args[0] in _TRANSIENT_MYSQL_CODES
+    sqlstate = getattr(error, "sqlstate", None)
+    if isinstance(sqlstate, str):
+        return sqlstate.startswith(_TRANSIENT_SQLSTATES)
     message = str(error).lower()
     if "database is locked" in message:
         return True

@@ -1,12 +1,15 @@
-"""Reflection, type families and target-table creation across engines.
+"""Reflection, type families, and whether an existing target can hold the source's rows.
 
 A column's *family* (integer, decimal, text, timestamp, JSON, ...) is what survives a trip between
 engines. The family decides whether two columns are compatible, how a target column is created from a
-source column, how values are converted on the way, and whether keys can be hashed in the database.
+source column (:mod:`~sync_pipeline.engine.db.target_table`), how values are converted on the way,
+and whether keys can be hashed in the database. An existing target is also refused where its keys
+would merge distinct source keys (a case-insensitive or PAD SPACE collation on MySQL/MariaDB).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -53,6 +56,8 @@ _ACCEPTS: dict[Family, set[Family]] = {
 
 def family_of(type_: sa.types.TypeEngine[Any]) -> Family:
     """The family of a reflected column type (dialect types included)."""
+    if isinstance(type_, sa.types.TypeDecorator):
+        return family_of(type_.impl_instance)
     checks: list[tuple[type[sa.types.TypeEngine[Any]], Family]] = [
         (sa.Boolean, Family.BOOLEAN),
         (sa.Integer, Family.INTEGER),
@@ -76,6 +81,35 @@ def family_of(type_: sa.types.TypeEngine[Any]) -> Family:
         if isinstance(type_, klass):
             return family
     return Family.OTHER
+
+
+class IntegralNumeric(sa.types.TypeDecorator[Any]):
+    """A ``NUMERIC(p, 0)`` key read and compared as Python integers, like the other side's integer key.
+
+    PostgreSQL keeps a BIGINT UNSIGNED key as NUMERIC(20, 0). Plain Numeric would read Decimals where
+    the other side reads ints, and compare with an int parameter cast to INTEGER (SQLAlchemy types the
+    parameter by its value), which overflows above 2**31 - 1.
+    """
+
+    impl = sa.Numeric
+    cache_ok = True
+
+    def coerce_compared_value(self, op: Any, value: Any) -> sa.types.TypeEngine[Any]:
+        return self
+
+    def process_result_value(self, value: Any, dialect: sa.Dialect) -> int | None:
+        return None if value is None else int(value)
+
+
+def read_as_integers(column: sa.Column[Any]) -> None:
+    """Make an integral NUMERIC key column of a reflected table read and compare as integers.
+
+    Called by the plan, before any expression is built on the table, for a key whose other side is
+    an integer column.
+    """
+    type_ = column.type
+    if isinstance(type_, sa.Numeric) and not isinstance(type_, sa.Float) and type_.scale == 0:
+        column.type = IntegralNumeric(type_.precision, 0)
 
 
 def is_timezone_aware(type_: sa.types.TypeEngine[Any]) -> bool:
@@ -143,91 +177,84 @@ def require_columns(table: sa.Table, name: TableName, columns: list[str], role: 
         )
 
 
-def target_type(
-    column: sa.Column[Any], target_dialect: str, *, is_key: bool, mariadb: bool = True
-) -> sa.types.TypeEngine[Any]:
-    """The type a target column gets when sync_pipeline creates it from the source's column.
+def beyond_int64(type_: sa.types.TypeEngine[Any]) -> bool:
+    """An integer type whose values may exceed SQLite's signed 64 bits (BIGINT UNSIGNED)."""
+    return family_of(type_) is Family.INTEGER and (integer_bits(type_) or 0) > 63
 
-    ``mariadb`` tells MariaDB from MySQL 8 when the target dialect is ``mysql``: their binary NO PAD
-    collations have different names.
+
+def sqlite_int64_problem(source: sa.Table, names: list[str]) -> str:
+    described = ", ".join(f"{n!r} ({source.c[n].type} UNSIGNED)" for n in names)
+    return (
+        f"column(s) {described} may hold values up to 18446744073709551615, but SQLite integers end "
+        "at 9223372036854775807; sync the table to PostgreSQL or MariaDB, or leave those columns out "
+        "(columns:)"
+    )
+
+
+def length_check(type_: sa.types.TypeEngine[Any], dialect: str) -> Callable[[Any], str | None] | None:
+    """A value check for a text column of declared length on a server (SQLite enforces none).
+
+    A strict session refuses a longer value anyway, but names neither the table nor the sync's
+    column clearly; this refuses it while the rows are staged, naming both, before anything applies.
     """
-    source_type = column.type
-    family = family_of(source_type)
-    mysql_target = target_dialect in ("mysql", "mariadb")
-    if family is Family.TIMESTAMP:
-        aware = is_timezone_aware(source_type)
-        if target_dialect == "postgresql":
-            return postgresql.TIMESTAMP(timezone=aware, precision=6)
-        if mysql_target:
-            return mysql.DATETIME(fsp=6)
-        return sa.DateTime(timezone=aware)
-    if family is Family.JSON:
-        if target_dialect == "postgresql":
-            return postgresql.JSONB(none_as_null=True)
-        return sa.JSON(none_as_null=True)
-    if family is Family.UUID:
-        return sa.Uuid() if target_dialect == "postgresql" else sa.String(36)
-    if family is Family.BINARY:
-        if mysql_target:
-            return mysql.LONGBLOB()
-        return sa.LargeBinary()
-    if family is Family.TEXT:
-        length = getattr(source_type, "length", None)
-        if mysql_target:
-            # A binary NO PAD collation: 'a' and 'a ' are two keys, as in PostgreSQL and SQLite. Under
-            # utf8mb4_bin (PAD SPACE) the unique index would make them one row.
-            collation = "utf8mb4_nopad_bin" if mariadb else "utf8mb4_0900_bin"
-            if is_key or (length and length <= 16383):
-                return mysql.VARCHAR(length or 255, charset="utf8mb4", collation=collation)
-            return mysql.LONGTEXT(charset="utf8mb4", collation=collation)
-        if target_dialect == "postgresql" and length:
-            return sa.String(length)
-        return sa.Text()
-    if family is Family.DECIMAL:
-        precision = getattr(source_type, "precision", None)
-        scale = getattr(source_type, "scale", None)
-        if mysql_target and precision is None:
-            return mysql.DECIMAL(65, 30)
-        return sa.Numeric(precision, scale)
-    if family is Family.FLOAT:
-        return sa.Double() if target_dialect != "postgresql" else postgresql.DOUBLE_PRECISION()
-    if family is Family.INTEGER:
-        if isinstance(source_type, sa.BigInteger) or target_dialect == "sqlite":
-            return sa.BigInteger() if target_dialect != "sqlite" else sa.Integer()
-        return sa.Integer() if not isinstance(source_type, sa.SmallInteger) else sa.SmallInteger()
-    if family is Family.BOOLEAN:
-        return sa.Boolean()
-    if family is Family.INTERVAL:
-        return sa.Interval() if target_dialect == "postgresql" else sa.Text()
-    try:
-        generic = source_type.as_generic()
-    except NotImplementedError:
-        return sa.Text()
-    return generic
+    length = getattr(type_, "length", None)
+    if dialect == "sqlite" or family_of(type_) is not Family.TEXT or not length:
+        return None
+
+    def check(value: Any) -> str | None:
+        if isinstance(value, str) and len(value) > length:
+            return f"a value of {len(value)} characters does not fit {type_} (at most {length})"
+        return None
+
+    return check
 
 
-def build_target_table(
-    source: sa.Table,
-    target: TableName,
-    target_dialect: str,
-    columns: list[str],
-    primary_key: list[str],
-    extra: list[sa.Column[Any]],
-    *,
-    mariadb: bool = True,
-) -> sa.Table:
-    """The target table definition derived from the source's reflected columns."""
-    cols: list[sa.Column[Any]] = [
-        sa.Column(
-            name,
-            target_type(source.c[name], target_dialect, is_key=name in primary_key, mariadb=mariadb),
-            primary_key=name in primary_key,
-            nullable=name not in primary_key,
-            autoincrement=False,
-        )
-        for name in columns
+def check_key_collations(
+    conn: sa.Connection, source: sa.Table, target: sa.Table, target_name: TableName, primary_key: list[str]
+) -> None:
+    """Refuse a MySQL/MariaDB target whose text key column compares in anything but binary NO PAD.
+
+    Under a case- or accent-insensitive collation (the server default ``utf8mb4_general_ci``) or a
+    PAD SPACE one (``utf8mb4_bin``), the unique index makes "a", "A", "é"/"e" or "a"/"a " one row:
+    the upsert would merge distinct source keys, and every later run would insert them again. Only
+    text keys are checked: a UUID's canonical text has one case and no trailing space.
+    """
+    if conn.dialect.name not in ("mysql", "mariadb"):
+        return
+    text_keys = [
+        k
+        for k in primary_key
+        if family_of(source.c[k].type) is Family.TEXT and family_of(target.c[k].type) is Family.TEXT
     ]
-    return sa.Table(target.table, sa.MetaData(), *cols, *extra, schema=target.schema)
+    if not text_keys:
+        return
+    query = sa.text(
+        "SELECT COLUMN_NAME, COLLATION_NAME FROM information_schema.COLUMNS"
+        " WHERE TABLE_SCHEMA = :schema AND TABLE_NAME = :table AND COLUMN_NAME IN :columns"
+    ).bindparams(sa.bindparam("columns", expanding=True))
+    schema = target.schema or conn.dialect.default_schema_name
+    rows = conn.execute(query, {"schema": schema, "table": target.name, "columns": text_keys}).all()
+    inexact = [(name, collation) for name, collation in rows if not exact_collation(collation)]
+    if inexact:
+        described = ", ".join(f"{name!r} has collation {collation}" for name, collation in sorted(inexact))
+        raise SchemaError(
+            f"{target_name}: key column {described}, which treats distinct keys as one (case, "
+            "accents or trailing spaces); the key must use a binary NO PAD collation: ALTER TABLE ... "
+            "MODIFY the column ... COLLATE utf8mb4_nopad_bin (MariaDB) or utf8mb4_0900_bin (MySQL 8), "
+            "or drop the table so the sync creates it"
+        )
+
+
+def exact_collation(collation: str | None) -> bool:
+    """Whether a MySQL/MariaDB collation tells every two different strings apart: binary, NO PAD.
+
+    MariaDB names those ``*_nopad_bin``; MySQL 8's ``utf8mb4_0900_bin`` is NO PAD too. ``*_bin``
+    alone is PAD SPACE ("a" = "a "), ``*_ci``/``*_ai`` fold case or accents. ``None`` is a binary
+    string (VARBINARY), which compares bytes.
+    """
+    if collation is None or collation == "binary":
+        return True
+    return collation.endswith("_nopad_bin") or collation.endswith("_0900_bin")
 
 
 def check_compatible(
@@ -266,6 +293,10 @@ def check_compatible(
             )
         elif "sqlite" not in dialects and (narrower := _narrower(source.c[name], target.c[name], want, have)):
             problems.append(f"column {name!r} {narrower}; widen the target column, then backfill")
+    if dialects[1] == "sqlite":
+        wide = [c for c in columns if c in target.c and beyond_int64(source.c[c].type)]
+        if wide:
+            problems.append(sqlite_int64_problem(source, wide))
     for column in target.columns:
         if column.name in columns or column.nullable or column.server_default is not None:
             continue
@@ -295,7 +326,7 @@ def _narrower(source: sa.Column[Any], target: sa.Column[Any], want: Family, have
         return None
     s, t = source.type, target.type
     if want is Family.INTEGER:
-        s_bits, t_bits = _integer_bits(s), _integer_bits(t)
+        s_bits, t_bits = integer_bits(s), integer_bits(t)
         if s_bits and t_bits and t_bits < s_bits:
             return f"is {t} ({t_bits} bits) but the source's is {s} ({s_bits} bits)"
     if want is Family.TEXT:
@@ -310,7 +341,7 @@ def _narrower(source: sa.Column[Any], target: sa.Column[Any], want: Family, have
     return None
 
 
-def _integer_bits(type_: sa.types.TypeEngine[Any]) -> int | None:
+def integer_bits(type_: sa.types.TypeEngine[Any]) -> int | None:
     """Magnitude bits an integer column holds (sign excluded)."""
     sizes: list[tuple[type[sa.types.TypeEngine[Any]], int]] = [
         (mysql.TINYINT, 8),
@@ -323,38 +354,6 @@ def _integer_bits(type_: sa.types.TypeEngine[Any]) -> int | None:
         if isinstance(type_, klass):
             return bits if getattr(type_, "unsigned", False) else bits - 1
     return None
-
-
-def add_column(conn: sa.Connection, table: sa.Table, column: sa.Column[Any]) -> None:
-    """``ALTER TABLE … ADD COLUMN``, committed: the DDL SQLAlchemy's metadata cannot express."""
-    spec = sa.schema.CreateColumn(column).compile(dialect=conn.dialect)
-    table_sql = conn.dialect.identifier_preparer.format_table(table)
-    conn.exec_driver_sql(f"ALTER TABLE {table_sql} ADD COLUMN {spec}")
-    conn.commit()
-
-
-def add_missing_columns(
-    conn: sa.Connection, source: sa.Table, target: sa.Table, columns: list[str], *, mariadb: bool
-) -> list[str]:
-    """Add the synced columns the target lacks, nullable, typed as a created target would be.
-
-    Rows already in the target get NULL: the caller must compare whole rows to fill them in. Another
-    sync adding the same column at the same moment is not an error: its column is used.
-    """
-    added = []
-    for name in (c for c in columns if c not in target.c):
-        column_type = target_type(source.c[name], conn.dialect.name, is_key=False, mariadb=mariadb)
-        try:
-            add_column(conn, target, sa.Column(name, column_type, nullable=True))
-        except sa.exc.DBAPIError:
-            conn.rollback()
-            if not sa.inspect(conn).has_table(target.name, schema=target.schema) or name not in {
-                c["name"] for c in sa.inspect(conn).get_columns(target.name, schema=target.schema)
-            }:
-                raise
-            continue
-        added.append(name)
-    return added
 
 
 def _has_unique(table: sa.Table, key: list[str]) -> bool:

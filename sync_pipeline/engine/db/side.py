@@ -28,7 +28,13 @@ def _needs_processing(stmt: sa.Select[Any], dialect: sa.Dialect) -> bool:
     """Whether any selected column's values are converted by SQLAlchemy after the driver reads them."""
     for column in stmt.selected_columns:
         impl = column.type.dialect_impl(dialect)
-        if impl.result_processor(dialect, None) is not None:
+        try:
+            processor = impl.result_processor(dialect, None)
+        except (sa.exc.InvalidRequestError, TypeError):
+            # Decided by the driver's type code, not known here (psycopg's NUMERIC, a NUMERIC(20, 0)
+            # key for a BIGINT UNSIGNED): assume a conversion, the safe way.
+            return True
+        if processor is not None:
             return True
     return False
 

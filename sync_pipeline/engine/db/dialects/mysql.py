@@ -15,6 +15,21 @@ from sqlalchemy.sql.elements import ColumnElement
 from sync_pipeline.engine.db.dialects.base import Adapter
 from sync_pipeline.engine.diff.window import Window
 
+# The session's sql_mode: MariaDB's and MySQL 8's strict defaults, STRICT_ALL_TABLES so that
+# non-transactional tables are strict too; nothing that changes how SQL is parsed (ANSI_QUOTES).
+SQL_MODE = "STRICT_ALL_TABLES,NO_ZERO_IN_DATE,NO_ZERO_DATE,ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION"
+
+
+def bound_lock_waits(conn: sa.Connection, timeout_seconds: float) -> None:
+    """Wait for no metadata or row lock longer than ``timeout_seconds`` in this session.
+
+    The server defaults are a day (lock_wait_timeout, metadata locks: an ALTER behind another
+    session's open transaction, and every reader queued behind that ALTER) and 50 s
+    (innodb_lock_wait_timeout, rows). Whole seconds, at least one: 0 would mean "do not wait".
+    """
+    seconds = max(1, math.ceil(timeout_seconds))
+    conn.exec_driver_sql(f"SET SESSION lock_wait_timeout = {seconds}, innodb_lock_wait_timeout = {seconds}")
+
 
 def get_lock_name(name: str) -> str:
     """The ``GET_LOCK`` name for a lock name: limited to 64 characters, so a digest of any name."""
@@ -25,7 +40,9 @@ class MySQLAdapter(Adapter):
     name: ClassVar[str] = "mysql"
 
     def connect_args(self, url: URL, application_name: str) -> dict[str, Any]:
-        args: dict[str, Any] = {"init_command": "SET time_zone = '+00:00'"}
+        # Strict whatever the server's default: a value too long or out of range is an error, never
+        # truncated or clipped into another (maybe another row's) key. UTC for TIMESTAMP columns.
+        args: dict[str, Any] = {"init_command": f"SET time_zone = '+00:00', sql_mode = '{SQL_MODE}'"}
         if "charset" not in url.query:
             args["charset"] = "utf8mb4"
         return args
@@ -117,9 +134,16 @@ class MySQLAdapter(Adapter):
         # per tenant, say) must not wait for each other, nor time out on the other's lock.
         return conn.dialect.default_schema_name  # DATABASE() when the connection was made
 
+    def set_write_lock_wait(self, conn: sa.Connection, timeout_seconds: float) -> None:
+        # The plan's session: it may CREATE the target or ALTER it (add_missing_columns).
+        bound_lock_waits(conn, timeout_seconds)
+        conn.commit()
+
     def acquire_lock(self, conn: sa.Connection, name: str, timeout_seconds: float) -> bool:
         # GET_LOCK is held by the session and released when it ends: a killed sync leaves nothing.
         # Whole seconds, rounded up: MySQL truncates a fraction, and 0.5 s must not become "don't wait".
+        # The session then writes the window: its waits for row and metadata locks are bounded alike.
+        bound_lock_waits(conn, timeout_seconds)
         got = conn.execute(
             sa.select(sa.func.get_lock(get_lock_name(name), max(0, math.ceil(timeout_seconds))))
         ).scalar()

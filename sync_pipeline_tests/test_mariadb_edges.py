@@ -413,6 +413,42 @@ def test_postgresql_text_longer_than_255_characters_fits_a_created_mariadb_targe
     assert verify_partition(config, pair.source.url, pair.target.url, W).in_sync
 
 
+def test_composite_text_keys_share_what_a_mariadb_index_holds(make_db_url: MakeDbUrl) -> None:
+    """Two undeclared (PostgreSQL ``text``) key columns share the 3072 bytes of one index: 384
+    characters each, and values that long sync exactly; with an integer beside a text key the text
+    gets what the integer leaves (764). A second run writes nothing."""
+    pair = make_pair(make_db_url, "postgresql", "mysql")
+    pairs = sa.Table(
+        "pairs",
+        sa.MetaData(),
+        sa.Column("a", sa.Text, primary_key=True),
+        sa.Column("b", sa.Text, primary_key=True),
+        sa.Column("updated_at", TS, nullable=False),
+    )
+    mixed = sa.Table(
+        "mixed",
+        sa.MetaData(),
+        sa.Column("n", sa.BigInteger, primary_key=True, autoincrement=False),
+        sa.Column("code", sa.Text, primary_key=True),
+        sa.Column("updated_at", TS, nullable=False),
+    )
+    for table in (pairs, mixed):
+        table.create(pair.source.engine)
+    insert(pair.source, pairs, [{"a": "é" * 384, "b": "b" * 384, "updated_at": at(W)}])
+    insert(pair.source, mixed, [{"n": -(2**63), "code": "c" * 764, "updated_at": at(W)}])
+
+    for name, key in (("pairs", ["a", "b"]), ("mixed", ["n", "code"])):
+        config = table_config(name, primary_key=key)
+        assert pair.sync(config).inserted == 1
+        assert_same_rows(pair, name, name, key, [*key, "updated_at"])
+        assert counts(pair.sync(config), *CHANGE_COUNTS) == NOTHING_CHANGED
+    lengths = {
+        (name, column): reflect(pair.target, name).c[column].type.length  # type: ignore[attr-defined]
+        for name, column in (("pairs", "a"), ("pairs", "b"), ("mixed", "code"))
+    }
+    assert lengths == {("pairs", "a"): 384, ("pairs", "b"): 384, ("mixed", "code"): 764}
+
+
 def test_a_text_key_longer_than_a_mariadb_index_holds_is_refused_naming_the_column(
     make_db_url: MakeDbUrl,
 ) -> None:

@@ -354,8 +354,8 @@ def test_years_1_and_9999_arrive_exact(pair: Pair) -> None:
 
 @pytest.mark.parametrize(
     ("target_kind", "zone", "instant"),
-    [("postgresql", "Asia/Tokyo", LAST_INSTANT), ("sqlite", "America/New_York", FIRST_INSTANT)],
-    ids=["year-9999-in-Tokyo", "year-1-in-New-York"],
+    [("postgresql", "Asia/Tokyo", LAST_INSTANT), ("sqlite", "America/Bogota", FIRST_INSTANT)],
+    ids=["year-9999-in-Tokyo", "year-1-in-Bogota"],
 )
 def test_instant_without_wall_time_in_the_naive_zone_fails_naming_the_column(
     make_db_url: MakeDbUrl, target_kind: str, zone: str, instant: datetime

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -35,6 +36,7 @@ from sync_pipeline.engine.db.schema import (
 from sync_pipeline.engine.db.side import TableSide
 from sync_pipeline.engine.db.target_table import add_column, add_missing_columns, build_target_table
 from sync_pipeline.engine.db.values import converter, guarded, row_converter, unstorable_check
+from sync_pipeline.engine.diff.window import clocks_go_back
 from sync_pipeline.engine.settings import DeleteMode, TableConfig
 from sync_pipeline.errors import LockTimeout, SchemaError
 
@@ -119,6 +121,7 @@ def plan_sync(config: TableConfig, source: sa.Engine, target: sa.Engine, *, crea
         if target_table is None and create_target:
             sa.Index(f"ix_{target_name.table}_{config.updated_at}"[:60], definition.c[config.updated_at])
             _require_zone_for_naive(conn, definition, target_name, timestamps, zone)
+            _require_unambiguous_wall_times(config, (source_table, source), (definition, target), target_name)
             try:
                 definition.create(conn)
                 conn.commit()
@@ -139,6 +142,9 @@ def plan_sync(config: TableConfig, source: sa.Engine, target: sa.Engine, *, crea
                 assert target_table is not None
         if target_table is not None:
             _require_zone_for_naive(conn, target_table, target_name, timestamps, zone)
+            _require_unambiguous_wall_times(
+                config, (source_table, source), (target_table, target), target_name
+            )
             check_compatible(
                 source_table,
                 target_table,
@@ -269,6 +275,37 @@ def _require_zone_for_naive(
     adapter = adapter_for(conn.dialect.name)
     if any(adapter.is_naive(table.c[c].type) for c in timestamps if c in table.c):
         _require_zone(conn, name, zone)
+
+
+def _require_unambiguous_wall_times(
+    config: TableConfig,
+    source_side: tuple[sa.Table, sa.Engine],
+    target_side: tuple[sa.Table, sa.Engine],
+    name: TableName,
+) -> None:
+    """Refuse to turn instants into wall times of a zone whose clocks go back (the end of summer time).
+
+    Two instants an hour apart would be stored as one wall time: the sync rewrites both every run and
+    verification never passes. Wall times copied from wall times (a DATETIME source) keep whatever
+    the source meant, and instants into instants are unambiguous; only aware into naive is refused.
+    """
+    zone = config.naive_timezone
+    (source, source_engine), (target, target_engine) = source_side, target_side
+    source_adapter = adapter_for(source_engine.dialect.name)
+    target_adapter = adapter_for(target_engine.dialect.name)
+    for column in source.columns:
+        if column.name not in target.c or family_of(column.type) is not Family.TIMESTAMP:
+            continue
+        if source_adapter.is_naive(column.type) or not target_adapter.is_naive(target.c[column.name].type):
+            continue
+        # A day early: start is in the partition zone, at most a day from UTC.
+        when = clocks_go_back(zone, config.start.replace(tzinfo=UTC) - timedelta(days=1))
+        if when is not None:
+            raise SchemaError(
+                f"{name}: column {column.name!r} stores naive timestamps, and naive_timezone {zone!r} has "
+                f"repeated wall times (clocks go back at {when:%Y-%m-%d %H:%M} UTC); targets storing "
+                "naive timestamps cannot hold them unambiguously: use UTC"
+            )
 
 
 def _require_zone(conn: sa.Connection, name: TableName, zone: str) -> None:

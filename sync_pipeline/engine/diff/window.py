@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 PARTITION_KEY_FORMAT = "%Y-%m-%d-%H:%M"  # Dagster's hourly partition key format
@@ -62,3 +63,40 @@ class Window:
 
     def __str__(self) -> str:
         return f"[{self.start.isoformat()}, {self.end.isoformat()})"
+
+
+# How far ahead repeated wall times are looked for: the zone database's rules repeat yearly, so a
+# zone whose clocks go back at all does so within any year of this horizon.
+_HORIZON = datetime(2100, 1, 1, tzinfo=UTC)
+
+
+@lru_cache(maxsize=32)
+def clocks_go_back(zone: str, since: datetime) -> datetime | None:
+    """The first instant at or after ``since`` when ``zone``'s clocks go back, or ``None``.
+
+    From then on an hour of wall times happens twice (the end of summer time), and a column storing
+    wall times of ``zone`` cannot tell the two apart. Found by sampling the zone's UTC offset weekly
+    (a few milliseconds, once per process): offsets change by rules months apart, never back within
+    a week of going forward.
+    """
+    if zone == "UTC":
+        return None
+    tz = ZoneInfo(zone)
+    moment = since.astimezone(UTC)
+    offset = moment.astimezone(tz).utcoffset()
+    step = timedelta(days=7)
+    while moment < max(_HORIZON, since + timedelta(days=366)):
+        later = moment + step
+        later_offset = later.astimezone(tz).utcoffset()
+        assert offset is not None
+        assert later_offset is not None
+        if later_offset < offset:
+            # Narrow to the hour: where the offset first drops between the two samples.
+            while step > timedelta(hours=1):
+                step /= 2
+                middle = moment + step
+                if middle.astimezone(tz).utcoffset() == offset:
+                    moment = middle
+            return (moment + timedelta(hours=1)).replace(minute=0, second=0, microsecond=0)
+        moment, offset = later, later_offset
+    return None

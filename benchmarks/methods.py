@@ -15,6 +15,8 @@ The methods:
 * ``limit_copy``: the floor for moving the window: ``COPY (SELECT ...) TO STDOUT`` from a PostgreSQL
   source piped block by block into ``COPY ... FROM STDIN`` of a temporary stage table (binary, no
   parsing); from MariaDB an unbuffered SELECT whose rows are written into a text COPY.
+* ``copy_indexed``: the same stream COPYed into the target's indexed ``events`` table and committed:
+  what the first sync of an hour must at least write (:mod:`benchmarks.first_sync`).
 * ``limit_keys``: the floor for the key scan: the window's ``(id, updated_at)`` in id order, read from
   both sides at once (PostgreSQL as COPY bytes, MariaDB through an unbuffered cursor).
 * ``naive``: the job sync_pipeline replaces (SPEC section 1): compare the window's row counts; if they
@@ -142,6 +144,39 @@ def limit_copy(source_url: str, target_url: str, **_: Any) -> Result:
     return {"rows_read": rows, "rows_written": rows}
 
 
+def copy_indexed(source_url: str, target_url: str, **_: Any) -> Result:
+    """COPY the window into the target's ``events`` table itself (primary key and ``updated_at`` index),
+    committed: what the first load of an hour must write, with no comparison at all."""
+    import psycopg
+
+    with psycopg.connect(_pg_conninfo(target_url)) as target:
+        columns = ", ".join(COLUMNS)
+        binary = _is_pg(source_url)
+        with target.cursor() as cursor:
+            with cursor.copy(
+                f"COPY events ({columns}) FROM STDIN" + (" (FORMAT BINARY)" if binary else "")
+            ) as sink:
+                if binary:
+                    with psycopg.connect(_pg_conninfo(source_url)) as source:
+                        query = f"COPY ({_SELECT.format(window=_WINDOW_PG)}) TO STDOUT (FORMAT BINARY)"
+                        with source.cursor().copy(query) as stream:
+                            for block in stream:
+                                sink.write(block)
+                else:
+                    source = _mysql_connect(source_url, unbuffered=True)
+                    try:
+                        with source.cursor() as reader:
+                            reader.execute(_SELECT.format(window=_WINDOW_MYSQL))
+                            while chunk := reader.fetchmany(5000):
+                                for row in chunk:
+                                    sink.write_row(row)
+                    finally:
+                        source.close()
+            rows = cursor.rowcount
+        target.commit()
+    return {"rows_read": rows, "rows_written": rows}
+
+
 def _read_keys(url: str) -> tuple[int, int, float]:
     """(rows, bytes, seconds) of reading the window's ``(id, updated_at)`` in id order."""
     started = perf_counter()
@@ -264,6 +299,7 @@ tables:
     keep = [
         *("inserted", "updated", "deleted", "unchanged", "moved_in", "moved_out", "skipped_newer"),
         *("source_rows", "target_rows", "rows_fetched", "keys_scanned"),
+        *("rows_streamed", "rows_direct", "ranges_streamed"),
         *("ranges_compared", "ranges_differing"),
     ]
     return {
@@ -275,6 +311,7 @@ tables:
 
 METHODS: dict[str, Callable[..., Result]] = {
     "limit_copy": limit_copy,
+    "copy_indexed": copy_indexed,
     "limit_keys": limit_keys,
     "naive": naive,
     "engine": engine,

@@ -6,7 +6,8 @@ and flushed, so the parent can SIGKILL the process when it sees the moment it wa
 
 ``scan``       the first key of a key stream arrived (the key scan is under way)
 ``stage``      a chunk of rows is about to be staged (``n - 1`` chunks are already in the stage)
-``copy``       a binary COPY into the stage has sent 1000 of its rows (PostgreSQL targets)
+``copy``       a binary COPY into the stage (or, by the bulk path, into the target) has sent 1000 of
+               its rows (PostgreSQL targets)
 ``chunk``      ``on_progress``: a chunk was looked up, fetched and staged
 ``apply``      everything is staged; the set-based upsert and delete are about to run
 ``delete``     the upsert ran; the delete statement is about to run
@@ -100,12 +101,21 @@ def _hook_copy() -> None:
             event("copy")
         original(self, row)
 
+    def write(self: psycopg.Copy, buffer: Any) -> None:
+        # The bulk path pipes a PostgreSQL source's binary COPY into the target's: one block per row.
+        written[0] += 1
+        if written[0] == 1000:
+            event("copy")
+        original_write(self, buffer)
+
     def reset(cursor: Any, *args: Any, **kwargs: Any) -> Iterator[Any]:
         written[0] = 0
         return copy(cursor, *args, **kwargs)
 
     copy = psycopg.Cursor.copy
+    original_write = psycopg.Copy.write
     psycopg.Copy.write_row = write_row  # type: ignore[method-assign]
+    psycopg.Copy.write = write  # type: ignore[method-assign]
     psycopg.Cursor.copy = reset  # type: ignore[assignment,method-assign]
 
 

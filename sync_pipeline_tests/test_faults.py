@@ -517,3 +517,45 @@ def test_mariadb_lock_of_a_same_named_table_in_another_database_is_not_waited_fo
     assert stats.inserted == 500
     with holding_the_lock(pair.target), pytest.raises(LockTimeout):
         pair.sync(config)
+
+
+# -- the bulk path: the first sync of an hour, killed inside its COPY -----------------------------
+FIRST_SYNC_ROWS = 50_000
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("landing", ["direct", "staged"])
+@pytest.mark.parametrize("source_kind", ["postgresql", "mysql"])
+def test_first_sync_killed_inside_the_bulk_copy_leaves_target_before_or_after(
+    make_db_url: MakeDbUrl, tmp_path: Path, source_kind: str, landing: str
+) -> None:
+    """SPEC 4.4 on the bulk path (issue 12): the first sync of an hour streams the window's rows by
+    range in one COPY (piped byte for byte from PostgreSQL, row by row from MariaDB), straight into
+    the target when their keys are above every key it holds (``direct``), or into a stage when the
+    target holds higher keys in another hour (``staged``). SIGKILLed in the middle of that COPY, the
+    target is exactly as before and nothing is left behind; killed just after COMMIT, as after; the
+    next run converges and a second one writes nothing.
+    """
+    pair = make_pair(make_db_url, source_kind, "postgresql")
+    for side in (pair.source, pair.target):
+        indexed_items_table().create(side.engine)
+        if landing == "staged":  # the hour before, synced, its keys above the window's
+            generate(side, OUTSIDE.start, OUTSIDE.start + 499, 0, offset_seconds=-3600)
+    generate(pair.source, 1, FIRST_SYNC_ROWS, 0)
+    before = digest(pair.target)
+    with (tmp_path / "child.log").open("w") as log:
+        lab = KillLab(pair, log)
+        lab.pending = ChangeSet(FIRST_SYNC_ROWS, 0, 0, before, digest(pair.source))
+        result, child = lab.kill_paused("copy:1")
+        assert result == "before", lab.outcomes
+        assert "scan 1" not in child.seen, "the first sync of an hour must not scan keys"
+        result, child = lab.kill_paused("committed:1")
+        assert result == "after", lab.outcomes
+
+    pending = lab.pending
+    assert pending is not None
+    stats = pair.sync(table_config("items", chunk_size=CHUNK))
+    assert counts(stats, *CHANGE_COUNTS) == pending.counts, lab.outcomes
+    assert digest(pair.target) == pending.after
+    again = pair.sync(table_config("items", chunk_size=CHUNK))
+    assert counts(again, *CHANGE_COUNTS) == NOTHING_CHANGED

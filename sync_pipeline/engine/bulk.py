@@ -224,17 +224,17 @@ class RangeLoader:
     def _can_pass_through(self, source_conn: sa.Connection) -> bool:
         """Whether a PostgreSQL source's binary COPY output can be written to the target unchanged.
 
-        When no value needs converting (the plan's converter is the identity), no soft-delete column
-        is added, and every column has the same type on both sides: then the bytes are what psycopg
-        would have written anyway, and no row is ever built in Python.
+        When every column has the very same type on both sides, typmod included (precision of a
+        timestamp, scale of a numeric, length of a varchar), and no soft-delete column is added: the
+        stored values already fit the target, so the bytes are what converting each row in Python and
+        dumping it again would have produced, and no row is ever built in Python.
         """
         if self._passthrough is None:
             self._passthrough = (
                 self.source.adapter.name == "postgresql"
                 and self.writer.soft_delete_column is None
-                and _converts_nothing(self.plan)
-                and _type_oids(source_conn, self.source.table, self.plan.columns)
-                == _type_oids(self.conn, self.target.table, self.plan.columns)
+                and _column_types(source_conn, self.source.table, self.plan.columns)
+                == _column_types(self.conn, self.target.table, self.plan.columns)
             )
         return self._passthrough
 
@@ -270,26 +270,19 @@ def _max_key(side: TableSide, conn: sa.Connection) -> Any:
     return conn.execute(sa.select(sa.func.max(side.keys[0]))).scalar()
 
 
-def _converts_nothing(plan: SyncPlan) -> bool:
-    # The plan's converter is the identity exactly when it returns the very tuple it was given.
-    probe = tuple(None for _ in plan.columns)
-    try:
-        return plan.convert(probe) is probe
-    except Exception:  # noqa: BLE001 - a converter that rejects NULLs converts something
-        return False
-
-
 def _driver(conn: sa.Connection) -> psycopg.Connection[Any]:
     driver = conn.connection.driver_connection
     assert isinstance(driver, psycopg.Connection)
     return driver
 
 
-def _type_oids(conn: sa.Connection, table: sa.Table, columns: list[str]) -> list[int]:
+def _column_types(conn: sa.Connection, table: sa.Table, columns: list[str]) -> list[tuple[Any, ...]]:
+    """Each column's type OID and what its typmod says (length, precision, scale), as the server
+    describes a query of them."""
     select = sa.select(*(table.c[c] for c in columns)).limit(0)
     with _driver(conn).cursor() as cursor:
         cursor.execute(_literal(select, conn))
-        return [d.type_code for d in cursor.description or ()]
+        return [(d.type_code, d.display_size, d.precision, d.scale) for d in cursor.description or ()]
 
 
 def _literal(select: sa.Select[Any], conn: sa.Connection) -> str:

@@ -10,6 +10,7 @@ checks, repairs) are executed for real on that instance.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -431,7 +432,7 @@ def test_first_drift_tick_requests_a_drift_check_run(
     assert is_check_request(request)
     assert request.partition_key is None
     assert request.asset_selection is None
-    assert data.cursor == "[]"
+    assert json.loads(data.cursor or "") == {"orders": []}
     assert site.receiver.alerts() == []
     assert_no_secrets(caplog, capfd, data)
 
@@ -528,6 +529,40 @@ def test_drift_is_alerted_per_partition_and_repaired_by_the_requested_runs(
 
     err = assert_no_secrets(caplog, capfd, handled, again, quiet)
     assert_delivered_only_to_the_receiver(site, err)
+
+
+def test_drift_found_by_a_run_that_selected_all_checks_is_alerted_and_repaired(
+    drifting: tuple[Site, sa.Table, str, str],
+) -> None:
+    """A materialization from the UI (or a backfill, or the catch-up) runs the asset's drift check too;
+    the drift it finds is alerted and repaired like the drift_check job's, once.
+    """
+    site, _, key_a, key_b = drifting
+    job = site.defs.resolve_implicit_global_asset_job_def()
+    manual = job.execute_in_process(instance=site.instance, partition_key=key_a, asset_selection=[KEY])
+    assert manual.success
+    [drift] = [e for e in manual.get_asset_check_evaluations() if e.check_name == "drift"]
+    assert not drift.passed
+
+    handled = site.tick("drift_sensor")
+
+    alerts = site.receiver.alerts("drift")
+    # The re-sync of key_a fixed the deleted rows but not the value changed without updated_at.
+    assert sorted((a["partition_key"], a["facts"]["rows_differing"]) for a in alerts) == [
+        (key_a, 1),
+        (key_b, 1),
+    ]
+    assert {a["facts"]["check_run_id"] for a in alerts} == {manual.run_id}
+    repairs = [r for r in handled.run_requests or [] if not is_check_request(r)]
+    assert sorted(r.partition_key or "" for r in repairs) == [key_a, key_b]
+    for request in repairs:
+        site.execute(request)
+    for key in (key_a, key_b):
+        window = Window.from_partition_key(key)
+        assert rows_in(site.target, "orders", window) == rows_in(site.source, "orders", window)
+    again = site.tick("drift_sensor", handled.cursor)
+    assert [r for r in again.run_requests or [] if not is_check_request(r)] == []
+    assert len(site.receiver.alerts("drift")) == 2
 
 
 # -- sync_failure_sensor ----------------------------------------------------------------------------

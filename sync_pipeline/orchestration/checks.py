@@ -34,9 +34,6 @@ from dagster import (
     asset_check,
     partition_loading_context,
 )
-from dagster._core.storage.asset_check_execution_record import (
-    COMPLETED_ASSET_CHECK_EXECUTION_RECORD_STATUSES,
-)
 
 from sync_pipeline.config import SyncConfig, TableConfig
 from sync_pipeline.engine.diff.window import Window
@@ -200,9 +197,9 @@ def drift_result(
 def previous_comparisons(instance: DagsterInstance, key: AssetKey) -> dict[str, datetime]:
     """When each hour was last compared, from the latest ``drift`` evaluation's metadata."""
     records = instance.event_log_storage.get_asset_check_execution_history(
-        AssetCheckKey(key, DRIFT_CHECK), limit=1, status=COMPLETED_ASSET_CHECK_EXECUTION_RECORD_STATUSES
+        AssetCheckKey(key, DRIFT_CHECK), limit=5
     )
-    for record in records:
+    for record in records:  # newest first; a planned one (its run not finished) has no evaluation
         event = record.event.dagster_event if record.event else None
         evaluation = event.event_specific_data if event else None
         if not isinstance(evaluation, AssetCheckEvaluation):
@@ -213,4 +210,5 @@ def previous_comparisons(instance: DagsterInstance, key: AssetKey) -> dict[str, 
             data = json.loads(data)
         if isinstance(data, dict):
             return {str(k): datetime.fromisoformat(str(v)) for k, v in data.items()}
+        return {}
     return {}

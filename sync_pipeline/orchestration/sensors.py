@@ -8,9 +8,11 @@ alerts; every database query (the drift comparison included) runs in a step proc
   per gap of missed hours, naming them as ranges and what the catch-up will do about them, and
   once more when the gap is closed (the cursor keeps the open gaps).
 - ``drift_sensor`` requests a ``drift_check`` run (the ``drift`` checks of every table, in step
-  processes) every interval, unless a check or a repair is still queued or running; when one
-  finishes it alerts on every drifted partition and requests a full-row re-sync of exactly those
-  partitions (one run per drift, by ``run_key``).
+  processes, each comparing the hours its rolling schedule says are due) every interval, unless a
+  check or a repair is still queued or running. Every drift evaluation, from that job or from any
+  run that selected the asset's checks (a UI materialization, a backfill, the catch-up), is
+  handled once: it alerts on every drifted partition and requests a full-row re-sync of exactly
+  those partitions (one run per drift, by ``run_key``).
 - ``sync_failure_sensor`` alerts when a run fails, with the tables whose steps failed, the
   partition, the first step's error and whether the catch-up will request the hour again.
 """
@@ -29,8 +31,6 @@ from dagster import (
     AssetKey,
     AssetSelection,
     DagsterEvent,
-    DagsterEventType,
-    DagsterRunStatus,
     DefaultSensorStatus,
     HourlyPartitionsDefinition,
     RunFailureSensorContext,
@@ -61,7 +61,7 @@ from sync_pipeline.orchestration.resources import AlertResource
 from sync_pipeline.orchestration.schedules import IN_FLIGHT_STATUSES, PARTITION_TAG, AssetJob
 
 DRIFT_JOB = "drift_check"
-_HANDLED_RUNS_KEPT = 50
+_RECENT_EVALUATIONS = 20  # per table and tick; far more than one drift interval produces
 
 
 @dataclass(frozen=True)
@@ -188,7 +188,6 @@ def build_drift_sensor(
     sync_jobs: Sequence[AssetJob],
 ) -> SensorDefinition:
     status = DefaultSensorStatus.RUNNING if config.drift.enabled else DefaultSensorStatus.STOPPED
-    by_key = {w.key: w for w in tables}
 
     @sensor(
         name="drift_sensor",
@@ -202,29 +201,31 @@ def build_drift_sensor(
     )
     def _drift(context: SensorEvaluationContext, alerts: AlertResource) -> SensorResult:
         now = datetime.now(UTC)
-        handled: list[str] = json.loads(context.cursor or "[]")
+        state = json.loads(context.cursor or "{}")
+        # Evaluations already handled, by table: the storage ids of the recent ones (older cursors
+        # held run ids; they name no evaluation and are dropped).
+        handled: dict[str, list[int]] = state if isinstance(state, dict) else {}
+        seen: dict[str, list[int]] = {}
         requests: list[RunRequest] = []
-        finished = context.instance.get_run_records(
-            RunsFilter(job_name=DRIFT_JOB, statuses=[DagsterRunStatus.SUCCESS]), limit=10
-        )
-        for record in reversed(finished):
-            run_id = record.dagster_run.run_id
-            if run_id in handled:
-                continue
-            handled.append(run_id)
-            for key, drifted in _drifted_partitions(context, run_id):
-                watched = by_key.get(key)
-                if watched is None:
+        for watched in tables:
+            name, key = watched.table.name, watched.key
+            done = set(handled.get(name, []))
+            # Every drift evaluation, whichever run made it: the drift_check job's, and the runs
+            # that select the asset's checks too (a UI materialization, a backfill, the catch-up).
+            evaluations = _recent_drift_evaluations(context, key)
+            seen[name] = [record_id for record_id, _, _ in evaluations]
+            repair_checks = [AssetCheckKey(key, IN_SYNC_CHECK)] if watched.table.verify else []
+            for record_id, run_id, drifted in reversed(evaluations):
+                if record_id in done:
                     continue
-                repair_checks = [AssetCheckKey(key, IN_SYNC_CHECK)] if watched.table.verify else []
                 for partition_key, rows in drifted.items():
                     alerts.send(
                         Alert(
                             kind=AlertKind.DRIFT,
-                            table=watched.table.name,
+                            table=name,
                             partition_key=partition_key,
                             summary=(
-                                f"Drift in {watched.table.name} partition {partition_key}: {rows} rows "
+                                f"Drift in {name} partition {partition_key}: {rows} rows "
                                 "differ between source and target; a re-sync has been requested"
                             ),
                             facts={"rows_differing": rows, "check_run_id": run_id},
@@ -235,12 +236,12 @@ def build_drift_sensor(
                     )
                     requests.append(
                         RunRequest(
-                            run_key=f"drift-repair:{watched.table.name}:{partition_key}:{run_id}",
+                            run_key=f"drift-repair:{name}:{partition_key}:{run_id}",
                             job_name=watched.job_name,
                             partition_key=partition_key,
                             asset_selection=[key],
                             # Without an explicit check selection Dagster would run every check of
-                            # the asset (drift over the whole lookback, freshness) in the repair run.
+                            # the asset (drift, freshness) in the repair run.
                             asset_check_keys=repair_checks,
                             tags={COMPARE_TAG: "row", REASON_TAG: "drift"},
                         )
@@ -255,29 +256,28 @@ def build_drift_sensor(
         busy = bool(requests) or any(context.instance.get_run_records(f, limit=1) for f in in_flight)
         if not busy:
             requests.append(RunRequest(run_key=f"drift-check:{now.isoformat()}", job_name=DRIFT_JOB))
-        return SensorResult(run_requests=requests, cursor=json.dumps(handled[-_HANDLED_RUNS_KEPT:]))
+        return SensorResult(run_requests=requests, cursor=json.dumps(seen))
 
     return _drift
 
 
-def _drifted_partitions(
-    context: SensorEvaluationContext, run_id: str
-) -> list[tuple[AssetKey, dict[str, int]]]:
-    """The drifted partitions each ``drift`` check of a finished run reported."""
+def _recent_drift_evaluations(
+    context: SensorEvaluationContext, key: AssetKey
+) -> list[tuple[int, str, dict[str, int]]]:
+    """(storage id, run id, drifted partition -> rows) of a table's recent drift evaluations, newest first."""
     found = []
-    for record in context.instance.all_logs(run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION):
-        event = record.dagster_event
-        if event is None:
-            continue
-        evaluation = event.event_specific_data
-        if not isinstance(evaluation, AssetCheckEvaluation) or evaluation.check_name != DRIFT_CHECK:
-            continue
-        if evaluation.passed:
-            continue
-        drifted = evaluation.metadata.get("drifted_partitions")
+    records = context.instance.event_log_storage.get_asset_check_execution_history(
+        AssetCheckKey(key, DRIFT_CHECK), limit=_RECENT_EVALUATIONS
+    )
+    for record in records:
+        event = record.event.dagster_event if record.event else None
+        evaluation = event.event_specific_data if event else None
+        if not isinstance(evaluation, AssetCheckEvaluation):
+            continue  # planned, not evaluated yet: handled once it is
+        drifted = None if evaluation.passed else evaluation.metadata.get("drifted_partitions")
         value = getattr(drifted, "value", None) or getattr(drifted, "data", None)
-        if isinstance(value, dict) and value:
-            found.append((evaluation.asset_key, {str(k): int(v) for k, v in value.items()}))
+        partitions = {str(k): int(v) for k, v in value.items()} if isinstance(value, dict) else {}
+        found.append((record.id, record.run_id, partitions))
     return found
 
 

@@ -33,11 +33,15 @@ from dagster import (
 from dagster._core.instance.ref import InstanceRef
 from dagster._core.storage.dagster_run import DagsterRun
 
+from sync_pipeline.cli.dev import sync_last_hour
 from sync_pipeline.config import CONFIG_ENV_VAR, parse_config
-from sync_pipeline.demo.config import DATA_DIR_ENV
+from sync_pipeline.demo.config import DATA_DIR_ENV, demo_config
 from sync_pipeline.engine.diff.window import Window
 from sync_pipeline.errors import ConfigError
+from sync_pipeline.orchestration.assets import asset_key
 from sync_pipeline.orchestration.catch_up import CATCH_UP_SENSOR, catch_up_condition, retry_cron
+from sync_pipeline.orchestration.freshness import evaluate_freshness
+from sync_pipeline.orchestration.schedules import build_jobs
 from sync_pipeline_tests.conftest import MakeDbUrl
 from sync_pipeline_tests.dagster_helpers import (
     create_source,
@@ -259,3 +263,54 @@ def test_dagster_dev_catches_up_a_gap_by_itself(make_db_url: MakeDbUrl, tmp_path
         stop_group(process)
     for window in hours:
         assert rows_in(target, "orders", window) == rows_in(source, "orders", window), window.partition_key()
+
+
+@pytest.mark.slow
+def test_the_demo_catches_up_its_history_by_itself(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The demo's first start as ``sync-pipeline dev`` does it: the last hour synced first, then
+    ``dagster dev``; the 47 earlier hours of every table are synced by the catch-up within minutes,
+    with nobody at the UI, and the freshness check then reports no missing hour.
+    """
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copyfile(INSTANCE_YAML, home / "dagster.yaml")
+    data = tmp_path / "data"
+    env = {k: v for k, v in os.environ.items() if k not in (CONFIG_ENV_VAR, "DAGSTER_HOME")}
+    env.update({"DAGSTER_HOME": str(home), DATA_DIR_ENV: str(data)})
+    monkeypatch.setenv(DATA_DIR_ENV, str(data))  # sync_last_hour reads the demo's folder from here
+    config = demo_config(data)
+    [(_, partitions)] = build_jobs(config)
+    sync_last_hour(env)
+    keys = {asset_key(t): t for t in config.tables}
+
+    port = free_port()
+    log = tmp_path / "dagster.log"
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            [str(DAGSTER), "dev", "-m", "sync_pipeline.definitions", "-h", "127.0.0.1", "-p", str(port)],
+            cwd=tmp_path,
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        server = DevServer(f"http://127.0.0.1:{port}", process, Demo(home, data, env, log))
+        wait_for("the webserver", lambda: server_info(server.url), 180, server.dead)
+        wait_for("the code location", lambda: location_loaded(server.url), 180, server.dead)
+        with DagsterInstance.from_ref(InstanceRef.from_dir(str(home))) as instance:
+            first = {k: len(instance.get_materialized_partitions(k)) for k in keys}
+            assert set(first.values()) == {1}, f"only the last hour synced at first start: {first}"
+
+            def caught_up() -> bool | None:
+                for key in keys:
+                    status = evaluate_freshness(instance, key, partitions, config, datetime.now(UTC))
+                    if status.partition_key is None or status.missing:
+                        return None
+                return True
+
+            wait_for("the demo's catch-up", caught_up, 420, server.dead)
+            for key in keys:
+                assert len(instance.get_materialized_partitions(key)) >= 48, key
+    finally:
+        stop_group(process)

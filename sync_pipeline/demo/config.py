@@ -50,6 +50,10 @@ HISTORY: Final = timedelta(hours=48)
 # that depend on the machine come in through parse_config's own ${VAR} interpolation.
 _TEMPLATE: Final = """\
 partition_timezone: UTC
+# A new demo has 48 hours of history and syncs only the last one at first start: the catch-up
+# requests the 47 others within a minute, and freshness sees them synced a minute later.
+catch_up: {interval_seconds: 30}
+freshness: {interval_seconds: 60}
 connections:
   demo_source: {url: "${DEMO_SOURCE_URL}"}
   demo_target: {url: "${DEMO_TARGET_URL}"}

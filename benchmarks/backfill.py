@@ -27,6 +27,7 @@ import os
 import platform
 import shlex
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -36,21 +37,9 @@ from typing import Any
 
 import psycopg
 
-from benchmarks.long_lived import (
-    BACKFILL_DONE,
-    BACKFILL_STATUS,
-    LAUNCH_BACKFILL,
-    ROOT,
-    Databases,
-    databases,
-    deployment,
-    log,
-    partition_key,
-    seed,
-    sync_config,
-    wait_for,
-    window_counts,
-)
+from benchmarks.deployment import ROOT, Databases, databases, deployment, seed, sync_config, window_counts
+from benchmarks.long_lived import log, partition_key
+from sync_pipeline_tests.dagster_processes import BACKFILL_DONE, BACKFILL_STATUS, LAUNCH_BACKFILL, wait_for
 
 TABLE = "orders"
 
@@ -139,6 +128,11 @@ query($id: String!) {
 """
 
 
+def _git(*argv: str) -> str:
+    done = subprocess.run(["git", *argv], cwd=ROOT, capture_output=True, text=True, check=False)  # noqa: S603,S607 - git, fixed arguments
+    return done.stdout.strip()
+
+
 def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
     now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
     start = now - timedelta(hours=args.hours + 2)
@@ -154,6 +148,9 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
     import dagster
 
     result["dagster"] = dagster.__version__
+    result["commit"] = _git("rev-parse", "--short", "HEAD")
+    # Other work in progress in the same tree is measured too: say so beside the figures.
+    result["uncommitted"] = len(_git("status", "--short", "--", "sync_pipeline").splitlines())
     with tempfile.TemporaryDirectory(prefix="sp_backfill_") as tmp, databases(args.keep) as dbs:
         work = Path(tmp)
         with dbs.admin.connect() as conn:
@@ -220,8 +217,9 @@ def markdown(r: dict[str, Any]) -> str:
     return "\n".join(
         [
             f"`{r['command']}` ({r['measured_at']}, {r['machine']}, Dagster {r['dagster']}, "
-            f"PostgreSQL {r['postgresql']}; load average {r['load_at_launch']} at launch, "
-            f"{r['load_at_end']} at the end)",
+            f"PostgreSQL {r['postgresql']}; commit {r.get('commit')}"
+            + (f" with {r['uncommitted']} files of sync_pipeline/ modified" if r.get("uncommitted") else "")
+            + f"; load average {r['load_at_launch']} at launch, {r['load_at_end']} at the end)",
             "",
             "| hours x rows | runs | backfill s | partitions/min | run median s | run start -> step start s "
             "| per hour: interval / sync s | COPY of all rows s | backfill / COPY | target = source |",

@@ -50,8 +50,10 @@ from sync_pipeline_tests.dagster_helpers import (
     write_orders_config,
 )
 from sync_pipeline_tests.dagster_processes import (
+    BACKFILL_DONE,
     DAGSTER,
     INSTANCE_YAML,
+    graphql,
     launch_backfill,
     location_loaded,
     server_info,
@@ -407,5 +409,94 @@ def test_ui_backfill_of_48_hours_runs_as_ranged_runs_and_materializes_every_hour
         found = [m for run in backfill["runs"] for m in materializations(instance, run["runId"])]
     assert sorted(p for p, _, _ in found) == keys
     assert {m["inserted"] for _, m, _ in found} == {20}
+    for window in windows:
+        assert rows_in(target, "orders", window) == rows_in(source, "orders", window)
+
+
+BACKFILL_AND_RUNS = """
+query($id: String!) {
+  partitionBackfillOrError(backfillId: $id) {
+    ... on PartitionBackfill { status runs { runId status tags { key value } } }
+  }
+}
+"""
+
+RETRY_BACKFILL = """
+mutation($params: ReexecutionParams) {
+  reexecutePartitionBackfill(reexecutionParams: $params) {
+    __typename
+    ... on LaunchBackfillSuccess { backfillId }
+    ... on PythonError { message }
+  }
+}
+"""
+
+
+@pytest.mark.slow
+def test_ui_backfill_failing_at_an_hour_keeps_the_hours_before_and_its_retry_does_what_is_left(
+    pg_pair: tuple[Side, Side], tmp_path: Path
+) -> None:
+    """24 hours in ranged runs of 12 through the daemon; hour 16 holds bad data (a duplicate key). The
+    backfill fails; hours 0-15 are materialized and synced, the failed run names hour 16, hours 16-23
+    are untouched. With the data fixed, the UI's "Re-execute" of the backfill (from failure) launches
+    one ranged run of hours 16-23 only, and then every hour equals the source.
+    """
+    source, target = pg_pair
+    windows = [Window.hour_starting(DAEMON_FIRST.start + timedelta(hours=h)) for h in range(24)]
+    keys = [w.partition_key() for w in windows]
+    orders = _source_without_key(source)
+    insert(source, orders, hourly_rows(windows, 5))
+    bad = windows[16]
+    insert(source, orders, [row(81, in_hour(bad, 30))])  # id 81 is already in hour 16
+    path = write_orders_config(
+        tmp_path / "sync.yaml",
+        source,
+        target,
+        start="2026-11-01T00:00:00",
+        backfill={"max_partitions_per_run": 12},
+        **QUIET,
+    )
+
+    with dagster_dev(tmp_path, path) as (url, dead, logs, home):
+        backfill_id = launch_backfill(url, ["orders"], keys)
+
+        def finished() -> dict[str, Any] | None:
+            backfill: dict[str, Any] = graphql(url, BACKFILL_AND_RUNS, id=backfill_id)[
+                "partitionBackfillOrError"
+            ]
+            return backfill if backfill["status"] in BACKFILL_DONE else None
+
+        failed = wait_for(f"backfill {backfill_id}", finished, 600, dead)
+        assert failed["status"] == "COMPLETED_FAILED", logs()
+        with DagsterInstance.from_config(str(home)) as instance:
+            done = sorted(p for run in failed["runs"] for p, _, _ in materializations(instance, run["runId"]))
+            failures = [
+                e.dagster_event.step_failure_data.user_failure_data.description  # type: ignore[union-attr]
+                for run in failed["runs"]
+                for e in instance.all_logs(run["runId"], of_type=DagsterEventType.STEP_FAILURE)
+                if e.dagster_event is not None
+            ]
+        assert done == keys[:16]
+        assert len(failures) == 1
+        assert f"partition {bad.partition_key()}" in failures[0]
+        for window in windows[:16]:
+            assert rows_in(target, "orders", window) == rows_in(source, "orders", window)
+        for window in windows[16:]:
+            assert rows_in(target, "orders", window) == {}
+
+        delete(source, orders, (orders.c.id == 81) & (orders.c.updated_at == in_hour(bad, 30)))
+        retried = graphql(
+            url, RETRY_BACKFILL, params={"parentRunId": backfill_id, "strategy": "FROM_FAILURE"}
+        )
+        retry = retried["reexecutePartitionBackfill"]
+        assert retry["__typename"] == "LaunchBackfillSuccess", retry
+        # Its runs may cover only hours 16-23: wait_for_backfill places every run's range within them.
+        again = wait_for_backfill(url, retry["backfillId"], keys[16:], timeout=600, alive=dead, logs=logs)
+        with DagsterInstance.from_config(str(home)) as instance:
+            redone = sorted(
+                p for run in again["runs"] for p, _, _ in materializations(instance, run["runId"])
+            )
+        assert redone == keys[16:]
+
     for window in windows:
         assert rows_in(target, "orders", window) == rows_in(source, "orders", window)

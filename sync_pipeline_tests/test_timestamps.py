@@ -20,10 +20,14 @@ from sync_pipeline_tests.conftest import MakeDbUrl
 from sync_pipeline_tests.helpers import (
     NOTHING_CHANGED,
     TS,
+    W_AFTER,
+    W_BEFORE,
+    W,
     counts,
     has_table,
     insert,
     make_pair,
+    read_rows,
     table_config,
 )
 
@@ -105,3 +109,62 @@ def test_wall_times_copied_from_wall_times_are_accepted_in_such_a_zone(make_db_u
     for window in (FIRST_TWO_AM, SECOND_TWO_AM):
         assert counts(pair.sync(config, window), "inserted", "updated", "deleted") == NOTHING_CHANGED
         assert verify_partition(config, pair.source.url, pair.target.url, window).in_sync
+
+
+# SQLite text in the forms applications write: SQLAlchemy's, SQLite's datetime(), Python's
+# isoformat(), JavaScript's toISOString(); an offset; a number. W is 2026-11-30 08:00-09:00 UTC.
+SQLITE_FORMS: dict[int, object] = {
+    1: "2026-11-30 08:05:00",  # SQLite's datetime()
+    2: "2026-11-30T08:10:00",  # isoformat() of a naive datetime
+    3: "2026-11-30T08:15:00.123Z",  # toISOString()
+    4: "2026-11-30 08:20:00.123456+00:00",  # str() of an aware UTC datetime
+    5: "2026-11-30 08:00",  # no seconds, the window's first instant
+    6: "2026-11-30T10:25:00+02:00",  # 08:25 UTC, but 10:25 as text: counted in the 10:00 window
+    7: 1_796_112_300,  # a number (epoch seconds?): in no window, counted in every one
+    8: "2026-11-30T09:05:00",  # the next window
+    9: "2026-11-30 07:59:59.999999",  # the window before
+}
+
+
+@pytest.mark.parametrize("target_kind", ["sqlite", "postgresql"])
+def test_sqlite_text_timestamps_land_in_their_utc_hour_or_are_counted(
+    make_db_url: MakeDbUrl, target_kind: str
+) -> None:
+    """Every ISO form of a wall time or a UTC instant lands once, in its true UTC hour, and arrives as
+    that instant; a number or a non-zero offset is counted in ``unplaced_updated_at`` and not synced."""
+    pair = make_pair(make_db_url, "sqlite", target_kind)
+    _stamped("events", sa.DateTime()).create(pair.source.engine)
+    with pair.source.engine.begin() as conn:
+        conn.exec_driver_sql("INSERT INTO events (id, updated_at) VALUES (?, ?)", list(SQLITE_FORMS.items()))
+    config = table_config("events")
+
+    first = pair.sync(config, W)
+    assert counts(first, "inserted", "source_rows", "target_rows", "unplaced_updated_at") == {
+        "inserted": 5,
+        "source_rows": 5,
+        "target_rows": 5,
+        "unplaced_updated_at": 1,
+    }
+    stored = read_rows(pair.target, "events", ["id"], ["id", "updated_at"])
+    assert {key: values[1] for key, values in stored.items()} == {
+        1: datetime(2026, 11, 30, 8, 5, tzinfo=UTC),
+        2: datetime(2026, 11, 30, 8, 10, tzinfo=UTC),
+        3: datetime(2026, 11, 30, 8, 15, 0, 123000, tzinfo=UTC),
+        4: datetime(2026, 11, 30, 8, 20, 0, 123456, tzinfo=UTC),
+        5: datetime(2026, 11, 30, 8, 0, tzinfo=UTC),
+    }
+    again = pair.sync(config, W)
+    assert counts(again, "inserted", "updated", "deleted") == NOTHING_CHANGED
+    assert verify_partition(config, pair.source.url, pair.target.url, W).in_sync
+
+    assert counts(pair.sync(config, W_AFTER), "inserted", "unplaced_updated_at") == {
+        "inserted": 1,
+        "unplaced_updated_at": 1,
+    }
+    assert counts(pair.sync(config, W_BEFORE), "inserted", "unplaced_updated_at") == {
+        "inserted": 1,
+        "unplaced_updated_at": 1,
+    }
+    ten = pair.sync(config, Window.from_partition_key("2026-11-30-10:00"))
+    assert counts(ten, "inserted", "unplaced_updated_at") == {"inserted": 0, "unplaced_updated_at": 2}
+    assert set(read_rows(pair.target, "events", ["id"], ["id"])) == {1, 2, 3, 4, 5, 8, 9}

@@ -129,6 +129,7 @@ class _Sync:
                 self.plan = with_row_comparison(self.plan)
         with self.source_engine.connect() as conn:
             self.stats.null_updated_at = self.plan.source.count_null_ts(conn)
+            self.stats.unplaced_updated_at = self.plan.source.count_unplaced_ts(conn, self.window)
         described = self.plan.target or self.plan.source
         self.stats.target_table = described.name.qualified
         self.stats.target_columns = [(c.name, str(c.type)) for c in described.table.columns]

@@ -52,6 +52,7 @@ TABLE_TAG = "sync_pipeline/table"
 METADATA_COUNTS = (
     *HEADLINE_COUNTS,
     "null_updated_at",
+    "unplaced_updated_at",
     "moved_in",
     "moved_out",
     "skipped_newer",

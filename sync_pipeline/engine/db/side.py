@@ -101,8 +101,7 @@ class TableSide:
         return [family_of(column.type) for column in self.keys]
 
     def window_clause(self, window: Window) -> ColumnElement[bool]:
-        lo, hi = self.adapter.window_bounds(window, naive=self.naive, zone=self.naive_zone)
-        clause = sa.and_(self.ts >= lo, self.ts < hi)
+        clause = self.adapter.window_clause(self.ts, window, naive=self.naive, zone=self.naive_zone)
         if self.live_filter is not None:
             clause = sa.and_(clause, self.live_filter)
         return clause
@@ -226,6 +225,14 @@ class TableSide:
 
     def count_null_ts(self, conn: sa.Connection) -> int:
         stmt = sa.select(sa.func.count()).select_from(self.table).where(self.ts.is_(None))
+        return int(conn.execute(stmt).scalar_one())
+
+    def count_unplaced_ts(self, conn: sa.Connection, window: Window) -> int:
+        """Rows whose non-NULL ``updated_at`` no window holds (SQLite: numbers, text with an offset)."""
+        unplaced = self.adapter.unplaced_clause(self.ts, window, zone=self.naive_zone)
+        if unplaced is None:
+            return 0
+        stmt = sa.select(sa.func.count()).select_from(self.table).where(unplaced)
         return int(conn.execute(stmt).scalar_one())
 
     # -- streams and lookups --------------------------------------------------------------------

@@ -26,6 +26,9 @@ class SyncStats:
     target_rows: int = 0  # target rows in the window after the sync
     target_rows_before: int = 0
     null_updated_at: int = 0  # source rows with NULL updated_at: in no window, reported not lost
+    # Source rows whose updated_at is neither NULL nor in any window (SQLite: a number, or text with a
+    # UTC offset other than zero, counted in the window of its text): reported, never synced.
+    unplaced_updated_at: int = 0
     moved_in: int = 0
     moved_out: int = 0
     kept_deleted: int = 0  # vanished from the source but kept, as delete_mode=ignore asks

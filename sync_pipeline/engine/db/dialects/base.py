@@ -53,6 +53,22 @@ class Adapter(ABC):
         """The window's bounds as values to compare the ``updated_at`` column with."""
         return window.bounds_in(zone, naive=naive)
 
+    def window_clause(
+        self, column: ColumnElement[Any], window: Window, *, naive: bool, zone: str
+    ) -> ColumnElement[bool]:
+        """The rows of ``column`` (``updated_at``) in ``window``: a range the column's index serves."""
+        lo, hi = self.window_bounds(window, naive=naive, zone=zone)
+        return sa.and_(column >= lo, column < hi)
+
+    def unplaced_clause(
+        self, column: ColumnElement[Any], window: Window, *, zone: str
+    ) -> ColumnElement[bool] | None:
+        """Rows whose ``updated_at`` no window holds although it is not NULL, to count and report them.
+
+        ``None`` where the column's type makes every value an instant or a wall time (the servers).
+        """
+        return None
+
     # -- expressions ---------------------------------------------------------------------------
     @abstractmethod
     def epoch_micros(

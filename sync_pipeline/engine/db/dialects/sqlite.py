@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any, ClassVar
@@ -24,6 +25,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from sync_pipeline.engine.db.dialects.base import Adapter
 from sync_pipeline.engine.diff.mixhash import mix62
 from sync_pipeline.engine.diff.segments import HASH_MODULUS
+from sync_pipeline.engine.diff.window import Window
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 BEGIN_OPTION = "sync_pipeline_sqlite_begin"
@@ -90,6 +92,30 @@ def _begin(conn: sa.Connection) -> None:
     conn.exec_driver_sql(f"BEGIN {mode}")
 
 
+_SEPARATORS = (" ", "T")  # between date and time: SQLAlchemy's and SQLite's, and isoformat()'s
+
+
+def _text_bound(moment: datetime, separator: str) -> sa.BindParameter[str]:
+    """A window bound as the text its wall time starts with: '2026-11-30 08:00' sorts before every
+    form of 08:00 (':00', ':00.000000', 'Z') and after every form of 07:59."""
+    timespec = "minutes" if (moment.second, moment.microsecond) == (0, 0) else "microseconds"
+    return sa.literal(moment.isoformat(sep=separator, timespec=timespec), sa.String())
+
+
+@dataclass(frozen=True)
+class _Forms:
+    plain: ColumnElement[bool]  # a wall time: digits, ':' and '.' after the minutes
+    utc: ColumnElement[bool]  # a wall time followed by 'Z', '+00:00' or '-00:00'
+
+
+def _forms(column: ColumnElement[Any]) -> _Forms:
+    # What is left of the text after the minutes once digits, ':' and '.' are trimmed from both ends:
+    # '' for a wall time, 'Z' for UTC, '+' or '-' for an offset (whose digits were trimmed too).
+    tail = sa.func.trim(sa.func.substr(column, 17), "0123456789:.")
+    zero_offset = sa.and_(tail.in_(("+", "-")), sa.func.substr(column, -5) == "00:00")
+    return _Forms(plain=tail == "", utc=sa.or_(tail.in_(("Z", "z")), zero_offset))
+
+
 class SQLiteAdapter(Adapter):
     name: ClassVar[str] = "sqlite"
 
@@ -102,6 +128,47 @@ class SQLiteAdapter(Adapter):
 
     def is_naive(self, type_: sa.types.TypeEngine[Any]) -> bool:
         return True  # SQLite has no time zone type: every stored timestamp is a wall time
+
+    def window_clause(
+        self, column: ColumnElement[Any], window: Window, *, naive: bool, zone: str
+    ) -> ColumnElement[bool]:
+        # SQLite keeps whatever text the application wrote, compared as text. The form SQLAlchemy
+        # writes ('2026-11-30 08:05:00.000000') and the other ISO forms of a wall time ('T' for the
+        # space, no seconds or fraction) are ranges of text; a trailing 'Z' or '+00:00' says UTC, so
+        # such a row is in the range of the window's UTC wall times. Each range is an index range
+        # scan, with a check of the text's tail (a C function, no Python) that leaves out rows whose
+        # tail is not of their range's kind. Rows with another offset, or numbers: see unplaced_clause.
+        forms = _forms(column)
+        if zone == "UTC":
+            kinds = [(window.bounds_in("UTC", naive=True), sa.or_(forms.plain, forms.utc))]
+        else:
+            kinds = [
+                (window.bounds_in(zone, naive=True), forms.plain),
+                (window.bounds_in("UTC", naive=True), forms.utc),
+            ]
+        return sa.or_(
+            *(
+                sa.and_(column >= _text_bound(lo, sep), column < _text_bound(hi, sep), kind)
+                for (lo, hi), kind in kinds
+                for sep in _SEPARATORS
+            )
+        )
+
+    def unplaced_clause(
+        self, column: ColumnElement[Any], window: Window, *, zone: str
+    ) -> ColumnElement[bool]:
+        # Numbers (epoch seconds?) sort before all text: an index range, whatever the table's size.
+        # Text with an offset other than zero is counted in the window its wall time would be in by
+        # text, so each such row is counted in one window; it is synced in none (its true hour is
+        # anywhere within a day of its text, which no index range of one hour can find).
+        forms = _forms(column)
+        lo, hi = window.bounds_in(zone, naive=True)
+        offset = sa.not_(sa.or_(forms.plain, forms.utc))
+        in_text = [
+            sa.and_(column >= _text_bound(lo, sep), column < _text_bound(hi, sep), offset)
+            for sep in _SEPARATORS
+        ]
+        return sa.or_(column < sa.literal("", sa.String()), *in_text)
 
     def epoch_micros(
         self, column: ColumnElement[Any], *, naive: bool, zone: str, divisor: int

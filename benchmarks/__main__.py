@@ -28,6 +28,7 @@ def parts(out: Path, quick: bool) -> list[Part]:
     if quick:
         return [
             ("suite", ["benchmarks.suite", "--quick", "--out", o]),
+            ("first_sync", ["benchmarks.first_sync", "--quick", "--out", o]),
             ("step_start", ["benchmarks.step_start", "--runs", "1", "--out", o]),
             ("drift_check", ["benchmarks.drift_check", "--rows", "20000", "--repeat", "1"]),
             ("dagster_path", ["benchmarks.dagster_path", "--partitions", "2", "--cli-runs", "1", "--out", o]),
@@ -35,6 +36,7 @@ def parts(out: Path, quick: bool) -> list[Part]:
         ]
     return [
         ("suite", ["benchmarks.suite", "--sizes", "200000,1000000", "--repeat", "3", "--out", o]),
+        ("first_sync", ["benchmarks.first_sync", "--sizes", "200000,1000000", "--repeat", "3", "--out", o]),
         (
             "suite_5m",
             [

@@ -140,8 +140,14 @@ class RangeLoader:
         self.chunk_size = chunk_size
         self.stats = stats
         self.timed = timed
-        # Only an integer key has a "largest key" both engines agree on.
-        self.direct = self.source.single_integer_key and self.target.single_integer_key
+        # Only an integer key has a "largest key" both engines agree on. Not into SQLite: writing its
+        # file while this sync's own read transactions (the descent, the key streams) hold its shared
+        # lock would wait for them; its stage lives in the session's temporary database instead.
+        self.direct = (
+            self.source.single_integer_key
+            and self.target.single_integer_key
+            and self.target.adapter.name != "sqlite"
+        )
         self.into_target = sa.Table(
             self.target.name.table,
             sa.MetaData(),

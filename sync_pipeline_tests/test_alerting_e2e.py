@@ -131,11 +131,14 @@ def test_dagster_dev_alerts_a_missed_hour_and_drift_and_repairs_it(
     env.update({"DAGSTER_HOME": str(home), CONFIG_ENV_VAR: str(config), "WAREHOUSE_URL": target_url})
     secrets = [*SECRETS, DB_PASSWORD]
 
-    # Sync the older hour as an operator would, then change it behind the pipeline's back.
+    # Sync the older hour as the hourly schedule would (its job runs the sync and in_sync only),
+    # then change it behind the pipeline's back. (`dagster asset materialize` would run the drift
+    # check too, comparing the hour before the tampering: the drift would wait for its next
+    # milestone, hours later.)
     done = subprocess.run(
         [
-            *(str(DAGSTER), "asset", "materialize", "-m", "sync_pipeline.definitions"),
-            *("--select", "sync/orders", "--partition", tampered.partition_key()),
+            *(str(DAGSTER), "job", "execute", "-m", "sync_pipeline.definitions", "-j", "sync_hourly"),
+            *("--tags", json.dumps({"dagster/partition": tampered.partition_key()})),
         ],
         cwd=tmp_path,
         env=env,

@@ -231,6 +231,7 @@ def deployment(
         schedule={"enabled": False},
         drift={"enabled": False},
         freshness={"enabled": False},
+        catch_up={"enabled": False},  # nor the catch-up's backfill of every hour since START
     )
     env = {k: v for k, v in os.environ.items() if k not in (CONFIG_ENV_VAR, "DAGSTER_HOME")}
     env.update(instance_env)

@@ -231,6 +231,8 @@ def deployment(
         schedule={"enabled": False},
         drift={"enabled": False},
         freshness={"enabled": False},
+        # One run per hour, as before ranged backfill runs: the test follows one partition's step.
+        backfill={"max_partitions_per_run": 1},
         catch_up={"enabled": False},  # nor the catch-up's backfill of every hour since START
     )
     env = {k: v for k, v in os.environ.items() if k not in (CONFIG_ENV_VAR, "DAGSTER_HOME")}

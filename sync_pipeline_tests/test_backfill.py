@@ -34,6 +34,7 @@ from dagster import (
 
 from sync_pipeline.config import SyncConfig, load_config
 from sync_pipeline.engine.diff.window import Window
+from sync_pipeline.engine.sync import window_lock_name
 from sync_pipeline.orchestration.assets import build_sync_asset
 from sync_pipeline.orchestration.ranged import RANGE_END_TAG, RANGE_START_TAG, failed_hour
 from sync_pipeline_tests.conftest import MakeDbUrl
@@ -46,7 +47,9 @@ from sync_pipeline_tests.dagster_helpers import (
     rows_in,
     side,
     source_table,
+    table_entry,
     utc,
+    write_config,
     write_orders_config,
 )
 from sync_pipeline_tests.dagster_processes import (
@@ -180,6 +183,38 @@ def test_ranged_run_materializes_each_hour_oldest_first_in_a_process_of_its_own(
     assert check.metadata["hours_verified"].value == 6
     for window in windows:
         assert rows_in(target, "orders", window) == rows_in(source, "orders", window)
+
+
+def test_a_retried_step_starts_at_the_hour_that_failed(pg_pair: tuple[Side, Side], tmp_path: Path) -> None:
+    """Hour 3's lock is held by another session: its sync times out (a transient ``LockTimeout``) and the
+    retry policy runs the step again, which starts at hour 3 rather than syncing hours 0-2 twice. The
+    lock is still held, so the retry fails too, naming hour 3; hours 0-2 are materialized once each.
+    """
+    source, target = pg_pair
+    windows = hours(5)
+    create_source(source, hourly_rows(windows, 2))
+    path = write_config(
+        tmp_path / "sync.yaml",
+        {"app": source.url, "warehouse": target.url},
+        [table_entry("orders", "app", "warehouse", start="2026-11-30T00:00:00", lock_timeout_seconds=0.5)],
+        retry={"max_retries": 1, "delay_seconds": 0},
+    )
+    lock = sa.func.hashtextextended(window_lock_name(None, "orders", windows[3]), 0)
+    with instance_for_test() as instance, target.engine.connect() as holder:
+        holder.execute(sa.select(sa.func.pg_advisory_lock(lock)))
+        holder.commit()
+        ok, run_id = run_range(instance, path, windows[0].partition_key(), windows[-1].partition_key())
+        found = [p for p, _, _ in materializations(instance, run_id)]
+        retries = list(instance.all_logs(run_id, of_type=DagsterEventType.STEP_UP_FOR_RETRY))
+        [failure] = [
+            e.dagster_event
+            for e in instance.all_logs(run_id, of_type=DagsterEventType.STEP_FAILURE)
+            if e.dagster_event is not None
+        ]
+    assert not ok
+    assert len(retries) == 1
+    assert found == [w.partition_key() for w in windows[:3]]
+    assert f"partition {windows[3].partition_key()}" in str(failure.step_failure_data.error)
 
 
 def test_in_sync_check_reports_once_per_run_naming_every_hour_that_differs(

@@ -15,6 +15,9 @@
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -366,6 +369,57 @@ def test_a_row_locked_by_another_session_fails_the_sync_within_its_lock_timeout(
 
     assert fingerprint(pair.target, "items", ["id"]) == before
     assert counts(pair.sync(config), *CHANGE_COUNTS) == {"inserted": 0, "updated": 2, "deleted": 0}
+
+
+def wait_for(what: str, condition: Callable[[], bool], seconds: float = 30) -> None:
+    """Poll the server until ``condition`` holds (observable state, not a guessed delay)."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"gave up waiting for {what}"
+        time.sleep(0.05)
+
+
+@pytest.mark.timeout(60)
+def test_reads_queued_behind_another_sessions_alter_fail_within_the_lock_timeout(
+    make_db_url: MakeDbUrl,
+) -> None:
+    """Someone else's ALTER of the target waits for a transaction that read the table, and every new
+    reader queues behind the ALTER. A run's reads of the target wait there no longer than
+    lock_timeout_seconds either (verification, which only reads, waited a day), nor does a sync:
+    both fail as a transient error, nothing is written, and the sync succeeds once the ALTER is
+    through."""
+    pair, config = synced_items(make_db_url)
+    source = items_table()
+    update(pair.source, source, source.c.id == 1, updated_at=at(W, 3599), name="changed")
+
+    with pair.target.engine.connect() as holder, pair.target.engine.connect() as alterer:
+        holder.execute(sa.text("SELECT COUNT(*) FROM items")).scalar_one()  # inside its transaction
+        alter_id = alterer.execute(sa.text("SELECT CONNECTION_ID()")).scalar_one()
+        # Should the run wait regardless, the ALTER gives up first, and the test fails, not hangs.
+        alterer.exec_driver_sql("SET SESSION lock_wait_timeout = 20")
+        alter = threading.Thread(
+            target=lambda: alterer.exec_driver_sql("ALTER TABLE items ADD COLUMN other INTEGER"), daemon=True
+        )
+        alter.start()
+
+        def alter_waits() -> bool:
+            with pair.target.engine.connect() as probe:
+                state = probe.execute(
+                    sa.text("SELECT STATE FROM information_schema.PROCESSLIST WHERE ID = :id"),
+                    {"id": alter_id},
+                ).scalar()
+            return state == "Waiting for table metadata lock"
+
+        wait_for("the ALTER to wait for the metadata lock", alter_waits)
+        with pytest.raises(TransientError):
+            verify_partition(config, pair.source.url, pair.target.url, W)  # reads only
+        with pytest.raises(TransientError):
+            pair.sync(config)
+        holder.rollback()
+        alter.join()
+
+    assert "other" in reflect(pair.target, "items").c
+    assert counts(pair.sync(config), *CHANGE_COUNTS) == {"inserted": 0, "updated": 1, "deleted": 0}
 
 
 def test_every_mariadb_session_of_the_engine_is_strict_and_bounded(mysql_url: str) -> None:

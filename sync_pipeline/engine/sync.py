@@ -79,7 +79,11 @@ def sync_partition(
     """
     where = f"sync of {table.name} {window}"
     try:
-        with open_engine(source_url) as source, open_engine(target_url) as target:
+        bound = table.lock_timeout_seconds  # no session of the run waits longer for any lock
+        with (
+            open_engine(source_url, lock_timeout_seconds=bound) as source,
+            open_engine(target_url, lock_timeout_seconds=bound) as target,
+        ):
             return _Sync(table, source, target, window, dry_run, on_progress, on_change, compare).run()
     except Exception as error:
         # Wrapped by SQLAlchemy, or raw from the driver (psycopg's COPY runs on the DBAPI connection).

@@ -30,8 +30,15 @@ def normalize_url(url: str | URL) -> URL:
     return parsed
 
 
-def create_engine(url: str | URL, *, application_name: str = "sync_pipeline") -> sa.Engine:
-    """Create an engine whose sessions all run in UTC, with the dialect adapter's connection hooks."""
+def create_engine(
+    url: str | URL, *, application_name: str = "sync_pipeline", lock_timeout_seconds: float | None = None
+) -> sa.Engine:
+    """Create an engine whose sessions all run in UTC, with the dialect adapter's connection hooks.
+
+    With ``lock_timeout_seconds`` no MariaDB/MySQL session of the engine waits longer than that for
+    a lock the database takes by itself (a read queued behind another session's ALTER, a locked
+    row): the statement fails instead, as a transient error, and the run is retried.
+    """
     parsed = normalize_url(url)
     adapter = adapter_for(parsed.get_backend_name())
     engine = sa.create_engine(
@@ -41,13 +48,23 @@ def create_engine(url: str | URL, *, application_name: str = "sync_pipeline") ->
         hide_parameters=True,  # row values can be personal data: keep them out of exception text
     )
     adapter.install_hooks(engine)
+    # MariaDB/MySQL: every session's metadata and row lock waits (a read queues behind a pending
+    # ALTER for the server's lock_wait_timeout, a day). SQLite's sessions wait their busy timeout,
+    # which the writer sets to the same bound; PostgreSQL's are not bounded here.
+    if lock_timeout_seconds is not None and adapter.name == "mysql":
+        seconds = lock_timeout_seconds
+
+        def bound_lock_waits(conn: sa.Connection) -> None:
+            adapter.set_write_lock_wait(conn, seconds)
+
+        sa.event.listen(engine, "engine_connect", bound_lock_waits)
     return engine
 
 
 @contextmanager
-def open_engine(url: str | URL) -> Iterator[sa.Engine]:
+def open_engine(url: str | URL, *, lock_timeout_seconds: float | None = None) -> Iterator[sa.Engine]:
     """An engine that is always disposed, so no pooled connection outlives the unit of work."""
-    engine = create_engine(url)
+    engine = create_engine(url, lock_timeout_seconds=lock_timeout_seconds)
     try:
         yield engine
     finally:

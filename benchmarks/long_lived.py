@@ -1,10 +1,8 @@
 """The Dagster path under load: long-lived processes' memory across a backfill, and its throughput.
 
-A production-shaped deployment on this machine: the instance of ``deploy/dagster.yaml`` (run, event
-and schedule storage in a fresh PostgreSQL database, the queued run coordinator with its limits, one
-step per table pool), ``dagster-daemon run``, ``dagster-webserver`` and a separate code server
-(``dagster code-server start``), all four pointing at the same workspace. The sync config names
-PostgreSQL source and target databases, seeded with ``--rows-per-hour`` rows per hourly window.
+A production-shaped deployment on this machine (:mod:`benchmarks.deployment`: ``deploy/dagster.yaml``
+on PostgreSQL, ``dagster-daemon run``, ``dagster-webserver`` and a separate code server), syncing
+PostgreSQL source tables seeded with ``--rows-per-hour`` rows per hourly window.
 
 The script launches, through the webserver's GraphQL API as the UI's "Launch backfill" does, one
 backfill of ``--partitions`` hourly partitions of ``--tables`` tables, and samples every
@@ -12,7 +10,7 @@ backfill of ``--partitions`` hourly partitions of ``--tables`` tables, and sampl
 the code server's gRPC child; never the run workers and step processes the code server launches,
 which end with their run and are reported apart) until the backfill completes. It then checks that
 every run succeeded and each target window equals its source's row count, and writes
-``<name>.json``, ``<name>.png`` and ``<name>.md`` into ``--out``.
+``<name>.json``, ``<name>.png`` and ``<name>.md`` into ``--out`` (:mod:`benchmarks.long_lived_report`).
 
 With ``--cli-runs N`` it first times ``dagster asset materialize`` of one partition from a shell, N
 times, split into interpreter and definitions start-up, run, step process start and step, from the
@@ -20,10 +18,6 @@ run's own event log.
 
     .venv/bin/python -m benchmarks.long_lived --partitions 200 --tables 1
     .venv/bin/python -m benchmarks.dagster_path            # 48 partitions x 3 tables, CLI timings
-
-Why the processes are started one by one instead of with ``dagster dev``: ``dagster dev`` runs the
-code server as a child of the webserver, so its memory could not be told apart, and production runs
-them separately.
 """
 
 from __future__ import annotations
@@ -33,348 +27,57 @@ import json
 import os
 import platform
 import shlex
-import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
-import uuid
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import psutil
-import sqlalchemy as sa
 
-ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
-PRODUCTION_INSTANCE = ROOT / "deploy" / "dagster.yaml"
-PG_ADMIN_URL = os.environ.get(
-    "SYNC_PIPELINE_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+from benchmarks.deployment import (
+    ROLES,
+    ROOT,
+    Service,
+    databases,
+    deployment,
+    seed,
+    sync_config,
+    window_counts,
 )
+from benchmarks.long_lived_report import (
+    CLI_FIELDS,
+    MIB,
+    backfill_stats,
+    chart,
+    cpu_per_sync,
+    markdown,
+    summarize_rss,
+)
+from sync_pipeline_tests.dagster_processes import (
+    BACKFILL_DONE,
+    DAGSTER,
+    backfill_status,
+    cancel_backfill,
+    launch_backfill,
+    wait_for,
+)
+
 TABLE_NAMES = ("orders", "customers", "events", "payments", "shipments", "invoices")
-ROLES = ("webserver", "daemon", "code_server")
-BACKFILL_DONE = {"COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED"}
 # A process whose command line holds one of these belongs to a run (the run worker the code server
 # spawns, its forkserver, step processes, orphan watchers): it ends with its run, so it is not part of
 # a long-lived process's footprint. (multiprocessing's resource tracker stays: it lives as long as
 # the code server.)
 RUN_MARKERS = ("execute_run", "resume_run", "execute_step", "forkserver", "spawn_main", "watch_orphans")
-MIB = 1024 * 1024
-ASSETS_VIA = "of the assets, as Catalog > Materialize"
-
-T = TypeVar("T")
 
 
 def log(message: str) -> None:
     print(f"[{datetime.now(UTC):%H:%M:%S}] {message}", file=sys.stderr, flush=True)
-
-
-def wait_for(what: str, probe: Callable[[], T | None], timeout: float, alive: Callable[[], None]) -> T:
-    """Poll ``probe`` until it returns a value; raise at the deadline or when ``alive`` raises."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value is not None:
-            return value
-        alive()
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.5)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-# -- databases --------------------------------------------------------------------------------------
-
-
-@dataclass
-class Databases:
-    """Three fresh PostgreSQL databases: the Dagster instance's, the sync source and the sync target."""
-
-    admin: sa.Engine
-    prefix: str
-    names: dict[str, str] = field(default_factory=dict)
-
-    def url(self, role: str, driver: str = "postgresql+psycopg") -> sa.URL:
-        return sa.make_url(PG_ADMIN_URL).set(drivername=driver, database=self.names[role])
-
-    def url_text(self, role: str) -> str:
-        return self.url(role).render_as_string(hide_password=False)
-
-
-@contextmanager
-def databases(keep: bool) -> Iterator[Databases]:
-    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
-    dbs = Databases(admin, f"sp_bench_{uuid.uuid4().hex[:8]}")
-    try:
-        with admin.connect() as conn:
-            for role in ("dagster", "source", "target"):
-                dbs.names[role] = f"{dbs.prefix}_{role}"
-                conn.exec_driver_sql(f'CREATE DATABASE "{dbs.names[role]}"')
-        yield dbs
-    finally:
-        if not keep:
-            with admin.connect() as conn:
-                for name in dbs.names.values():
-                    conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
-
-
-def seed(url: str, tables: Sequence[str], start: datetime, hours: int, rows_per_hour: int) -> None:
-    """``rows_per_hour`` rows in each hour from ``start``, spread evenly over the hour, in every table."""
-    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
-    try:
-        with engine.begin() as conn:
-            for table in tables:
-                conn.exec_driver_sql(
-                    f"CREATE TABLE {table} (id bigint PRIMARY KEY, account_id int NOT NULL,"
-                    " amount numeric(12,2), note text, updated_at timestamptz NOT NULL)"
-                )
-                conn.execute(
-                    sa.text(
-                        f"INSERT INTO {table} SELECT g, g % 1000, (g % 100000) / 100.0, md5(g::text),"
-                        " CAST(:start AS timestamptz) + ((g - 1) / :per) * interval '1 hour'"
-                        " + ((g - 1) % :per) * (interval '1 hour' / :per)"
-                        " FROM generate_series(1, :n) AS g"
-                    ),
-                    {"start": start, "per": rows_per_hour, "n": hours * rows_per_hour},
-                )
-    finally:
-        engine.dispose()
-
-
-def window_counts(url: str, tables: Sequence[str], start: datetime, hours: int) -> dict[str, list[int]]:
-    """Rows per hourly window of each table, ``hours`` windows from ``start``."""
-    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
-    counts: dict[str, list[int]] = {}
-    try:
-        with engine.connect() as conn:
-            for table in tables:
-                if not sa.inspect(conn).has_table(table):
-                    counts[table] = [0] * hours
-                    continue
-                rows = conn.execute(
-                    sa.text(
-                        f"SELECT floor(extract(epoch FROM updated_at - CAST(:start AS timestamptz)) / 3600)"
-                        f"::int AS h, count(*) FROM {table} GROUP BY 1"
-                    ),
-                    {"start": start},
-                ).all()
-                by_hour = {int(h): int(n) for h, n in rows}
-                counts[table] = [by_hour.get(h, 0) for h in range(hours)]
-    finally:
-        engine.dispose()
-    return counts
-
-
-# -- the deployment ---------------------------------------------------------------------------------
-
-
-def sync_config(source_url: str, target_url: str, tables: Sequence[str], start: datetime) -> str:
-    """A sync config as an operator would write it; drift and the hourly schedule are off.
-
-    Both launch runs of their own, which would mix with the backfill's and blur partitions per
-    minute. The freshness sensor stays on (every 60 s): it is evaluated inside the code server, the
-    long-lived work this benchmark watches.
-    """
-    lines = [
-        "partition_timezone: UTC",
-        "connections:",
-        '  source: {url: "${BENCH_SOURCE_URL}"}',
-        '  target: {url: "${BENCH_TARGET_URL}"}',
-        "defaults:",
-        "  source: {connection: source}",
-        "  target: {connection: target}",
-        "  primary_key: [id]",
-        "  updated_at: updated_at",
-        f'  start: "{start:%Y-%m-%dT%H:%M:%S}"',
-        "schedule: {enabled: false}",
-        "drift: {enabled: false}",
-        "freshness: {interval_seconds: 60}",
-        "tables:",
-    ]
-    for table in tables:
-        lines += [f"  - name: {table}", f"    source: {{table: {table}}}", f"    target: {{table: {table}}}"]
-    return "\n".join(lines) + "\n"
-
-
-@dataclass
-class Service:
-    role: str
-    argv: list[str]
-    process: subprocess.Popen[bytes]
-    log_path: Path
-
-    def check(self) -> None:
-        code = self.process.poll()
-        if code is not None:
-            tail = self.log_path.read_text(errors="replace").splitlines()[-40:]
-            raise RuntimeError(f"{self.role} exited with {code}:\n" + "\n".join(tail))
-
-    def stop(self) -> None:
-        """Interrupt the process group as Ctrl-C would; kill what is left after a grace period."""
-        for sig, grace in ((signal.SIGINT, 20.0), (signal.SIGKILL, 10.0)):
-            try:
-                os.killpg(self.process.pid, sig)
-            except ProcessLookupError:
-                return
-            try:
-                self.process.wait(timeout=grace)
-                return
-            except subprocess.TimeoutExpired:
-                continue
-
-
-@dataclass
-class Deployment:
-    home: Path
-    env: dict[str, str]
-    webserver_url: str
-    services: dict[str, Service]
-
-    def check(self) -> None:
-        for service in self.services.values():
-            service.check()
-
-    def graphql(self, query: str, **variables: Any) -> dict[str, Any]:
-        body = json.dumps({"query": query, "variables": variables}).encode()
-        # S310: the URL is the loopback http:// server this script started.
-        request = urllib.request.Request(  # noqa: S310
-            f"{self.webserver_url}/graphql", data=body, headers={"Content-Type": "application/json"}
-        )
-        with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310
-            document = json.load(response)
-        if document.get("errors"):
-            raise RuntimeError(f"GraphQL errors: {document['errors']}")
-        data: dict[str, Any] = document["data"]
-        return data
-
-
-def _start(role: str, argv: list[str], env: dict[str, str], cwd: Path) -> Service:
-    log_path = cwd / f"{role}.log"
-    with log_path.open("wb") as log_file:
-        process = subprocess.Popen(  # noqa: S603 - fixed programs next to this interpreter
-            argv, cwd=cwd, env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    return Service(role, argv, process, log_path)
-
-
-def _server_info(url: str) -> dict[str, Any] | None:
-    try:
-        with urllib.request.urlopen(f"{url}/server_info", timeout=5) as response:  # noqa: S310
-            info: dict[str, Any] = json.load(response)
-            return info
-    except (urllib.error.URLError, ConnectionError, TimeoutError):
-        return None
-
-
-def _grpc_serving(port: int, env: dict[str, str], work: Path) -> bool | None:
-    check = subprocess.run(  # noqa: S603
-        [str(BIN / "dagster"), "api", "grpc-health-check", "-h", "127.0.0.1", "-p", str(port)],
-        env=env,
-        cwd=work,
-        capture_output=True,
-        check=False,
-    )
-    return True if check.returncode == 0 else None
-
-
-def _location_loaded(deployment: Deployment) -> bool | None:
-    data = deployment.graphql(
-        "{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus"
-        " locationOrLoadError { __typename ... on PythonError { message } } } } } }"
-    )
-    [entry] = data["workspaceOrError"]["locationEntries"]
-    error = entry["locationOrLoadError"]
-    if error and error["__typename"] == "PythonError":
-        if "DagsterUserCodeUnreachableError" in error["message"]:
-            # Asked before the code server answered: ask the webserver to look again.
-            deployment.graphql(
-                'mutation { reloadRepositoryLocation(repositoryLocationName: "sync_pipeline")'
-                " { __typename } }"
-            )
-            return None
-        raise RuntimeError(f"the code location failed to load: {error['message']}")
-    return True if entry["loadStatus"] == "LOADED" and error else None
-
-
-@contextmanager
-def deployment(work: Path, dbs: Databases, config_text: str) -> Iterator[Deployment]:
-    """The instance, code server, webserver and daemon, started in that order and stopped in reverse."""
-    home = work / "dagster_home"
-    home.mkdir()
-    shutil.copyfile(PRODUCTION_INSTANCE, home / "dagster.yaml")
-    config_path = work / "sync.yaml"
-    config_path.write_text(config_text)
-    instance_url = dbs.url("dagster")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DAGSTER_", "SYNC_PIPELINE_"))}
-    env.update(
-        {
-            "DAGSTER_HOME": str(home),
-            "DAGSTER_PG_HOST": instance_url.host or "127.0.0.1",
-            "DAGSTER_PG_PORT": str(instance_url.port or 5432),
-            "DAGSTER_PG_USER": instance_url.username or "postgres",
-            "DAGSTER_PG_PASSWORD": instance_url.password or "",
-            "DAGSTER_PG_DB": instance_url.database or "",
-            "SYNC_PIPELINE_CONFIG": str(config_path),
-            "BENCH_SOURCE_URL": dbs.url_text("source"),
-            "BENCH_TARGET_URL": dbs.url_text("target"),
-        }
-    )
-    # This process reads the instance too (run records, event timestamps).
-    os.environ.update({k: v for k, v in env.items() if k.startswith("DAGSTER_PG_")})
-    # Create the instance's tables once, here, rather than racing three processes to do it.
-    subprocess.run(  # noqa: S603
-        [str(BIN / "dagster"), "instance", "migrate"], env=env, cwd=work, check=True, capture_output=True
-    )
-    grpc_port, web_port = free_port(), free_port()
-    (work / "workspace.yaml").write_text(
-        f"load_from:\n  - grpc_server: {{host: 127.0.0.1, port: {grpc_port}, location_name: sync_pipeline}}\n"
-    )
-    services: dict[str, Service] = {}
-    deploy = Deployment(home, env, f"http://127.0.0.1:{web_port}", services)
-    try:
-        services["code_server"] = _start(
-            "code_server",
-            [
-                *(str(BIN / "dagster"), "code-server", "start", "-m", "sync_pipeline.definitions"),
-                *("-h", "127.0.0.1", "-p", str(grpc_port)),
-            ],
-            env,
-            work,
-        )
-        wait_for("the code server", lambda: _grpc_serving(grpc_port, env, work), 240, deploy.check)
-        services["webserver"] = _start(
-            "webserver",
-            [str(BIN / "dagster-webserver"), "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(web_port)],
-            env,
-            work,
-        )
-        services["daemon"] = _start(
-            "daemon", [str(BIN / "dagster-daemon"), "run", "-w", "workspace.yaml"], env, work
-        )
-        wait_for("the webserver", lambda: _server_info(deploy.webserver_url), 180, deploy.check)
-        wait_for("the code location", lambda: _location_loaded(deploy), 240, deploy.check)
-        yield deploy
-    finally:
-        for role in ("daemon", "webserver", "code_server"):
-            if role in services:
-                services[role].stop()
 
 
 # -- RSS sampling ----------------------------------------------------------------------------------
@@ -471,32 +174,6 @@ class Sampler(threading.Thread):
             self.stopped.wait(self.interval)
 
 
-# -- GraphQL ---------------------------------------------------------------------------------------
-
-LAUNCH_BACKFILL = """
-mutation($params: LaunchBackfillParams!) {
-  launchPartitionBackfill(backfillParams: $params) {
-    __typename
-    ... on LaunchBackfillSuccess { backfillId }
-    ... on PythonError { message stack }
-    ... on UnauthorizedError { message }
-    ... on PartitionKeysNotFoundError { message }
-    ... on InvalidSubsetError { message }
-  }
-}
-"""
-
-BACKFILL_STATUS = """
-query($id: String!) {
-  partitionBackfillOrError(backfillId: $id) {
-    __typename
-    ... on PartitionBackfill { status }
-    ... on PythonError { message }
-  }
-}
-"""
-
-
 def partition_key(hour: datetime) -> str:
     return f"{hour:%Y-%m-%d-%H:%M}"
 
@@ -530,7 +207,7 @@ def _latest_run(home: Path, key: str) -> str:
 def time_cli(home: Path, env: dict[str, str], work: Path, table: str, key: str) -> dict[str, Any]:
     """One ``dagster asset materialize`` of one partition, split by the run's own event timestamps."""
     argv = [
-        str(BIN / "dagster"),
+        str(DAGSTER),
         *("asset", "materialize", "-m", "sync_pipeline.definitions"),
         *("--select", f"sync/{table}", "--partition", key),
     ]
@@ -579,15 +256,22 @@ def time_imports(env: dict[str, str], work: Path, repeat: int) -> dict[str, floa
 # -- the backfill ----------------------------------------------------------------------------------
 
 
-def run_records(home: Path, backfill_id: str) -> list[dict[str, Any]]:
+def run_records(home: Path, backfill_id: str, keys: Sequence[str]) -> list[dict[str, Any]]:
+    """The backfill's runs, each with the partitions of ``keys`` it synced (one, or a ranged run's)."""
     from dagster import DagsterInstance, RunsFilter
+
+    def partitions(tags: dict[str, str]) -> list[str]:
+        if "dagster/partition" in tags:
+            return [tags["dagster/partition"]]
+        first = keys.index(tags["dagster/asset_partition_range_start"])
+        return list(keys[first : keys.index(tags["dagster/asset_partition_range_end"]) + 1])
 
     with DagsterInstance.from_config(str(home)) as instance:
         records = instance.get_run_records(filters=RunsFilter(tags={"dagster/backfill": backfill_id}))
         return [
             {
                 "run_id": r.dagster_run.run_id,
-                "partition": r.dagster_run.tags.get("dagster/partition"),
+                "partitions": partitions(dict(r.dagster_run.tags)),
                 "status": r.dagster_run.status.value,
                 "created": r.create_timestamp.timestamp(),
                 "start": r.start_time,
@@ -597,224 +281,6 @@ def run_records(home: Path, backfill_id: str) -> list[dict[str, Any]]:
             }
             for r in records
         ]
-
-
-def summarize_rss(samples: list[dict[str, Any]], start: float, end: float) -> dict[str, dict[str, float]]:
-    """First/median/last/max RSS of each role over the samples taken during the backfill, and growth.
-
-    Growth compares the median of the last fifth of those samples with the median of the second
-    fifth (the first fifth is warm-up: imports done lazily on the first runs, caches filling).
-    """
-    during = [s for s in samples if start <= s["t"] <= end] or samples
-    out: dict[str, dict[str, float]] = {}
-    for role in ROLES:
-        values = [s[role] / MIB for s in during if s[role]]
-        fifth = max(1, len(values) // 5)
-        early = statistics.median(values[fifth : 2 * fifth] or values[:fifth])
-        late = statistics.median(values[-fifth:])
-        growth = late - early
-        out[role] = {
-            "first": round(values[0], 1),
-            "median": round(statistics.median(values), 1),
-            "last": round(values[-1], 1),
-            "max": round(max(values), 1),
-            "early_median": round(early, 1),
-            "late_median": round(late, 1),
-            "growth_mib": round(growth, 1),
-            "growth_pct": round(100 * growth / early, 1),
-            "flat": abs(growth) <= max(8.0, 0.05 * early),
-            "samples": len(values),
-        }
-    return out
-
-
-def backfill_stats(result: dict[str, Any]) -> None:
-    """Derive the backfill's figures from its run records (in place), counting only succeeded runs.
-
-    A run that failed and was retried by the instance's run retries counts once, through its retry.
-    """
-    b = result["backfill"]
-    runs = b["run_records"]
-    tables = len(result["tables"])
-    succeeded = [r for r in runs if r["status"] == "SUCCESS"]
-    done = sorted({r["partition"] for r in succeeded})
-    ends = [r["end"] for r in succeeded if r["end"]]
-    seconds = max(ends) - b["launched_at"] if ends else float("nan")
-    durations = [r["end"] - r["start"] for r in succeeded if r["start"] and r["end"]]
-    queued = [r["start"] - r["created"] for r in runs if r["start"]]
-    b.update(
-        {
-            "runs": len(runs),
-            "succeeded": len(succeeded),
-            "failed": sum(r["status"] == "FAILURE" for r in runs),
-            "done_keys": done,
-            "partitions_done": len(done),
-            "seconds": round(seconds, 1),
-            "partitions_per_minute": round(len(done) / seconds * 60, 2),
-            "syncs_per_minute": round(len(done) * tables / seconds * 60, 2),
-            "run_median_s": round(statistics.median(durations), 2) if durations else None,
-            "run_max_s": round(max(durations), 2) if durations else None,
-            "queued_median_s": round(statistics.median(queued), 2) if queued else None,
-            "queued_max_s": round(max(queued), 2) if queued else None,
-            "assets_per_run": statistics.median(r.get("assets", 0) for r in runs) if runs else 0,
-            "checks_per_run": statistics.median(r.get("checks", 0) for r in runs) if runs else 0,
-        }
-    )
-
-
-def cpu_per_sync(samples: list[dict[str, Any]], start: float, syncs: int) -> dict[str, float]:
-    """CPU seconds each role spent from the backfill's launch to the last sample, and per partition sync.
-
-    The code server's figure includes every run worker and step process (it starts them and reaps
-    them), so it is the Dagster path's whole cost per partition sync, sync work included.
-    """
-    before = [s for s in samples if s["t"] <= start] or samples[:1]
-    first, last = before[-1], samples[-1]
-    out: dict[str, float] = {}
-    for role in ROLES:
-        spent = last[f"{role}_cpu_s"] - first[f"{role}_cpu_s"]
-        out[f"{role}_s"] = round(spent, 1)
-        out[f"{role}_per_sync_s"] = round(spent / syncs, 2) if syncs else float("nan")
-    return out
-
-
-def chart(result: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    samples = result["samples"]
-    t = [s["t"] / 60 for s in samples]
-    b = result["backfill"]
-    fig, (ax, runs_ax) = plt.subplots(
-        2, 1, figsize=(9, 6.5), sharex=True, gridspec_kw={"height_ratios": [2, 1]}
-    )
-    for role in ROLES:
-        ax.plot(t, [s[role] / MIB for s in samples], label=role.replace("_", " "))
-    runs_ax.plot(t, [s["run_processes_rss"] / MIB for s in samples], color="grey", linewidth=0.8)
-    for axis in (ax, runs_ax):
-        axis.axvspan(b["launched_t"] / 60, b["done_t"] / 60, color="tab:green", alpha=0.07)
-        axis.set_ylim(bottom=0)
-        axis.grid(alpha=0.3)
-    ax.set_ylabel("RSS, MiB")
-    ax.set_title(
-        f"Long-lived Dagster processes during a backfill of {b.get('partitions_done', b['partitions'])}"
-        f" partitions x {len(result['tables'])} table(s) (shaded)"
-    )
-    ax.legend(loc="lower right", fontsize=8)
-    runs_ax.set_ylabel("MiB")
-    runs_ax.set_title("run workers and step processes together (they end with their runs)", fontsize=9)
-    runs_ax.set_xlabel("minutes")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def _cpu_lines(result: dict[str, Any]) -> list[str]:
-    cpu = result.get("cpu")
-    if not cpu:
-        return []
-    return [
-        "CPU seconds spent during the backfill (process trees, reaped children included; the code"
-        " server's tree holds every run worker and step process):"
-        + "".join(
-            f" {role.replace('_', ' ')} {cpu[f'{role}_s']:.0f} s"
-            f" ({cpu[f'{role}_per_sync_s']:.2f} s per partition sync);"
-            for role in ROLES
-        )
-        + (f" {cpu['note']}" if cpu.get("note") else ""),
-        "",
-    ]
-
-
-def markdown(result: dict[str, Any]) -> str:
-    b = result["backfill"]
-    lines = [
-        f"### {result['title']}",
-        "",
-        "```bash",
-        result["command"],
-        "```",
-        "",
-        f"Measured {result['measured_at']} on {result['machine']}; Dagster {result['dagster']},"
-        f" instance `deploy/dagster.yaml` on PostgreSQL ({result['postgresql']}), PostgreSQL source and"
-        f" target, {len(result['tables'])} table(s) ({', '.join(result['tables'])}),"
-        f" {result['rows_per_hour']} rows per hourly window, RSS sampled every {result['interval']} s.",
-        "",
-        f"Backfill ({result.get('via', ASSETS_VIA)}) of {b['partitions']} partitions"
-        f" x {len(result['tables'])} table(s) ="
-        f" {b['syncs']} partition syncs in {b['runs']} runs, launched through GraphQL: {b['status']},"
-        f" {b['succeeded']} runs succeeded ({b['partitions_done']} partitions; {b['failed']} runs failed,"
-        " each retried once by the instance's run retries), target windows of those"
-        " equal to the source's row counts:"
-        f" {'yes' if result['targets_equal'] else '**no**'}.",
-        "",
-        "| | value |",
-        "|---|---|",
-        f"| launch to last successful run finished | {b['seconds']:.0f} s |",
-        f"| partitions per minute | {b['partitions_per_minute']:.2f} |",
-        f"| partition syncs (table x hour) per minute | {b['syncs_per_minute']:.2f} |",
-        f"| run duration (start to end), median / max | {b['run_median_s']:.1f} s / {b['run_max_s']:.1f} s |",
-        f"| time queued (created to start), median / max | {b['queued_median_s']:.1f} s"
-        f" / {b['queued_max_s']:.1f} s |",
-        f"| load average (1 min) at launch / at the end | {b['load_at_launch']:.1f}"
-        f" / {b['load_at_end']:.1f} |",
-        "",
-        "RSS of each long-lived process (the process and its helper children; run workers and step",
-        "processes excluded), over the samples taken during the backfill:",
-        "",
-        "| process | first MiB | median MiB | last MiB | max MiB | growth (last vs second fifth) | verdict |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for role, r in result["rss"].items():
-        verdict = "flat" if r["flat"] else "**grows**"
-        lines.append(
-            f"| {role.replace('_', ' ')} | {r['first']} | {r['median']} | {r['last']} | {r['max']} |"
-            f" {r['growth_mib']:+.1f} MiB ({r['growth_pct']:+.1f}%) | {verdict} |"
-        )
-    lines += [
-        "",
-        *_cpu_lines(result),
-        "Verdict rule: flat when the median of the last fifth of the samples is within 8 MiB or 5% of",
-        "the median of the second fifth (the first fifth is warm-up).",
-        "Peak RSS of the run workers and step processes together:"
-        f" {result['run_processes_peak_mib']:.0f} MiB"
-        f" ({result['run_processes_peak']} processes at most at once).",
-    ]
-    if result.get("cli"):
-        cli = result["cli"]
-        lines += [
-            "",
-            f"`dagster asset materialize` of one partition of one table, {len(cli['runs'])} runs, median s:",
-            "",
-            "```bash",
-            cli["runs"][0]["command"],
-            "```",
-            "",
-            "| wall | CLI start-up to run start | run start to step start | of which step process start"
-            " | step (sync + in_sync check) | step end to run end | run end to exit |",
-            "|---|---|---|---|---|---|---|",
-            "| " + " | ".join(f"{cli['median'][k]:.2f}" for k in CLI_FIELDS) + " |",
-            "",
-            "For comparison, a bare interpreter importing Dagster takes"
-            f" {cli['imports']['python_import_dagster_s']:.2f} s and one loading `sync_pipeline.definitions`"
-            f" {cli['imports']['python_load_definitions_s']:.2f} s (median of 3). Steps of the first run"
-            f" (seconds from STEP_START to STEP_SUCCESS): {cli['runs'][0]['steps']}.",
-        ]
-    lines += [f"\n{note}" for note in result.get("notes", [])]
-    return "\n".join(lines) + "\n"
-
-
-CLI_FIELDS = (
-    "wall_s",
-    "startup_s",
-    "run_start_to_step_start_s",
-    "step_worker_start_s",
-    "step_s",
-    "step_end_to_run_end_s",
-    "run_end_to_exit_s",
-)
 
 
 def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
@@ -867,55 +333,37 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
                 "the idle baseline",
                 lambda: True if time.monotonic() >= idle_until else None,
                 args.idle_seconds + 5,
-                deploy.check,
+                deploy.dead,
             )
-            params: dict[str, Any] = {"partitionNames": keys}
-            if args.via == "assets":
-                # As the UI's Catalog > Materialize... does: the assets with every check on them.
-                params["assetSelection"] = [{"path": ["sync", t]} for t in tables]
-            else:
-                # As the UI's Jobs > sync_hourly > Partitions does: the hourly job's selection, the
-                # syncs and their in_sync checks (drift and freshness stay with their sensors).
-                params["selector"] = {
-                    "partitionSetName": "sync_hourly_partition_set",
-                    "repositorySelector": {
-                        "repositoryName": "__repository__",
-                        "repositoryLocationName": "sync_pipeline",
-                    },
-                }
-            launched = deploy.graphql(LAUNCH_BACKFILL, params=params)["launchPartitionBackfill"]
-            if launched["__typename"] != "LaunchBackfillSuccess":
-                raise RuntimeError(f"backfill not launched: {launched}")
-            backfill_id = launched["backfillId"]
+            # "assets": as the UI's Catalog > Materialize... does, the assets with every check on them;
+            # "job": as Jobs > sync_hourly > Partitions does, the hourly job's selection (the syncs and
+            # their in_sync checks; drift and freshness stay with their sensors).
+            backfill_id = launch_backfill(
+                deploy.webserver_url, tables, keys, job=None if args.via == "assets" else "sync_hourly"
+            )
             launched_at, launched_t = time.time(), time.monotonic() - t0
             load_at_launch = os.getloadavg()[0]
             log(f"backfill {backfill_id}: {len(keys)} partitions x {len(tables)} table(s)")
             last_report = [time.monotonic()]
 
             def finished() -> str | None:
-                status = deploy.graphql(BACKFILL_STATUS, id=backfill_id)["partitionBackfillOrError"]
-                if status["__typename"] != "PartitionBackfill":
-                    raise RuntimeError(f"backfill status: {status}")
+                status = backfill_status(deploy.webserver_url, backfill_id)
                 if time.monotonic() - last_report[0] > 60:
                     last_report[0] = time.monotonic()
                     s = sampler.samples[-1] if sampler.samples else {}
                     log(
-                        f"  {status['status']}; RSS MiB "
+                        f"  {status}; RSS MiB "
                         + ", ".join(f"{r}={s.get(r, 0) / MIB:.0f}" for r in ROLES)
                         + f"; run processes {s.get('run_processes', 0)}"
                     )
-                value: str = status["status"]
-                return value if value in BACKFILL_DONE else None
+                return status if status in BACKFILL_DONE else None
 
             try:
-                status = wait_for("the backfill", finished, args.timeout, deploy.check)
+                status = wait_for("the backfill", finished, args.timeout, deploy.dead)
             except TimeoutError:
                 # Keep what was measured: the samples cover the syncs done so far.
                 status = f"INCOMPLETE (stopped after --timeout {args.timeout:.0f} s)"
-                deploy.graphql(
-                    "mutation($id: String!) { cancelPartitionBackfill(backfillId: $id) { __typename } }",
-                    id=backfill_id,
-                )
+                cancel_backfill(deploy.webserver_url, backfill_id)
                 log(f"backfill {backfill_id} timed out; cancelled, writing what was measured")
             done_t = time.monotonic() - t0
             load_at_end = os.getloadavg()[0]
@@ -925,11 +373,11 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
                 "the settle period",
                 lambda: True if time.monotonic() >= settle_until else None,
                 args.idle_seconds + 5,
-                deploy.check,
+                deploy.dead,
             )
             sampler.stopped.set()
             sampler.join()
-            runs = run_records(deploy.home, backfill_id)
+            runs = run_records(deploy.home, backfill_id, keys)
         source = window_counts(dbs.url_text("source"), tables, start, args.partitions)
         target = window_counts(dbs.url_text("target"), tables, start, args.partitions)
 

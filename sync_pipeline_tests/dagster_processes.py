@@ -1,10 +1,13 @@
-"""Dagster's own processes in tests: start on a free port, wait until they answer, talk GraphQL, stop.
+"""Dagster's own processes, driven from outside: start on a free port, wait until they answer, talk
+GraphQL, launch and follow a backfill, stop.
 
-The end-to-end tests (``dagster dev``, the alerting run, colliding runs, the Celery deployment) drive
-real ``dagster`` processes the way an operator or the UI does. What they share is here, so that each
-waits, queries and cleans up alike: a wait that fails fast when the process it waits on has died,
-GraphQL errors raised as assertion failures, a backfill launched and awaited as the UI does it, and
-a stop that takes the whole process group down.
+The end-to-end tests (``dagster dev``, the alerting run, colliding runs, the Celery deployment) and
+the benchmarks of the Dagster path (``benchmarks/long_lived.py``, ``benchmarks/backfill.py``) drive
+real ``dagster`` processes the way an operator or the UI does. What they share is here, once, so that
+each waits, queries and cleans up alike: a wait that fails fast when the process it waits on has died,
+GraphQL errors raised, a backfill launched and followed as the UI does it, and a stop that takes the
+whole process group down. Nothing here needs pytest: a failure is an exception, which a test reports
+as its failure and a benchmark as its error.
 """
 
 from __future__ import annotations
@@ -17,15 +20,14 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
-
-import pytest
+from typing import IO, Any, TypeVar
 
 import sync_pipeline
 
-DAGSTER = Path(sys.executable).with_name("dagster")
+BIN = Path(sys.executable).parent
+DAGSTER = BIN / "dagster"
 INSTANCE_YAML = Path(sync_pipeline.__file__).with_name("instance") / "dagster.yaml"
 
 T = TypeVar("T")
@@ -49,6 +51,16 @@ BACKFILL_STATUS = """
 query($id: String!) {
   partitionBackfillOrError(backfillId: $id) {
     __typename
+    ... on PartitionBackfill { status }
+    ... on PythonError { message }
+  }
+}
+"""
+
+BACKFILL_RUNS = """
+query($id: String!) {
+  partitionBackfillOrError(backfillId: $id) {
+    __typename
     ... on PartitionBackfill { status runs { runId status tags { key value } } }
     ... on PythonError { message }
   }
@@ -56,30 +68,43 @@ query($id: String!) {
 """
 
 
+class ProcessDied(RuntimeError):
+    """A process a wait depended on exited; the message says which, with what it wrote last."""
+
+
+class GraphQLError(RuntimeError):
+    """The webserver answered a GraphQL request with errors."""
+
+
 def wait_for(what: str, probe: Callable[[], T | None], timeout: float, alive: Callable[[], str | None]) -> T:
-    """Poll ``probe`` until it returns a value, failing at the deadline or when ``alive`` reports death."""
+    """Poll ``probe`` until it returns a value; raise at the deadline or as soon as a process died.
+
+    ``alive`` returns ``None`` while the processes live and a description once one has died (it may
+    raise instead): a dead server fails the wait at once rather than at its deadline.
+    """
     deadline = time.monotonic() + timeout
     while True:
         value = probe()
         if value is not None:
             return value
         if (dead := alive()) is not None:
-            pytest.fail(f"while waiting for {what}: {dead}")
+            raise ProcessDied(f"while waiting for {what}: {dead}")
         if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
+            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
         time.sleep(0.5)
 
 
-def graphql(url: str, query: str, **variables: Any) -> dict[str, Any]:
-    """The ``data`` of a GraphQL request to the webserver at ``url``; its errors fail the test."""
+def graphql(url: str, query: str, *, timeout: float = 60, **variables: Any) -> dict[str, Any]:
+    """The ``data`` of a GraphQL request to the webserver at ``url``; errors raise :class:`GraphQLError`."""
     body = json.dumps({"query": query, "variables": variables}).encode()
-    # S310: the URL is the local http:// server the test started, never a file: or custom scheme.
+    # S310: the URL is the local http:// server the caller started, never a file: or custom scheme.
     request = urllib.request.Request(  # noqa: S310
         f"{url}/graphql", data=body, headers={"Content-Type": "application/json"}
     )
-    with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+    with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
         document = json.load(response)
-    assert not document.get("errors"), document["errors"]
+    if document.get("errors"):
+        raise GraphQLError(f"GraphQL errors: {document['errors']}")
     data: dict[str, Any] = document["data"]
     return data
 
@@ -95,7 +120,11 @@ def server_info(url: str) -> dict[str, Any] | None:
 
 
 def location_loaded(url: str) -> bool | None:
-    """``True`` once the workspace's one code location has loaded; a load error fails the test."""
+    """``True`` once the workspace's one code location has loaded; a load error raises.
+
+    A code server started apart may not answer yet when the webserver first asks; then the webserver
+    is asked to look again, and the wait goes on.
+    """
     data = graphql(
         url,
         "{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus"
@@ -104,25 +133,88 @@ def location_loaded(url: str) -> bool | None:
     [entry] = data["workspaceOrError"]["locationEntries"]
     error = entry["locationOrLoadError"]
     if error and error["__typename"] == "PythonError":
-        pytest.fail(f"the code location failed to load: {error['message']}")
+        if "DagsterUserCodeUnreachableError" in error["message"]:
+            graphql(
+                url,
+                "mutation($name: String!) { reloadRepositoryLocation(repositoryLocationName: $name)"
+                " { __typename } }",
+                name=entry["name"],
+            )
+            return None
+        raise RuntimeError(f"the code location failed to load: {error['message']}")
     return True if entry["loadStatus"] == "LOADED" and error else None
 
 
-def launch_backfill(url: str, tables: Sequence[str], partition_keys: Sequence[str]) -> str:
-    """Backfill ``sync/<table>`` of each table for each partition, as the UI's Materialize… dialog
-    launches it through the webserver at ``url``; returns the backfill's id.
+def grpc_serving(port: int, env: Mapping[str, str], cwd: Path) -> bool | None:
+    """``True`` once a code server (``dagster code-server start``) answers on ``port``."""
+    check = subprocess.run(
+        [str(DAGSTER), "api", "grpc-health-check", "-h", "127.0.0.1", "-p", str(port)],
+        env=dict(env),
+        cwd=cwd,
+        capture_output=True,
+        check=False,
+    )
+    return True if check.returncode == 0 else None
+
+
+def start_logged(
+    argv: Sequence[str], env: Mapping[str, str], cwd: Path, log: IO[bytes]
+) -> subprocess.Popen[bytes]:
+    """Start ``argv`` as the leader of a new process group (see :func:`stop_group`), output to ``log``."""
+    return subprocess.Popen(
+        list(argv), cwd=cwd, env=dict(env), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+
+
+def launch_backfill(
+    url: str, tables: Sequence[str], partition_keys: Sequence[str], *, job: str | None = None
+) -> str:
+    """Backfill ``sync/<table>`` of each table for each partition through the webserver at ``url``;
+    returns the backfill's id.
+
+    By default the assets are selected, with every check on them, as Catalog > Materialize... does;
+    with ``job`` the job's partitions are, as Jobs > <job> > Partitions does (its selection only).
     """
-    launched = graphql(
-        url,
-        LAUNCH_BACKFILL,
-        params={
-            "assetSelection": [{"path": ["sync", table]} for table in tables],
-            "partitionNames": list(partition_keys),
-        },
-    )["launchPartitionBackfill"]
-    assert launched["__typename"] == "LaunchBackfillSuccess", launched
+    params: dict[str, Any] = {"partitionNames": list(partition_keys)}
+    if job is None:
+        params["assetSelection"] = [{"path": ["sync", table]} for table in tables]
+    else:
+        params["selector"] = {
+            "partitionSetName": f"{job}_partition_set",
+            "repositorySelector": {
+                "repositoryName": "__repository__",
+                "repositoryLocationName": _location_name(url),
+            },
+        }
+    launched = graphql(url, LAUNCH_BACKFILL, params=params)["launchPartitionBackfill"]
+    if launched["__typename"] != "LaunchBackfillSuccess":
+        raise GraphQLError(f"backfill not launched: {launched}")
     backfill_id: str = launched["backfillId"]
     return backfill_id
+
+
+def backfill_status(url: str, backfill_id: str) -> str:
+    """The backfill's status (``REQUESTED``, ``COMPLETED_SUCCESS``, ...), as the UI shows it."""
+    backfill = graphql(url, BACKFILL_STATUS, id=backfill_id)["partitionBackfillOrError"]
+    if backfill["__typename"] != "PartitionBackfill":
+        raise GraphQLError(f"backfill status: {backfill}")
+    status: str = backfill["status"]
+    return status
+
+
+def cancel_backfill(url: str, backfill_id: str) -> None:
+    graphql(
+        url,
+        "mutation($id: String!) { cancelPartitionBackfill(backfillId: $id) { __typename } }",
+        id=backfill_id,
+    )
+
+
+def _location_name(url: str) -> str:
+    data = graphql(url, "{ workspaceOrError { ... on Workspace { locationEntries { name } } } }")
+    [entry] = data["workspaceOrError"]["locationEntries"]
+    name: str = entry["name"]
+    return name
 
 
 def wait_for_backfill(
@@ -140,7 +232,7 @@ def wait_for_backfill(
     """
 
     def finished() -> dict[str, Any] | None:
-        backfill: dict[str, Any] = graphql(url, BACKFILL_STATUS, id=backfill_id)["partitionBackfillOrError"]
+        backfill: dict[str, Any] = graphql(url, BACKFILL_RUNS, id=backfill_id)["partitionBackfillOrError"]
         assert backfill["__typename"] == "PartitionBackfill", backfill
         return backfill if backfill["status"] in BACKFILL_DONE else None
 

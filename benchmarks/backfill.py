@@ -36,19 +36,21 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import sqlalchemy as sa
 
-from benchmarks.deployment import ROOT, Databases, databases, deployment, seed, sync_config, window_counts
+from benchmarks.deployment import ROOT, databases, deployment, seed, sync_config, window_counts
 from benchmarks.long_lived import log, partition_key
 from sync_pipeline_tests.dagster_processes import BACKFILL_DONE, BACKFILL_STATUS, LAUNCH_BACKFILL, wait_for
 
 TABLE = "orders"
 
 
-def copy_floor(dbs: Databases, rows: int) -> dict[str, float]:
+def copy_floor(source_url: str, target_url: str, rows: int) -> dict[str, float]:
     """Seconds to COPY every source row into an indexed copy of the target table, once."""
-    source = dbs.url("source").set(drivername="postgresql")
-    target = dbs.url("target").set(drivername="postgresql")
-    text = {"source": source.render_as_string(hide_password=False), "target": target.render_as_string(False)}
+    text = {
+        side: sa.make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+        for side, url in (("source", source_url), ("target", target_url))
+    }
     with psycopg.connect(text["target"], autocommit=True) as out:
         out.execute(
             "CREATE TABLE copy_floor (id bigint PRIMARY KEY, account_id int NOT NULL,"
@@ -193,7 +195,9 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
         seconds = max(ends) - launched_at
         source = window_counts(dbs.url_text("source"), [TABLE], start, args.hours)
         target = window_counts(dbs.url_text("target"), [TABLE], start, args.hours)
-        result["floor"] = copy_floor(dbs, args.hours * args.rows_per_hour)
+        result["floor"] = copy_floor(
+            dbs.url_text("source"), dbs.url_text("target"), args.hours * args.rows_per_hour
+        )
     result.update(
         {
             "status": status,

@@ -166,3 +166,13 @@ def test_bad_owners_and_tags_fail_the_load_naming_table_and_field(
     message = str(load_error(orders_attributes(**table)))
     assert f"table 'orders': field '{field}'" in message
     assert problem in message
+
+
+def test_a_scaffolded_defs_yaml_loads_as_it_is(no_secrets: pytest.MonkeyPatch) -> None:
+    """``dg scaffold defs`` writes an example that loads before any variable is set, one table of it."""
+    with create_defs_folder_sandbox() as sandbox:
+        folder = sandbox.scaffold_component(component_cls=SyncedTablesComponent, defs_path="tables")
+        assert "${APP_DB_PASSWORD}" in (folder / "defs.yaml").read_text()
+        with sandbox.load_component_and_build_defs(defs_path=folder) as (_, defs):
+            keys = {spec.key for spec in defs.resolve_all_asset_specs()}
+    assert keys == {ORDERS, SOURCE}

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import copy
 import re
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
 
@@ -49,6 +50,10 @@ from dagster import (
     Model,
     Resolvable,
     ResourceDefinition,
+    Scaffolder,
+    ScaffoldRequest,
+    scaffold_component,
+    scaffold_with,
 )
 from pydantic import Field, PrivateAttr
 
@@ -65,6 +70,40 @@ _SCHEME: Final = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://")
 _SECTION = "the same as in the sync_pipeline configuration file (README: Configuration)"
 
 
+class _ExampleScaffolder(Scaffolder):
+    """``dg scaffold defs ...SyncedTablesComponent <name>``: a defs.yaml that loads as it is (its URLs
+    wait for their variables until a step runs) and shows every section to edit.
+    """
+
+    def scaffold(self, request: ScaffoldRequest) -> None:
+        yesterday = (datetime.now(UTC) - timedelta(days=1)).strftime("%Y-%m-%dT00:00:00")
+        scaffold_component(
+            request,
+            {
+                "connections": {
+                    "app": {
+                        "url": "postgresql+psycopg://${APP_DB_USER}:${APP_DB_PASSWORD}@${APP_DB_HOST}/app"
+                    },
+                    "warehouse": {"url": "postgresql+psycopg://${DWH_USER}:${DWH_PASSWORD}@${DWH_HOST}/dwh"},
+                },
+                "defaults": {
+                    "target": {"connection": "warehouse"},
+                    "primary_key": ["id"],
+                    "updated_at": "updated_at",
+                },
+                "tables": [
+                    {
+                        "name": "orders",
+                        "source": {"connection": "app", "table": "orders"},
+                        "target": {"table": "orders"},
+                        "start": yesterday,
+                    }
+                ],
+            },
+        )
+
+
+@scaffold_with(_ExampleScaffolder)
 class SyncedTablesComponent(Component, Model, Resolvable):
     """Hourly synced tables, declared as in a sync_pipeline configuration file.
 

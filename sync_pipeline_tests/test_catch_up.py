@@ -159,12 +159,15 @@ def test_catch_up_off_and_its_settings_are_validated() -> None:
     with pytest.raises(ConfigError, match=message):
         parse_config(base + ', "catch_up": {"max_hours": 400}}', environ={})
     config = parse_config(
-        base + ', "catch_up": {"retry_failed_every_hours": 3}, "schedule": {"minute": 50}}', environ={}
+        base + ', "catch_up": {"retry_failed_every_minutes": 180}, "schedule": {"minute": 50}}', environ={}
     )
     assert retry_cron(config) == "20 */3 * * *"
     assert catch_up_condition(config) is not None
-    with pytest.raises(ConfigError, match="retry_failed_every_hours"):
-        parse_config(base + ', "catch_up": {"retry_failed_every_hours": 0}}', environ={})
+    every_five = parse_config(base + ', "catch_up": {"retry_failed_every_minutes": 5}}', environ={})
+    assert retry_cron(every_five) == "*/5 * * * *"
+    for minutes in (0, 7, 90, 300):
+        with pytest.raises(ConfigError, match="retry_failed_every_minutes"):
+            parse_config(base + f', "catch_up": {{"retry_failed_every_minutes": {minutes}}}}}', environ={})
     off = parse_config(base + ', "catch_up": {"enabled": false, "max_hours": 400}}', environ={})
     assert catch_up_condition(off) is None
 

@@ -255,15 +255,27 @@ class CatchUpConfig(BaseModel):
 
     ``max_hours`` bounds the catch-up so that a new table with a long history does not flood the
     queue: older hours are backfilled on purpose, from the UI. A failed hour (retries exhausted)
-    is requested again once every ``retry_failed_every_hours``, not at every evaluation.
+    is requested again once every ``retry_failed_every_minutes``, not at every evaluation.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
     max_hours: int = Field(default=168, ge=2, le=24 * 366)
-    retry_failed_every_hours: int = Field(default=1, ge=1, le=24)
+    # A cron period: a divisor of an hour, or whole hours dividing a day (checked below).
+    retry_failed_every_minutes: int = Field(default=60, ge=1, le=24 * 60)
     interval_seconds: int = Field(default=60, ge=30)
     enabled: bool = True
+
+    @field_validator("retry_failed_every_minutes")
+    @classmethod
+    def _check_retry_period(cls, minutes: int) -> int:
+        # Dagster's cron ticks must fall at the same minutes every hour (or hours every day).
+        if 60 % minutes == 0 or (minutes % 60 == 0 and 24 % (minutes // 60) == 0):
+            return minutes
+        raise ValueError(
+            "must divide an hour (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30, 60) or be whole hours "
+            "dividing a day (120, 180, 240, 360, 480, 720, 1440)"
+        )
 
 
 class SyncConfig(BaseModel):

@@ -15,8 +15,8 @@ The condition, for each hourly partition:
   the hourly schedule's (it waits ``schedule.minute`` past the hour for late commits);
 - missing (never materialized) and not in progress;
 - and, if its last run failed (retries exhausted), only when a retry tick has passed: once every
-  ``catch_up.retry_failed_every_hours``, at ``schedule.minute + 30``, a fixed backoff that keeps a
-  hopeless hour from being retried at every evaluation.
+  ``catch_up.retry_failed_every_minutes`` (by default hourly, at ``schedule.minute + 30``), a
+  fixed backoff that keeps a hopeless hour from being retried at every evaluation.
 
 Two runs of one hour never sync at once anyway: the engine's per-partition lock serialises them.
 """
@@ -45,9 +45,24 @@ CATCH_UP_SENSOR = "catch_up_sensor"
 
 
 def retry_cron(config: SyncConfig) -> str:
-    """When failed hours are requested again: half an hour after the schedule's minute."""
-    every = config.catch_up.retry_failed_every_hours
-    return f"{(config.schedule.minute + 30) % 60} {'*' if every == 1 else f'*/{every}'} * * *"
+    """When failed hours are requested again: every N minutes, or half an hour after the schedule's
+    minute every N hours.
+    """
+    minutes = config.catch_up.retry_failed_every_minutes
+    if minutes < 60:
+        return "* * * * *" if minutes == 1 else f"*/{minutes} * * * *"
+    hours = minutes // 60
+    return f"{(config.schedule.minute + 30) % 60} {'*' if hours == 1 else f'*/{hours}'} * * *"
+
+
+def retry_words(config: SyncConfig) -> str:
+    """:func:`retry_cron` for people."""
+    minutes = config.catch_up.retry_failed_every_minutes
+    if minutes < 60:
+        return f"failed ones every {minutes} minutes"
+    hours = minutes // 60
+    every = "hour" if hours == 1 else f"{hours} hours"
+    return f"failed ones at minute {(config.schedule.minute + 30) % 60} of every {every}"
 
 
 def catch_up_condition(config: SyncConfig) -> AutomationCondition | None:  # type: ignore[type-arg]
@@ -112,10 +127,7 @@ def catch_up_note(
         if oldest_caught_up is not None
         and partitions.time_window_for_partition_key(h).start < oldest_caught_up
     ]
-    every = settings.retry_failed_every_hours
-    retry = f"failed ones at minute {(config.schedule.minute + 30) % 60} of every " + (
-        "hour" if every == 1 else f"{every} hours"
-    )
+    retry = retry_words(config)
     if not beyond:
         return f"the catch-up requests {them} again ({retry})"
     horizon = f"older than catch_up.max_hours ({settings.max_hours}h)"

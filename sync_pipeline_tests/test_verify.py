@@ -163,3 +163,29 @@ def test_sql_canonical_text_agrees_with_python(make_db_url: MakeDbUrl, engine: s
     assert len(in_sql) == 50
     assert in_sql == in_python
     assert events.name == "events"
+
+
+def test_null_bytes_verify_clean_into_sqlite(make_db_url: MakeDbUrl) -> None:
+    """SQLite's hex(NULL) is '' where the other engines' is NULL: a NULL bytes column synced from
+    PostgreSQL into SQLite verified as different on every run (and NULL vs empty bytes as equal)."""
+    source, target = make_db_url("postgresql", "src"), make_db_url("sqlite", "tgt")
+    engine = sa.create_engine(source)
+    blobs = sa.Table(
+        "events",
+        sa.MetaData(),
+        sa.Column("id", sa.BigInteger, primary_key=True, autoincrement=False),
+        sa.Column("blob", sa.LargeBinary),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    )
+    blobs.create(engine)
+    with engine.begin() as conn:
+        conn.execute(
+            blobs.insert(),
+            [{"id": i, "blob": blob, "updated_at": HOUR} for i, blob in enumerate([None, b"", b"\x00"], 1)],
+        )
+    engine.dispose()
+    table = _table()
+    sync_partition(table, source, target, WINDOW)
+    assert verify_partition(table, source, target, WINDOW).in_sync
+    _execute(target, "UPDATE events SET blob = x'' WHERE id = 1")
+    assert verify_partition(table, source, target, WINDOW).rows_differing == 1

@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from sync_pipeline.engine.db.canonical import in_database, python_text, sql_text
 from sync_pipeline.engine.db.dialects import adapter_for, micros_divisor
 from sync_pipeline.engine.db.dialects.sqlite import BEGIN_OPTION
+from sync_pipeline.engine.db.row_hash import has_native_row_hash, native_hash, native_part, stored_value
 from sync_pipeline.engine.db.schema import (
     Family,
     TableName,
@@ -370,19 +371,17 @@ def with_row_comparison(plan: SyncPlan) -> SyncPlan:
     """The same plan comparing whole rows (every synced column) instead of ``updated_at``.
 
     Used to verify a sync and to find drift: a value changed in the target without touching
-    ``updated_at``, which the ``updated_at`` comparison cannot see. Columns are compared in the
-    databases when both engines can print them identically; otherwise every row's canonical text is
-    computed in Python from streamed rows, and the in-database range checksums are not used.
+    ``updated_at``, which the ``updated_at`` comparison cannot see. Two tables of one engine compare
+    rows by that engine's own hash of the stored values (see :mod:`~sync_pipeline.engine.db.row_hash`);
+    two engines by the canonical text of every column, computed in the databases where both can
+    print it identically. A column neither can (floats, JSON across engines) is printed in Python
+    from streamed rows, the others' text still computed in SQL; the range checksums are then not used.
     """
     source, target = plan.source, plan.target
     if target is None:
         return plan
     source_dialect = source.adapter.name
     target_dialect = target.adapter.name
-    in_db = all(
-        in_database(source.table.c[c], source_dialect, target.table.c[c], target_dialect)
-        for c in plan.columns
-    )
     zone = plan.config.naive_timezone
     divisors = {
         c: micros_divisor(
@@ -393,26 +392,48 @@ def with_row_comparison(plan: SyncPlan) -> SyncPlan:
         )
         for c in plan.columns
     }
-    if in_db:
+
+    def canonical(side: TableSide, column: str) -> Any:
+        return sql_text(
+            side.adapter,
+            side.table.c[column],
+            naive=side.adapter.is_naive(side.table.c[column].type),
+            zone=zone,
+            divisor=divisors[column],
+        )
+
+    in_python = [
+        c
+        for c in plan.columns
+        if not in_database(source.table.c[c], source_dialect, target.table.c[c], target_dialect)
+    ]
+    if in_python:
+        # Both sides read through the source's families, so a JSON column stored as text in the
+        # target is parsed and printed the same way as the source's JSON.
+        texts = [
+            python_text(family_of(source.table.c[c].type), zone=zone, divisor=divisors[c]) for c in in_python
+        ]
         for side in (source, target):
-            side.row_parts = [
-                sql_text(
-                    side.adapter,
-                    side.table.c[c],
-                    naive=side.adapter.is_naive(side.table.c[c].type),
-                    zone=zone,
-                    divisor=divisors[c],
-                )
+            side.row_parts = [canonical(side, c) for c in plan.columns if c not in in_python]
+            side.row_columns = in_python
+            side.row_texts = texts
+        plan.hash_compare = False
+        return plan
+    for side in (source, target):
+        side.row_parts = [canonical(side, c) for c in plan.columns]
+    if source_dialect == target_dialect and has_native_row_hash(source_dialect):
+        for side in (source, target):
+            parts = [
+                stored_value(source_dialect, side.table.c[c])
+                if native_part(source_dialect, source.table.c[c], target.table.c[c])
+                else canonical(side, c)
                 for c in plan.columns
             ]
-        return plan
-    # Both sides read through the source's families, so a JSON column stored as text in the target
-    # is parsed and printed the same way as the source's JSON.
-    texts = [
-        python_text(family_of(source.table.c[c].type), zone=zone, divisor=divisors[c]) for c in plan.columns
-    ]
-    for side in (source, target):
-        side.row_columns = list(plan.columns)
-        side.row_texts = texts
-    plan.hash_compare = False
+            keys = [
+                stored_value(source_dialect, side.table.c[k])
+                if native_part(source_dialect, source.table.c[k], target.table.c[k])
+                else side.adapter.key_text(side.table.c[k])
+                for k in side.key_columns
+            ]
+            side.row_fingerprint = native_hash(source_dialect, keys + parts)
     return plan

@@ -76,7 +76,8 @@ def sql_text(
     elif family is Family.BOOLEAN:
         expr = sa.case((column.is_(None), None), (column == sa.true(), "1"), else_="0")
     elif family is Family.BINARY:
-        expr = adapter.hex_text(column)
+        # SQLite's hex(NULL) is '', not NULL: without the CASE, NULL and empty bytes would print alike.
+        expr = sa.case((column.is_(None), None), else_=adapter.hex_text(column))
     elif family is Family.JSON:
         expr = adapter.json_text(column)
     elif family is Family.TEXT:

@@ -16,7 +16,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from sync_pipeline.engine.db.canonical import key_value
 from sync_pipeline.engine.db.dialects import Adapter
-from sync_pipeline.engine.db.dialects.sqlite import hash60
+from sync_pipeline.engine.db.row_hash import python_fingerprints
 from sync_pipeline.engine.db.schema import Family, TableName, family_of
 from sync_pipeline.engine.diff.merge import Key
 from sync_pipeline.engine.diff.segments import Checksum, KeyRange
@@ -65,6 +65,9 @@ class TableSide:
     # checksums use the engine's own hash of (key, updated_at) instead of the cross-engine mix
     # (see :meth:`~sync_pipeline.engine.db.dialects.base.Adapter.native_row_hash`). Set by the plan.
     native_hash: bool = False
+    # Whole-row comparison between two tables of one engine: the engine's own hash of the stored row
+    # (see :mod:`~sync_pipeline.engine.db.row_hash`), used instead of md5 of row_parts. Set by the plan.
+    row_fingerprint: ColumnElement[int] | None = None
     # Key columns read as text because the other side stores them as text (a uuid key into CHAR(36));
     # see :func:`~sync_pipeline.engine.db.canonical.key_value`. Set by the plan.
     text_keys: frozenset[str] = frozenset()
@@ -123,11 +126,15 @@ class TableSide:
     @property
     def fingerprint(self) -> ColumnElement[int]:
         """What the merge compares per key: ``updated_at`` micros, or a hash of the whole row."""
+        if self.row_fingerprint is not None:
+            return self.row_fingerprint
         if self.row_parts is not None:
             return self.adapter.row_hash(self.row_parts)
         return self.ts_micros
 
     def _row_hash(self) -> ColumnElement[int]:
+        if self.row_fingerprint is not None:
+            return self.row_fingerprint
         tail = self.row_parts if self.row_parts is not None else [self.ts_micros]
         return self.adapter.row_hash([self.adapter.key_text(k) for k in self.keys] + tail)
 
@@ -295,28 +302,19 @@ class TableSide:
         order: list[ColumnElement[Any]],
         chunk_size: int,
     ) -> Iterator[list[tuple[Key, int]]]:
-        """Keys with a hash of the row's canonical text computed here: rows travel, a chunk at a time."""
+        """Keys with a hash of the row's canonical text, partly computed here: rows travel, in batches."""
         assert self.row_columns is not None
         assert self.row_texts is not None
-        texts = self.row_texts
-        n = len(self.key_columns)
-        stmt = (
-            sa.select(*self.key_values, *(self.table.c[c] for c in self.row_columns))
-            .where(self._range_clause(window, krange))
-            .order_by(*order)
+        yield from python_fingerprints(
+            conn,
+            self.key_values,
+            self.row_parts or [],
+            [self.table.c[c] for c in self.row_columns],
+            self.row_texts,
+            self._range_clause(window, krange),
+            order,
+            chunk_size,
         )
-        result = conn.execution_options(stream_results=True, yield_per=chunk_size).execute(stmt)
-        try:
-            for partition in result.partitions():
-                yield [
-                    (
-                        row[0] if n == 1 else tuple(row[:n]),
-                        hash60(*(text(value) for text, value in zip(texts, row[n:], strict=True))),
-                    )
-                    for row in partition
-                ]
-        finally:
-            result.close()
 
     def lookup(self, conn: sa.Connection, keys: Sequence[Key]) -> dict[Key, int | None]:
         """``updated_at`` micros (``None`` when NULL) of those keys that exist anywhere in the table."""

@@ -98,6 +98,12 @@ class TargetGaps:
         return False
 
 
+def window_is_empty(side: TableSide, conn: sa.Connection, window: Window) -> bool:
+    """Whether ``side`` holds no row of the window: one probe of its ``updated_at`` index."""
+    probe = sa.select(sa.literal(1)).select_from(side.table).where(side.window_clause(window)).limit(1)
+    return conn.execute(probe).first() is None
+
+
 def range_clause(side: TableSide, window: Window, krange: KeyRange) -> sa.ColumnElement[bool]:
     clause = side.window_clause(window)
     if krange.lo is not None:

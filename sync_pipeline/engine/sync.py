@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
-from sync_pipeline.engine.bulk import RangeLoader, TargetGaps, refuse_bad_keys
+from sync_pipeline.engine.bulk import RangeLoader, TargetGaps, refuse_bad_keys, window_is_empty
 from sync_pipeline.engine.classify import Compare, KeyBatch, classify, count, take
 from sync_pipeline.engine.db.engine import is_driver_error, open_engine, translate_error
 from sync_pipeline.engine.db.side import TableSide
@@ -117,6 +117,7 @@ class _Sync:
         self.on_change = on_change
         self.stats = SyncStats(dry_run=dry_run)
         self.chunk_size = table.chunk_size
+        self.window_unhashed = False  # the target's window was empty: no checksum counted the source
 
     # -- top level -------------------------------------------------------------------------------
     def run(self) -> SyncStats:
@@ -212,7 +213,7 @@ class _Sync:
                 if target_empty and bulk is not None:
                     streamed = self.stats.rows_streamed
                     bulk.load(src_fetch, krange)
-                    if count_rows:
+                    if count_rows or self.window_unhashed:
                         self.stats.source_rows += self.stats.rows_streamed - streamed
                     continue
                 # Each side's keys are read on a thread of their own, a few chunks ahead, so both
@@ -253,8 +254,14 @@ class _Sync:
     ) -> Iterator[tuple[KeyRange, bool]]:
         """Key ranges whose rows must be compared or copied, each with whether the target holds none of
         the window's rows in it (then they travel whole). Equal ranges are counted unchanged and skipped."""
+        if bulk and window_is_empty(target, tgt, self.window):
+            # The first sync of the hour: one index probe says there is nothing to compare with, and
+            # the source's rows are counted as they stream instead of hashed first.
+            self.window_unhashed = True
+            yield KeyRange(), True
+            return
         if not self.plan.hash_compare:
-            yield KeyRange(), bulk and target.count_window(tgt, self.window) == 0
+            yield KeyRange(), False
             return
         with self._timed("checksum"):
             (src_sum, src_lo, src_hi), (tgt_sum, tgt_lo, tgt_hi) = both(
@@ -268,7 +275,7 @@ class _Sync:
             return
         self.stats.ranges_differing += 1
         if bulk and tgt_sum.count == 0:
-            yield KeyRange(), True  # the first sync of the hour: nothing in the target to compare with
+            yield KeyRange(), True  # emptied since the probe (or rows only soft-deleted ones hide)
             return
         bounds = [b for b in (src_lo, src_hi, tgt_lo, tgt_hi) if b is not None]
         if not (source.single_integer_key and target.single_integer_key and bounds):

@@ -7,22 +7,37 @@ Both settle an unchanged window with one aggregate query per side, so no row is 
 script checks that. ``--hash mix`` makes the hourly sync use the exact cross-engine mix instead of
 the engine's own hash, to show what the native hash saves.
 
+Then the source database's own CPU time (what a production source pays, whatever else loads the
+machine): its server process's user + system seconds, read from ``/proc`` around one query at a
+time, the minimum of ``--repeat`` runs, for: COPYing the hour out once (PostgreSQL ``COPY ... TO
+STDOUT`` binary; MariaDB an unbuffered ``SELECT`` of every column), the verification's aggregate
+(every column) and the hourly sync's (keys and ``updated_at``). PostgreSQL runs each without
+parallel workers so that one backend does all of it; for MariaDB the whole ``mysqld`` is read (the
+minimum filters out other sessions' work). ``--urls S T`` reuses two databases built by an earlier
+``--keep`` run.
+
     .venv/bin/python -m benchmarks.drift_check --engine mariadb --rows 1000000 --repeat 5
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 
 import sqlalchemy as sa
 
 from sync_pipeline.config import parse_config
 from sync_pipeline.engine.db.dialects.mysql import MySQLAdapter
 from sync_pipeline.engine.db.dialects.postgresql import PostgresAdapter
+from sync_pipeline.engine.db.engine import open_engine
 from sync_pipeline.engine.diff.window import Window
+from sync_pipeline.engine.plan import plan_sync, with_row_comparison
+from sync_pipeline.engine.settings import TableConfig
 from sync_pipeline.engine.sync import sync_partition
 from sync_pipeline.engine.verify import verify_partition
 
@@ -77,6 +92,61 @@ def _drop(admin: sa.Engine, url: str) -> None:
         conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name}{force}")
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far (``/proc/<pid>/stat``, fields 14 and 15)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _server_pid(conn: sa.Connection) -> int:
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql("SET max_parallel_workers_per_gather = 0")
+        return int(conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one())
+    pid_file = conn.exec_driver_sql("SELECT @@pid_file").scalar_one()
+    return int(Path(pid_file).read_text())
+
+
+def _copy_out(conn: sa.Connection, window: Window) -> None:
+    """Every column of the window's rows out of the source once, as the cheapest reader would."""
+    lo, hi = window.start.isoformat(), window.end.isoformat()
+    where = f"updated_at >= '{lo}' AND updated_at < '{hi}'"
+    driver = conn.connection.driver_connection
+    if conn.dialect.name == "postgresql":
+        copy_sql = f"COPY (SELECT * FROM events WHERE {where}) TO STDOUT (FORMAT BINARY)"
+        with driver.cursor() as cursor, cursor.copy(copy_sql) as copy:  # type: ignore[union-attr]
+            for _ in copy:
+                pass
+        return
+    naive = f"updated_at >= '{lo[:19]}' AND updated_at < '{hi[:19]}'"
+    result = conn.execution_options(stream_results=True).exec_driver_sql(
+        f"SELECT * FROM events WHERE {naive}"
+    )
+    for _ in result.cursor:  # type: ignore[union-attr]
+        pass
+
+
+def source_cpu(table: TableConfig, source: str, target: str, window: Window, repeat: int) -> list[float]:
+    """The source server's CPU seconds for COPYing the hour, the verification and the hourly sync."""
+    with open_engine(source) as s, open_engine(target) as t:
+        by_row = with_row_comparison(plan_sync(table, s, t, create_target=False)).source
+        by_updated_at = plan_sync(table, s, t, create_target=False).source
+        queries: list[Callable[[sa.Connection], object]] = [
+            lambda conn: _copy_out(conn, window),
+            lambda conn: by_row.checksum(conn, window),
+            lambda conn: by_updated_at.checksum(conn, window),
+        ]
+        best = [float("inf")] * len(queries)
+        for _ in range(repeat):
+            for i, query in enumerate(queries):
+                with s.connect() as conn:
+                    pid = _server_pid(conn)
+                    before = _cpu_seconds(pid)
+                    query(conn)
+                    best[i] = min(best[i], _cpu_seconds(pid) - before)
+        assert by_row.row_fingerprint is not None  # the engine's own whole-row hash was measured
+    return best
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -85,13 +155,18 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--engine", choices=sorted(ADMIN), default="postgresql")
     parser.add_argument("--hash", choices=["native", "mix"], default="native")
+    parser.add_argument("--keep", action="store_true", help="keep the two databases (their URLs are printed)")
+    parser.add_argument("--urls", nargs=2, metavar=("SOURCE", "TARGET"), help="reuse two kept databases")
     args = parser.parse_args()
     if args.hash == "mix":
         # What a pair of two engines compares: the exact micros and the mix (this process only).
         for adapter in (PostgresAdapter, MySQLAdapter):
             adapter.has_native_row_hash = False
     admin = sa.create_engine(ADMIN[args.engine], isolation_level="AUTOCOMMIT")
-    source, target = _database(admin, args.engine, args.rows), _database(admin, args.engine, args.rows)
+    if args.urls:
+        source, target = args.urls
+    else:
+        source, target = _database(admin, args.engine, args.rows), _database(admin, args.engine, args.rows)
     table = parse_config(
         f"""
 connections: {{s: {{url: "{source}"}}, t: {{url: "{target}"}}}}
@@ -117,9 +192,18 @@ tables:
             f"| {args.engine} | {args.hash} | {args.rows:,} | {statistics.median(syncs):.3f} "
             f"| {statistics.median(checks):.3f} | 0 | 0 |"
         )
+        copy, by_row, by_updated_at = source_cpu(table, source, target, window, args.repeat)
+        print(
+            f"| {args.engine} source CPU s | {args.rows:,} | COPY the hour {copy:.3f} "
+            f"| verification {by_row:.3f} ({by_row / copy:.2f}x) "
+            f"| hourly sync {by_updated_at:.3f} ({by_updated_at / copy:.2f}x) |"
+        )
     finally:
-        for url in (source, target):
-            _drop(admin, url)
+        if args.keep or args.urls:
+            print("kept:", source, target)
+        else:
+            for url in (source, target):
+                _drop(admin, url)
         admin.dispose()
 
 

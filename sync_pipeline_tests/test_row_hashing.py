@@ -17,6 +17,7 @@ the native hash of each engine.
 from __future__ import annotations
 
 import math
+import tracemalloc
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ import sqlalchemy as sa
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
+from sync_pipeline.engine.db import row_hash
 from sync_pipeline.engine.db.canonical import python_text
 from sync_pipeline.engine.db.engine import open_engine
 from sync_pipeline.engine.db.schema import family_of
@@ -308,5 +310,49 @@ def test_each_one_column_change_is_found_by_the_native_hash(make_db_url: MakeDbU
         if c in columns and (change or (kind, c) == ("mysql", "c_json"))
     }
     assert differing == changed
+    pair.source.engine.dispose()
+    pair.target.engine.dispose()
+
+
+# -- the Python fallback holds a bounded number of bytes --------------------------------------------
+def test_wide_rows_compared_in_python_are_read_in_batches_bounded_in_bytes(
+    make_db_url: MakeDbUrl, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """JSON from PostgreSQL into SQLite is compared in Python. With 1 MB documents and the default
+    ``chunk_size`` (10,000 rows), the rows of a batch must still weigh about the byte budget, not
+    the whole window: the comparison's peak of Python memory stays under a few budgets (it held
+    every row of the window at once before, 1.28 GB for a window like this one from PostgreSQL
+    into MariaDB)."""
+    monkeypatch.setattr(row_hash, "FALLBACK_BATCH_BYTES", 4 * 1024 * 1024)
+    pair = make_pair(make_db_url, "postgresql", "sqlite")
+    documents = sa.Table(
+        TABLE,
+        sa.MetaData(),
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("doc", sa.JSON),
+    )
+    documents.create(pair.source.engine)
+    rows = 60
+    with pair.source.engine.begin() as conn:
+        for i in range(1, rows + 1):
+            doc = {"id": i, "blob": chr(ord("a") + i % 26) * 1_000_000}
+            conn.execute(
+                documents.insert(), [{"id": i, "updated_at": W.start + timedelta(seconds=i), "doc": doc}]
+            )
+    config = table_config(TABLE, chunk_size=10_000)
+    assert pair.sync(config).inserted == rows
+
+    tracemalloc.start()
+    try:
+        verification = verify_partition(config, pair.source.url, pair.target.url, W)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert verification.in_sync
+    assert verification.keys_scanned == 2 * rows  # every row compared in Python, on both sides
+    # Both sides read at once: each holds one batch of about 4 MB (its text, its parsed JSON, its
+    # canonical text). The whole window is 60 MB per side.
+    assert peak < 48 * 1024 * 1024, f"peak {peak / 2**20:.0f} MiB"
     pair.source.engine.dispose()
     pair.target.engine.dispose()

@@ -135,15 +135,17 @@ def python_fingerprints(
     where: ColumnElement[bool],
     order: Sequence[ColumnElement[Any]],
     chunk_size: int,
-    batch_bytes: int = FALLBACK_BATCH_BYTES,
+    batch_bytes: int | None = None,
 ) -> Iterator[list[tuple[Key, int]]]:
     """``(key, hash)`` chunks of rows whose canonical text is partly computed here.
 
     The database joins the canonical text of every column it can print (``sql_parts``); only the
     other columns (floats, JSON across engines) travel as values and are printed by ``texts``. Rows
     are fetched in batches of at most ``chunk_size`` rows and about ``batch_bytes`` of text, sized
-    from the rows already seen, so wide rows never pile up in memory.
+    from the rows already seen, so wide rows never pile up in memory (default
+    :data:`FALLBACK_BATCH_BYTES`).
     """
+    budget = FALLBACK_BATCH_BYTES if batch_bytes is None else batch_bytes
     n = len(keys)
     selected: list[ColumnElement[Any]] = list(keys)
     if sql_parts:
@@ -154,7 +156,7 @@ def python_fingerprints(
     # A small driver buffer: the batch size below, not SQLAlchemy's read-ahead, bounds what is held.
     result = conn.execution_options(stream_results=True, max_row_buffer=1).execute(stmt)
     head = slice(n, first)
-    size = min(chunk_size, 100)  # a first look at the rows' width
+    size = min(chunk_size, 16)  # a first look at the rows' width
     try:
         while rows := result.fetchmany(size):
             chunk: list[tuple[Key, int]] = []
@@ -165,6 +167,6 @@ def python_fingerprints(
                 chunk.append((row[0] if n == 1 else tuple(row[:n]), hash60(*printed)))
             yield chunk
             per_row = max(1, weight // len(rows))
-            size = max(1, min(chunk_size, batch_bytes // per_row))
+            size = max(1, min(chunk_size, budget // per_row))
     finally:
         result.close()

@@ -15,6 +15,7 @@ import os
 import shutil
 import subprocess
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -50,6 +51,7 @@ from sync_pipeline_tests.dagster_helpers import (
     row,
     rows_in,
     side,
+    source_table,
     utc,
     write_orders_config,
 )
@@ -61,8 +63,9 @@ from sync_pipeline_tests.dagster_processes import (
     stop_group,
     wait_for,
 )
-from sync_pipeline_tests.helpers import free_port
+from sync_pipeline_tests.helpers import delete, free_port, insert
 from sync_pipeline_tests.test_dagster_dev import Demo, DevServer
+from sync_pipeline_tests.webhook_server import serve
 
 KEY = AssetKey(["sync", "orders"])
 
@@ -179,40 +182,20 @@ def current_hour() -> datetime:
     return datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
 
 
-@pytest.mark.slow
-def test_dagster_dev_catches_up_a_gap_by_itself(make_db_url: MakeDbUrl, tmp_path: Path) -> None:
-    """Ten hours since the table's start, only the last one synced, the schedule stopped: ``dagster dev``
-    syncs the nine missed hours by itself, through one backfill of ranged runs, each hour once, and
-    each equals the source.
+@contextmanager
+def deployed(tmp_path: Path, config: Path, newest: str) -> Iterator[tuple[DevServer, DagsterInstance]]:
+    """``newest`` synced through the hourly job (as the schedule would), then ``dagster dev`` running
+    ``config`` with a fresh ``DAGSTER_HOME``, until its code location has loaded; and its instance.
     """
-    now = current_hour()
-    hours = [Window.hour_starting(now - timedelta(hours=h)) for h in range(10, 0, -1)]
-    source = side("sqlite", f"sqlite:///{tmp_path / 'source.db'}")
-    target = side("postgresql", make_db_url("postgresql", "target"))
-    create_source(
-        source, [row(i, in_hour(w, i)) for n, w in enumerate(hours) for i in range(n * 10 + 1, n * 10 + 4)]
-    )
-    port = free_port()
-    config = write_orders_config(
-        tmp_path / "sync.yaml",
-        source,
-        target,
-        start=hours[0].start.strftime("%Y-%m-%dT%H:%M:%S"),
-        schedule={"enabled": False},
-        catch_up={"interval_seconds": 30},
-        freshness={"interval_seconds": 30, "grace_minutes": 0},
-        drift={"enabled": False},
-    )
     home = tmp_path / "dagster_home"
     home.mkdir()
     shutil.copyfile(INSTANCE_YAML, home / "dagster.yaml")
     env = {k: v for k, v in os.environ.items() if k not in (CONFIG_ENV_VAR, "DAGSTER_HOME", DATA_DIR_ENV)}
     env.update({"DAGSTER_HOME": str(home), CONFIG_ENV_VAR: str(config)})
-    newest = hours[-1].partition_key()
     done = subprocess.run(
         [
-            *(str(DAGSTER), "asset", "materialize", "-m", "sync_pipeline.definitions"),
-            *("--select", "sync/orders", "--partition", newest),
+            *(str(DAGSTER), "job", "execute", "-m", "sync_pipeline.definitions", "-j", "sync_hourly"),
+            *("--tags", json.dumps({"dagster/partition": newest})),
         ],
         cwd=tmp_path,
         env=env,
@@ -222,8 +205,7 @@ def test_dagster_dev_catches_up_a_gap_by_itself(make_db_url: MakeDbUrl, tmp_path
         check=False,
     )
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
-    missed = [w.partition_key() for w in hours[:-1]]
-
+    port = free_port()
     log = tmp_path / "dagster.log"
     with log.open("wb") as output:
         process = subprocess.Popen(
@@ -239,31 +221,125 @@ def test_dagster_dev_catches_up_a_gap_by_itself(make_db_url: MakeDbUrl, tmp_path
         wait_for("the webserver", lambda: server_info(server.url), 180, server.dead)
         wait_for("the code location", lambda: location_loaded(server.url), 180, server.dead)
         with DagsterInstance.from_ref(InstanceRef.from_dir(str(home))) as instance:
-
-            def caught_up() -> bool | None:
-                synced = instance.get_materialized_partitions(KEY)
-                return True if set(missed) <= synced else None
-
-            wait_for("the catch-up of nine hours", caught_up, 420, server.dead)
-
-            def finished_runs() -> list[DagsterRun] | None:
-                runs = [r.dagster_run for r in instance.get_run_records(RunsFilter())]
-                return None if any(not r.is_finished for r in runs) else runs
-
-            runs = wait_for("the catch-up runs to finish", finished_runs, 300, server.dead)
-            catch_up_runs = [r for r in runs if r.tags.get("dagster/sensor_name") == CATCH_UP_SENSOR]
-            assert catch_up_runs, server.demo.log_tail()
-            assert all(r.status == DagsterRunStatus.SUCCESS for r in catch_up_runs), server.demo.log_tail()
-            assert len(catch_up_runs) < len(missed), "ranged runs: many hours a run"
-            assert len({r.tags["dagster/backfill"] for r in catch_up_runs}) == 1, "one backfill"
-            # Each hour materialized once: no second request while the backfill was in progress.
-            for key in missed:
-                records = instance.fetch_materializations(
-                    AssetRecordsFilter(asset_key=KEY, asset_partitions=[key]), limit=10
-                ).records
-                assert len(records) == 1, key
+            yield server, instance
     finally:
         stop_group(process)
+
+
+def finished_runs(instance: DagsterInstance) -> list[DagsterRun] | None:
+    """Every run of the instance once none is unfinished, else ``None``."""
+    runs = [r.dagster_run for r in instance.get_run_records(RunsFilter())]
+    return None if any(not r.is_finished for r in runs) else runs
+
+
+def materialized_once(instance: DagsterInstance, keys: list[str]) -> None:
+    """Each hour materialized exactly once: no second request while a run of it was in progress."""
+    for key in keys:
+        records = instance.fetch_materializations(
+            AssetRecordsFilter(asset_key=KEY, asset_partitions=[key]), limit=10
+        ).records
+        assert len(records) == 1, key
+
+
+@pytest.mark.slow
+def test_dagster_dev_catches_up_a_gap_by_itself(make_db_url: MakeDbUrl, tmp_path: Path) -> None:
+    """Ten hours since the table's start, only the last one synced, the schedule stopped: ``dagster dev``
+    syncs the nine missed hours by itself, through one backfill of ranged runs, each hour once, and
+    each equals the source.
+    """
+    now = current_hour()
+    hours = [Window.hour_starting(now - timedelta(hours=h)) for h in range(10, 0, -1)]
+    source = side("sqlite", f"sqlite:///{tmp_path / 'source.db'}")
+    target = side("postgresql", make_db_url("postgresql", "target"))
+    create_source(
+        source, [row(i, in_hour(w, i)) for n, w in enumerate(hours) for i in range(n * 10 + 1, n * 10 + 4)]
+    )
+    config = write_orders_config(
+        tmp_path / "sync.yaml",
+        source,
+        target,
+        start=hours[0].start.strftime("%Y-%m-%dT%H:%M:%S"),
+        schedule={"enabled": False},
+        catch_up={"interval_seconds": 30},
+        freshness={"interval_seconds": 30, "grace_minutes": 0},
+        drift={"enabled": False},
+    )
+    missed = [w.partition_key() for w in hours[:-1]]
+    with deployed(tmp_path, config, hours[-1].partition_key()) as (server, instance):
+
+        def caught_up() -> bool | None:
+            return True if set(missed) <= instance.get_materialized_partitions(KEY) else None
+
+        wait_for("the catch-up of nine hours", caught_up, 420, server.dead)
+        runs = wait_for("the catch-up runs to finish", lambda: finished_runs(instance), 300, server.dead)
+        catch_up_runs = [r for r in runs if r.tags.get("dagster/sensor_name") == CATCH_UP_SENSOR]
+        assert catch_up_runs, server.demo.log_tail()
+        assert all(r.status == DagsterRunStatus.SUCCESS for r in catch_up_runs), server.demo.log_tail()
+        assert len(catch_up_runs) < len(missed), "ranged runs: many hours a run"
+        assert len({r.tags["dagster/backfill"] for r in catch_up_runs}) == 1, "one backfill"
+        materialized_once(instance, missed)
+    for window in hours:
+        assert rows_in(target, "orders", window) == rows_in(source, "orders", window), window.partition_key()
+
+
+@pytest.mark.slow
+def test_a_failing_hour_is_alerted_and_retried_by_the_catch_up(
+    make_db_url: MakeDbUrl, tmp_path: Path
+) -> None:
+    """Five missed hours, the third holding bad data (a duplicate key): the catch-up's run fails at it,
+    the run-failure alert names the hour and says the catch-up will retry it and when; once the data
+    is fixed, the catch-up's retry tick syncs the failed hour and the ones after it, each once.
+    """
+    now = current_hour()
+    hours = [Window.hour_starting(now - timedelta(hours=h)) for h in range(6, 0, -1)]
+    source = side("sqlite", f"sqlite:///{tmp_path / 'source.db'}")
+    target = side("postgresql", make_db_url("postgresql", "target"))
+    plain = sa.Table("orders", sa.MetaData(), *(sa.Column(c.name, c.type) for c in source_table().columns))
+    plain.metadata.create_all(source.engine)
+    bad = hours[2]
+    insert(
+        source,
+        plain,
+        [row(i, in_hour(w, i)) for n, w in enumerate(hours) for i in range(n * 10 + 1, n * 10 + 4)],
+    )
+    insert(source, plain, [row(21, in_hour(bad, 40))])  # id 21 is already in that hour
+    with serve() as receiver:
+        config = write_orders_config(
+            tmp_path / "sync.yaml",
+            source,
+            target,
+            start=hours[0].start.strftime("%Y-%m-%dT%H:%M:%S"),
+            schedule={"enabled": False},
+            catch_up={"interval_seconds": 30, "retry_failed_every_minutes": 2},
+            freshness={"enabled": False},
+            drift={"enabled": False},
+            alerts=[{"webhook": receiver.url(), "format": "json"}],
+        )
+        missed = [w.partition_key() for w in hours[:-1]]
+        with deployed(tmp_path, config, hours[-1].partition_key()) as (server, instance):
+            [alert] = wait_for(
+                "the run-failure alert", lambda: receiver.alerts("run_failure") or None, 420, server.dead
+            )
+            assert alert["partition_key"] == bad.partition_key(), alert
+            assert (
+                alert["facts"]["catch_up"] == "the catch-up requests it again (failed ones every 2 minutes)"
+            )
+            # The step's own error, naming the key ("... key 21 ...; the primary_key columns must be unique").
+            assert "21" in alert["facts"]["error"], alert
+            assert "unique" in alert["facts"]["error"], alert
+            delete(source, plain, (plain.c.id == 21) & (plain.c.updated_at == in_hour(bad, 40)))
+
+            def caught_up() -> bool | None:
+                return True if set(missed) <= instance.get_materialized_partitions(KEY) else None
+
+            wait_for("the retry of the failed hours", caught_up, 420, server.dead)
+            runs = wait_for("the catch-up runs to finish", lambda: finished_runs(instance), 300, server.dead)
+            catch_up_runs = [r for r in runs if r.tags.get("dagster/sensor_name") == CATCH_UP_SENSOR]
+            failed = [r for r in catch_up_runs if r.status == DagsterRunStatus.FAILURE]
+            assert len(failed) == 1, [(r.run_id, r.status, r.tags) for r in catch_up_runs]
+            assert len(catch_up_runs) <= 3, "no pile-up of requests for the failed hours"
+            materialized_once(instance, missed)
+        assert len(receiver.alerts("run_failure")) == 1
     for window in hours:
         assert rows_in(target, "orders", window) == rows_in(source, "orders", window), window.partition_key()
 

@@ -31,6 +31,7 @@ from dagster import (
     evaluate_automation_conditions,
     instance_for_test,
 )
+from dagster._core.execution.backfill import PartitionBackfill
 from dagster._core.instance.ref import InstanceRef
 from dagster._core.storage.dagster_run import DagsterRun
 
@@ -139,6 +140,42 @@ def test_catch_up_requests_missed_hours_within_the_horizon_but_not_the_newest(
     assert job.execute_in_process(instance=instance, partition_key="2026-11-30-05:00").success
     after, _ = requested(defs, instance, "2026-11-30T10:45", cursor)
     assert after == ["2026-11-30-04:00", "2026-11-30-08:00"]
+
+
+def test_hours_of_a_ui_backfill_in_progress_are_left_to_it(
+    make_db_url: MakeDbUrl, tmp_path: Path, instance: DagsterInstance
+) -> None:
+    """A backfill launched from the UI for 04:00 and 05:00 and not finished: the catch-up requests only
+    the other missed hour, so the two never sync one hour side by side (the engine's lock would
+    serialise them anyway) and no hour is requested twice.
+    """
+    source = side("sqlite", make_db_url("sqlite", "source"))
+    create_source(source, [])
+    path = write_orders_config(
+        tmp_path / "sync.yaml",
+        source,
+        side("sqlite", make_db_url("sqlite", "target")),
+        start="2026-11-30T04:00:00",
+    )
+    defs = load_definitions(str(path))
+    ui_backfill = PartitionBackfill.from_asset_partitions(
+        backfill_id="ui",
+        asset_graph=defs.resolve_asset_graph(),
+        partition_names=["2026-11-30-04:00", "2026-11-30-05:00"],
+        asset_selection=[KEY],
+        backfill_timestamp=utc("2026-11-30T07:01").timestamp(),
+        tags={},
+        dynamic_partitions_store=instance,
+        all_partitions=False,
+        title=None,
+        description=None,
+        run_config=None,
+    )
+    instance.add_backfill(ui_backfill)
+
+    hours, _ = requested(defs, instance, "2026-11-30T08:05")
+
+    assert hours == ["2026-11-30-06:00"]  # 04:00 and 05:00 are the backfill's; 07:00 the schedule's
 
 
 def test_catch_up_off_and_its_settings_are_validated() -> None:

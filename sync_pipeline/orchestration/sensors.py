@@ -195,8 +195,10 @@ def build_drift_sensor(
         default_status=status,
         jobs=[drift_job, *sync_jobs],
         description=(
-            f"Every {config.drift.interval_seconds}s: compare the last {config.drift.lookback_hours} synced "
-            "hours of every table with the source; alert on drift and re-sync exactly the drifted partitions."
+            f"Every {config.drift.interval_seconds}s: compare the synced hours of the last "
+            f"{config.drift.lookback_hours} that the rolling schedule says are due (at most "
+            f"{config.drift.max_partitions_per_run} a table) with the source; alert on drift and "
+            "re-sync exactly the drifted partitions."
         ),
     )
     def _drift(context: SensorEvaluationContext, alerts: AlertResource) -> SensorResult:

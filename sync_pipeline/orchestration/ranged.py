@@ -64,7 +64,8 @@ __all__ = [
 RANGE_START_TAG: Final = "dagster/asset_partition_range_start"
 RANGE_END_TAG: Final = "dagster/asset_partition_range_end"
 
-StartMethod = Literal["forkserver", "spawn", "fork"]
+# Not "fork": a fresh process per task (max_tasks_per_child) needs a start method that execs or forkservers.
+StartMethod = Literal["forkserver", "spawn"]
 
 # What an hour's child needs, imported once by the forkserver so that each child is a cheap fork of
 # a warm interpreter: the engine, its drivers and the resource that reads the configuration file.

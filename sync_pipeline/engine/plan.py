@@ -434,6 +434,7 @@ def with_row_comparison(plan: SyncPlan) -> SyncPlan:
                 if native_part(source_dialect, source.table.c[k], target.table.c[k])
                 else side.adapter.key_text(side.table.c[k])
                 for k in side.key_columns
+                if k not in plan.columns  # a synced key column is hashed among the parts already
             ]
             side.row_fingerprint = native_hash(source_dialect, keys + parts)
     return plan

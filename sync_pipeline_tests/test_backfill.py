@@ -185,6 +185,26 @@ def test_ranged_run_materializes_each_hour_oldest_first_in_a_process_of_its_own(
         assert rows_in(target, "orders", window) == rows_in(source, "orders", window)
 
 
+def test_a_ranged_run_of_one_hour_is_an_hourly_run(pg_pair: tuple[Side, Side], tmp_path: Path) -> None:
+    """``multi_run(1)`` launches runs whose range starts and ends at one hour, without a partition tag:
+    such a run syncs its hour as an hourly run does, in the step process (no ``sync_pid``), with its
+    own ``in_sync`` result.
+    """
+    source, target = pg_pair
+    [window] = hours(1)
+    create_source(source, hourly_rows([window], 4))
+    path = write_orders_config(tmp_path / "sync.yaml", source, target)
+    with instance_for_test() as instance:
+        ok, run_id = run_range(instance, path, window.partition_key(), window.partition_key())
+        [(partition, metadata, _)] = materializations(instance, run_id)
+        [check] = check_evaluations(instance, run_id)
+    assert ok
+    assert (partition, metadata["inserted"]) == (window.partition_key(), 4)
+    assert "sync_pid" not in metadata
+    assert check.passed
+    assert rows_in(target, "orders", window) == rows_in(source, "orders", window)
+
+
 def test_a_retried_step_starts_at_the_hour_that_failed(pg_pair: tuple[Side, Side], tmp_path: Path) -> None:
     """Hour 3's lock is held by another session: its sync times out (a transient ``LockTimeout``) and the
     retry policy runs the step again, which starts at hour 3 rather than syncing hours 0-2 twice. The

@@ -18,6 +18,7 @@ import random
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import date
 from typing import Any
 
 import pytest
@@ -121,6 +122,9 @@ KINDS: dict[str, KeyKind] = {
     ),
     "random_int64": KeyKind([("id", sa.BigInteger())], lambda: _random_int64(30, seed=7)),
     "uuid": KeyKind([("id", UUID_TYPE)], lambda: _uuids(24)),
+    "date": KeyKind(
+        [("id", sa.Date())], lambda: [date(1, 1, 1), date(1970, 1, 1), date(2026, 11, 30), date(9999, 12, 31)]
+    ),
     "hostile_text": KeyKind([("id", _text(40))], lambda: list(HOSTILE_TEXT)),
     "composite": KeyKind(
         [("k1", sa.BigInteger()), ("k2", _text(20))],
@@ -249,6 +253,8 @@ def _new_key(kind_name: str, keys: list[Any]) -> Any:
         return "new key ✓"
     if kind_name == "composite":
         return (42, "new")
+    if kind_name == "date":
+        return date(2000, 2, 29)
     return next(k for k in (3, 4, 5, 6, 12345) if k not in keys)
 
 

@@ -154,8 +154,11 @@ def _sync_asset(
         metadata={"dagster/table_name": table.target.table},
         check_specs=[in_sync_spec(key)] if table.verify else None,
         # A backfill runs blocks of hours as one run each (orchestration.ranged); the hourly
-        # schedule still asks for one hour.
-        backfill_policy=BackfillPolicy.multi_run(config.backfill.max_partitions_per_run),
+        # schedule still asks for one hour. Not on Celery: its pool processes are daemonic and may
+        # not start the hours' processes, so there a backfill keeps one run per hour.
+        backfill_policy=None
+        if config.executor.kind == "celery"
+        else BackfillPolicy.multi_run(config.backfill.max_partitions_per_run),
         # A ranged step yields one materialization per hour as it commits, not one output for all.
         output_required=False,
     )
@@ -163,7 +166,9 @@ def _sync_asset(
         context: AssetExecutionContext, sync: SyncResource
     ) -> Iterator[MaterializeResult | AssetMaterialization | AssetCheckResult]:  # type: ignore[type-arg]
         compare: Compare = "row" if context.run.tags.get(COMPARE_TAG) == "row" else "updated_at"
-        if not context.has_partition_key:
+        # A ranged run of one hour (start = end, as multi_run(1) makes) is an hourly run too.
+        hours = context.partition_keys
+        if len(hours) > 1:
             yield from sync_hours(
                 context,
                 sync,
@@ -176,10 +181,10 @@ def _sync_asset(
                 metadata_of=stats_metadata,
             )
             return
-        yield _sync_one_hour(context, sync, compare)
+        yield _sync_one_hour(context, sync, compare, hours[0])
 
     def _sync_one_hour(
-        context: AssetExecutionContext, sync: SyncResource, compare: Compare
+        context: AssetExecutionContext, sync: SyncResource, compare: Compare, partition_key: str
     ) -> MaterializeResult:  # type: ignore[type-arg]
         """The hourly run: one partition, synced in this step process, then its lookback."""
         hour = context.partition_time_window
@@ -189,13 +194,13 @@ def _sync_asset(
 
         def progress(stats: SyncStats) -> None:
             context.log.info(
-                f"{table.name} {context.partition_key}: {stats.inserted} inserted, {stats.updated} updated, "
+                f"{table.name} {partition_key}: {stats.inserted} inserted, {stats.updated} updated, "
                 f"{stats.deleted} deleted so far ({stats.keys_scanned} keys scanned)"
             )
 
         stats = _run(sync, table.name, window, progress, compare)
         context.log.info(
-            f"{table.name} {context.partition_key}: {stats.inserted} inserted, {stats.updated} updated, "
+            f"{table.name} {partition_key}: {stats.inserted} inserted, {stats.updated} updated, "
             f"{stats.deleted} deleted, {stats.unchanged} unchanged in {stats.timings.get('total', 0):.2f}s"
         )
         lookback = int(context.run.tags.get(LOOKBACK_TAG, "0"))

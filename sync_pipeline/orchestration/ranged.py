@@ -21,11 +21,11 @@ from __future__ import annotations
 import multiprocessing
 import os
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from datetime import UTC
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, TypeVar
 
 from dagster import (
     AssetCheckResult,
@@ -66,6 +66,7 @@ RANGE_END_TAG: Final = "dagster/asset_partition_range_end"
 
 # Not "fork": a fresh process per task (max_tasks_per_child) needs a start method that execs or forkservers.
 StartMethod = Literal["forkserver", "spawn"]
+T = TypeVar("T")
 
 # What an hour's child needs, imported once by the forkserver so that each child is a cheap fork of
 # a warm interpreter: the engine, its drivers and the resource that reads the configuration file.
@@ -120,6 +121,34 @@ def _window(partitions: HourlyPartitionsDefinition, key: str) -> Window:
     return Window(hour.start.astimezone(UTC), hour.end.astimezone(UTC))
 
 
+class _InThisProcess(Executor):
+    """Runs each call at once, in this process: where no child process may be started."""
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        future: Future[T] = Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as error:  # noqa: BLE001 - handed to the caller through the future
+            future.set_exception(error)
+        return future
+
+
+def _hour_processes(context: AssetExecutionContext, start_method: StartMethod) -> Executor:
+    """A fresh process for each hour: one worker that exits after each task, none accumulates.
+
+    A daemonic process may not start children (Python refuses): a Celery worker's pool process is
+    one. There, which only a ranged run launched by hand can reach (Celery deployments get no ranged
+    backfill policy), the hours run in the step's own process, one after the other.
+    """
+    if multiprocessing.current_process().daemon:
+        context.log.warning("this step runs in a daemonic process: its hours sync in this process")
+        return _InThisProcess()
+    ctx = multiprocessing.get_context(start_method)
+    if start_method == "forkserver":
+        ctx.set_forkserver_preload(HOUR_PRELOAD_MODULES)
+    return ProcessPoolExecutor(max_workers=1, mp_context=ctx, max_tasks_per_child=1)
+
+
 def _done_in_run_group(context: AssetExecutionContext, key: AssetKey, wanted: set[str]) -> set[str]:
     """Hours of ``wanted`` that this run, or an earlier run of its group, already materialized.
 
@@ -167,11 +196,7 @@ def sync_hours(
     )
     failure: Failure | None = None
     failed_at = len(keys)
-    ctx = multiprocessing.get_context(start_method)
-    if start_method == "forkserver":
-        ctx.set_forkserver_preload(HOUR_PRELOAD_MODULES)
-    # One worker that exits after each task: every hour gets a fresh process, none accumulates.
-    with ProcessPoolExecutor(max_workers=1, mp_context=ctx, max_tasks_per_child=1) as pool:
+    with _hour_processes(context, start_method) as pool:
         for partition_key in todo:
             window = _window(partitions, partition_key)
             try:
@@ -213,7 +238,7 @@ def _hour_failure(table: str, partition_key: str, reason: str, *, retry: bool) -
 
 
 def _in_sync_result(
-    pool: ProcessPoolExecutor, config_path: str, table: str, hours: list[tuple[str, Window]]
+    pool: Executor, config_path: str, table: str, hours: list[tuple[str, Window]]
 ) -> AssetCheckResult:
     """One ``in_sync`` result for the hours a run has materialized.
 

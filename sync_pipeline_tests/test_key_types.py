@@ -328,3 +328,28 @@ def test_timestamp_key_between_engines_is_refused_naming_the_column(make_db_url:
         if has_table(pair.target, "keyed"):
             with pair.target.engine.connect() as conn:
                 assert conn.execute(sa.text("SELECT count(*) FROM keyed")).scalar_one() == 0
+
+
+@pytest.mark.parametrize(("source_kind", "target_kind"), [("postgresql", "postgresql"), ("sqlite", "mysql")])
+def test_new_keys_up_to_the_types_maximum_travel_by_range(
+    make_db_url: MakeDbUrl, source_kind: str, target_kind: str
+) -> None:
+    """New rows whose keys run up to INTEGER's largest value, above every key the target holds: the
+    descent hands their range to the bulk path, whose bounds must be values of the column's type too."""
+    kind = KeyKind([("id", sa.Integer())], lambda: [*range(1, 1201), *range(2**31 - 400, 2**31)])
+    keys = kind.make_keys()
+    for pair in open_pair(make_db_url, source_kind, target_kind):
+        source = _source_table(kind)
+        source.create(pair.source.engine)
+        insert(pair.source, source, _rows(kind, pair.source.kind, keys[:1200]))
+        config = table_config("keyed", chunk_size=100)
+        assert pair.sync(config).inserted == 1200
+        insert(pair.source, source, _rows(kind, pair.source.kind, keys)[1200:])
+        stats = pair.sync(config)
+        assert counts(stats, "inserted", "updated", "deleted") == {
+            "inserted": 400,
+            "updated": 0,
+            "deleted": 0,
+        }
+        _assert_same_rows(pair, ["id"], ["id", "updated_at", "val"])
+        assert verify_partition(config, pair.source.url, pair.target.url, W).in_sync

@@ -109,7 +109,8 @@ def range_clause(side: TableSide, window: Window, krange: KeyRange) -> sa.Column
     if krange.lo is not None:
         clause = sa.and_(clause, side.keys[0] >= krange.lo)
     if krange.hi is not None:
-        clause = sa.and_(clause, side.keys[0] < krange.hi)
+        # <= hi - 1: one past the type's largest key (2**31, 2**63) is no value of the column's type.
+        clause = sa.and_(clause, side.keys[0] <= krange.hi - 1)
     return clause
 
 

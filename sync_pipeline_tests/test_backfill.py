@@ -35,7 +35,7 @@ from dagster import (
 from sync_pipeline.config import SyncConfig, load_config
 from sync_pipeline.engine.diff.window import Window
 from sync_pipeline.engine.sync import window_lock_name
-from sync_pipeline.orchestration.assets import build_sync_asset
+from sync_pipeline.orchestration.assets import LOOKBACK_TAG, build_sync_asset
 from sync_pipeline.orchestration.ranged import RANGE_END_TAG, RANGE_START_TAG, failed_hour
 from sync_pipeline_tests.conftest import MakeDbUrl
 from sync_pipeline_tests.dagster_helpers import (
@@ -89,13 +89,18 @@ def hourly_rows(windows: list[Window], per_hour: int) -> list[dict[str, Any]]:
 
 
 def run_range(
-    instance: DagsterInstance, config_path: Path, first: str, last: str, **options: Any
+    instance: DagsterInstance,
+    config_path: Path,
+    first: str,
+    last: str,
+    tags_extra: dict[str, str] | None = None,
+    **options: Any,
 ) -> tuple[bool, str]:
     """One ranged run of the code location's job over [first, last], on the multiprocess executor."""
     with execute_job(
         reconstructable_sync_job(str(config_path)),
         instance=instance,
-        tags={RANGE_START_TAG: first, RANGE_END_TAG: last},
+        tags={RANGE_START_TAG: first, RANGE_END_TAG: last, **(tags_extra or {})},
         raise_on_error=False,
         **options,
     ) as result:
@@ -203,6 +208,31 @@ def test_a_ranged_run_of_one_hour_is_an_hourly_run(pg_pair: tuple[Side, Side], t
     assert "sync_pid" not in metadata
     assert check.passed
     assert rows_in(target, "orders", window) == rows_in(source, "orders", window)
+
+
+def test_a_ranged_run_never_looks_back(pg_pair: tuple[Side, Side], tmp_path: Path) -> None:
+    """The lookback belongs to the hourly run: a ranged run over hours 3-5, even tagged with a lookback
+    of 3, syncs and materializes hours 3-5 only, leaving hours 0-2 (which have rows) untouched.
+    """
+    source, target = pg_pair
+    windows = hours(6)
+    create_source(source, hourly_rows(windows, 2))
+    path = write_orders_config(tmp_path / "sync.yaml", source, target)
+    with instance_for_test() as instance:
+        ok, run_id = run_range(
+            instance,
+            path,
+            windows[3].partition_key(),
+            windows[5].partition_key(),
+            tags_extra={LOOKBACK_TAG: "3"},
+        )
+        found = [p for p, _, _ in materializations(instance, run_id)]
+    assert ok
+    assert found == [w.partition_key() for w in windows[3:]]
+    for window in windows[:3]:
+        assert rows_in(target, "orders", window) == {}
+    for window in windows[3:]:
+        assert rows_in(target, "orders", window) == rows_in(source, "orders", window)
 
 
 def test_a_retried_step_starts_at_the_hour_that_failed(pg_pair: tuple[Side, Side], tmp_path: Path) -> None:

@@ -189,3 +189,29 @@ def test_null_bytes_verify_clean_into_sqlite(make_db_url: MakeDbUrl) -> None:
     assert verify_partition(table, source, target, WINDOW).in_sync
     _execute(target, "UPDATE events SET blob = x'' WHERE id = 1")
     assert verify_partition(table, source, target, WINDOW).rows_differing == 1
+
+
+def test_negative_zero_copied_into_mariadb_verifies_clean(make_db_url: MakeDbUrl) -> None:
+    """MariaDB stores a double -0.0 as 0: the copy of a PostgreSQL -0.0 must verify clean (it was
+    reported as a differing row on every run, and re-synced by every drift repair)."""
+    source, target = make_db_url("postgresql", "src"), make_db_url("mysql", "tgt")
+    engine = sa.create_engine(source)
+    floats = sa.Table(
+        "events",
+        sa.MetaData(),
+        sa.Column("id", sa.BigInteger, primary_key=True, autoincrement=False),
+        sa.Column("x", sa.Double),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    )
+    floats.create(engine)
+    with engine.begin() as conn:
+        conn.execute(
+            floats.insert(),
+            [{"id": i, "x": x, "updated_at": HOUR} for i, x in enumerate([-0.0, 0.0, 1.5], 1)],
+        )
+    engine.dispose()
+    table = _table()
+    sync_partition(table, source, target, WINDOW)
+    assert verify_partition(table, source, target, WINDOW).in_sync
+    _execute(target, "UPDATE events SET x = 1e-300 WHERE id = 1")
+    assert verify_partition(table, source, target, WINDOW).rows_differing == 1

@@ -109,7 +109,8 @@ def python_text(family: Family, *, zone: str, divisor: int) -> Callable[[Any], s
             number = value if isinstance(value, Decimal) else Decimal(str(value))
             return format(number.normalize(), "f")
         if family is Family.FLOAT:
-            return repr(float(value))
+            # + 0.0 turns -0.0 into 0.0: MariaDB stores -0 as 0, so a -0 copied there must compare equal.
+            return repr(float(value) + 0.0)
         if family is Family.JSON:
             parsed = json.loads(value) if isinstance(value, str | bytes) else value
             return json.dumps(parsed, sort_keys=True, ensure_ascii=False, separators=(",", ":"))

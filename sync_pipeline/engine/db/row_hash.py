@@ -98,8 +98,9 @@ def stored_value(dialect: str, column: sa.Column[Any]) -> ColumnElement[Any]:
         if family is Family.TEXT:
             return sa.cast(column, sa.Text)
         if family is Family.FLOAT:
-            # The IEEE bits: float8's own hash takes -0 for 0, which the canonical text does not.
-            return sa.func.float8send(sa.cast(column, postgresql.DOUBLE_PRECISION))
+            # The IEEE bits (float8's own hash of 0 is 0, which hash_record also gives NULL), of x + 0
+            # so that -0 is 0, as in the canonical text (MariaDB cannot store -0).
+            return sa.func.float8send(sa.cast(column, postgresql.DOUBLE_PRECISION) + 0.0)
         if family is Family.JSON:
             # The JSON literal null reads as None and is written as SQL NULL: they compare equal.
             # Hashed here with seed 1: jsonb's hash of an empty array or object is 0, which is also

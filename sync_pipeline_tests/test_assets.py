@@ -114,6 +114,7 @@ def test_materialize_syncs_the_window_and_reports_exact_metadata(databases: tupl
     first = metadata_of(run(asset, path, "2026-11-30-08:00"), "2026-11-30-08:00")
     assert counts(first) == all_counts(rows=5, inserted=5)
     assert first["dagster/row_count"] == 5
+    assert first["rows_streamed"] == 5  # the first sync of an hour travels by range (the bulk path)
     assert first["dagster/table_name"] == "orders"
     schema = first["dagster/column_schema"]
     assert isinstance(schema, TableSchema)
@@ -134,6 +135,7 @@ def test_materialize_syncs_the_window_and_reports_exact_metadata(databases: tupl
     third = metadata_of(run(asset, path, "2026-11-30-08:00"), "2026-11-30-08:00")
     assert counts(third) == all_counts(rows=5, unchanged=5)
     assert third["dagster/row_count"] == 5
+    assert (third["rows_streamed"], third["rows_fetched"]) == (0, 0)
 
 
 def test_missing_source_table_fails_once_without_retry(databases: tuple[Side, Side, Path]) -> None:

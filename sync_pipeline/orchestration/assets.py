@@ -60,6 +60,9 @@ METADATA_COUNTS = (
     "rows_fetched",
     "keys_scanned",
     "ranges_compared",
+    "ranges_streamed",
+    "rows_streamed",
+    "rows_direct",
 )
 
 

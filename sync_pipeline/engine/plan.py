@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, timedelta
 from typing import Any
 
@@ -46,9 +46,13 @@ log = logging.getLogger(__name__)
 _HASHABLE_KEYS = {Family.INTEGER, Family.TEXT}
 
 
-@dataclass
+@dataclass(frozen=True)
 class SyncPlan:
-    """Both live tables and how to compare and copy between them."""
+    """Both live tables and how to compare and copy between them.
+
+    Frozen once built: a variant (the whole-row comparison) is a new plan with new sides, so a plan
+    handed to a sync, a verification or a benchmark means the same thing wherever it goes.
+    """
 
     config: TableConfig
     source: TableSide
@@ -413,15 +417,21 @@ def with_row_comparison(plan: SyncPlan) -> SyncPlan:
         texts = [
             python_text(family_of(source.table.c[c].type), zone=zone, divisor=divisors[c]) for c in in_python
         ]
-        for side in (source, target):
-            side.row_parts = [canonical(side, c) for c in plan.columns if c not in in_python]
-            side.row_columns = in_python
-            side.row_texts = texts
-        plan.hash_compare = False
-        return plan
-    for side in (source, target):
-        side.row_parts = [canonical(side, c) for c in plan.columns]
+        source, target = (
+            replace(
+                side,
+                row_parts=[canonical(side, c) for c in plan.columns if c not in in_python],
+                row_columns=in_python,
+                row_texts=texts,
+            )
+            for side in (source, target)
+        )
+        return replace(plan, source=source, target=target, hash_compare=False)
+    source, target = (
+        replace(side, row_parts=[canonical(side, c) for c in plan.columns]) for side in (source, target)
+    )
     if source_dialect == target_dialect and has_native_row_hash(source_dialect):
+        fingerprinted = []
         for side in (source, target):
             parts = [
                 stored_value(source_dialect, side.table.c[c])
@@ -436,5 +446,6 @@ def with_row_comparison(plan: SyncPlan) -> SyncPlan:
                 for k in side.key_columns
                 if k not in plan.columns  # a synced key column is hashed among the parts already
             ]
-            side.row_fingerprint = native_hash(source_dialect, keys + parts)
-    return plan
+            fingerprinted.append(replace(side, row_fingerprint=native_hash(source_dialect, keys + parts)))
+        source, target = fingerprinted
+    return replace(plan, source=source, target=target)

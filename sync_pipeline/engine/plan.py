@@ -70,27 +70,107 @@ class SyncPlan:
 
 
 def plan_sync(config: TableConfig, source: sa.Engine, target: sa.Engine, *, create_target: bool) -> SyncPlan:
-    """Reflect and check both tables; create the target from the source's columns if allowed."""
+    """Reflect and check both tables; create the target from the source's columns if allowed.
+
+    Three steps, each refusing what it cannot accept before anything is written: the source table
+    and the columns to sync; the target table (found, or created and completed when allowed, then
+    checked against the source); the two sides and the row converter that copies between them.
+    """
     source_name = TableName(config.source.table, config.source.schema_, "source", config.source.connection)
     target_name = TableName(config.target.table, config.target.schema_, "target", config.target.connection)
+    source_table, columns = _source_table(config, source, source_name)
+    target_table, created, added = _target_table(
+        config, source, target, source_table, target_name, columns, create_target=create_target
+    )
+
+    source_adapter = adapter_for(source.dialect.name)
+    precision = timestamp_precision(source_table.c[config.updated_at].type, source.dialect.name)
+    if target_table is not None:
+        precision = min(
+            precision, timestamp_precision(target_table.c[config.updated_at].type, target.dialect.name)
+        )
+    divisor = micros_divisor(precision)
+    source_side = TableSide(
+        source_name,
+        source_table,
+        source_adapter,
+        config.primary_key,
+        config.updated_at,
+        config.naive_timezone,
+        divisor,
+    )
+    if target_table is None:
+        return SyncPlan(config, source_side, None, columns, lambda row: row, False, False)
+
+    soft = _soft_column(config)
+    live = None
+    if soft is not None:
+        flag = target_table.c[soft]
+        live = sa.or_(flag.is_(None), flag == sa.false())
+    target_side = TableSide(
+        target_name,
+        target_table,
+        adapter_for(target.dialect.name),
+        config.primary_key,
+        config.updated_at,
+        config.naive_timezone,
+        divisor,
+        live,
+    )
+    _check_keys(source_side, target_side)
+    _align_key_types(source_side, target_side)
+    _use_native_hash(source_side, target_side)
+    hashable = all(f in _HASHABLE_KEYS for f in source_side.key_families() + target_side.key_families())
+    convert = _row_converter(config, source_side, target_side, columns, target.dialect.name)
+    return SyncPlan(config, source_side, target_side, columns, convert, hashable, created, added)
+
+
+def _soft_column(config: TableConfig) -> str | None:
+    return config.soft_delete_column if config.delete_mode is DeleteMode.SOFT else None
+
+
+def _source_table(config: TableConfig, source: sa.Engine, name: TableName) -> tuple[sa.Table, list[str]]:
+    """The source table and the columns to sync, or a ``SchemaError`` naming what is missing."""
     with source.connect() as conn:
-        source_table = reflect(conn, source_name)
-    if source_table is None:
-        raise SchemaError(f"{source_name} does not exist")
-    require_columns(source_table, source_name, config.primary_key, "primary_key")
-    require_columns(source_table, source_name, [config.updated_at], "updated_at")
-    columns = list(config.columns) if config.columns else [c.name for c in source_table.columns]
-    require_columns(source_table, source_name, columns, "columns")
-    _require_timestamp(source_table, source_name, config.updated_at, source.dialect.name)
-    soft = config.soft_delete_column if config.delete_mode is DeleteMode.SOFT else None
+        table = reflect(conn, name)
+    if table is None:
+        raise SchemaError(f"{name} does not exist")
+    require_columns(table, name, config.primary_key, "primary_key")
+    require_columns(table, name, [config.updated_at], "updated_at")
+    columns = list(config.columns) if config.columns else [c.name for c in table.columns]
+    require_columns(table, name, columns, "columns")
+    _require_timestamp(table, name, config.updated_at, source.dialect.name)
+    soft = _soft_column(config)
     if soft is not None and soft in columns:
         columns.remove(soft)
-    timestamps = [c for c in columns if family_of(source_table.c[c].type) is Family.TIMESTAMP]
-    zone = config.naive_timezone
-    if any(adapter_for(source.dialect.name).is_naive(source_table.c[c].type) for c in timestamps):
+    if any(adapter_for(source.dialect.name).is_naive(table.c[c].type) for c in _timestamps(table, columns)):
         with source.connect() as conn:
-            _require_zone(conn, source_name, zone)
+            _require_zone(conn, name, config.naive_timezone)
+    return table, columns
 
+
+def _timestamps(table: sa.Table, columns: list[str]) -> list[str]:
+    return [c for c in columns if family_of(table.c[c].type) is Family.TIMESTAMP]
+
+
+def _target_table(
+    config: TableConfig,
+    source: sa.Engine,
+    target: sa.Engine,
+    source_table: sa.Table,
+    target_name: TableName,
+    columns: list[str],
+    *,
+    create_target: bool,
+) -> tuple[sa.Table | None, bool, list[str]]:
+    """The target table, created and completed if allowed, checked against the source.
+
+    Returns the table (``None`` when it is missing and may not be created), whether this plan
+    created it, and the columns it added.
+    """
+    soft = _soft_column(config)
+    timestamps = _timestamps(source_table, columns)
+    zone = config.naive_timezone
     created = False
     with target.connect() as conn:
         mariadb = bool(getattr(conn.dialect, "is_mariadb", False))  # known once connected
@@ -165,44 +245,23 @@ def plan_sync(config: TableConfig, source: sa.Engine, target: sa.Engine, *, crea
                 assert target_table is not None
             if soft is not None and soft not in target_table.c:
                 raise SchemaError(f"{target_name}: soft_delete_column {soft!r} does not exist")
+    return target_table, created, added
 
-    source_adapter = adapter_for(source.dialect.name)
-    target_adapter = adapter_for(target.dialect.name)
-    precision = timestamp_precision(source_table.c[config.updated_at].type, source.dialect.name)
-    if target_table is not None:
-        precision = min(
-            precision, timestamp_precision(target_table.c[config.updated_at].type, target.dialect.name)
-        )
-    divisor = micros_divisor(precision)
-    source_side = TableSide(
-        source_name,
-        source_table,
-        source_adapter,
-        config.primary_key,
-        config.updated_at,
-        config.naive_timezone,
-        divisor,
-    )
-    if target_table is None:
-        return SyncPlan(config, source_side, None, columns, lambda row: row, False, False)
 
-    live = None
-    if soft is not None:
-        flag = target_table.c[soft]
-        live = sa.or_(flag.is_(None), flag == sa.false())
-    target_side = TableSide(
-        target_name,
-        target_table,
-        target_adapter,
-        config.primary_key,
-        config.updated_at,
-        config.naive_timezone,
-        divisor,
-        live,
-    )
-    _check_keys(source_side, target_side)
-    _align_key_types(source_side, target_side)
-    _use_native_hash(source_side, target_side)
+def _row_converter(
+    config: TableConfig,
+    source_side: TableSide,
+    target_side: TableSide,
+    columns: list[str],
+    target_dialect: str,
+) -> Callable[[tuple[Any, ...]], tuple[Any, ...]]:
+    """What turns a source row into the values the target stores exactly, or fails naming the column.
+
+    ``target_dialect`` is SQLAlchemy's name of the target's dialect (``mariadb`` and ``mysql`` apart).
+    """
+    source_table, target_table = source_side.table, target_side.table
+    source_adapter, target_adapter = source_side.adapter, target_side.adapter
+    target_name = target_side.name
     converters = [
         converter(
             family_of(source_table.c[name].type),
@@ -214,10 +273,8 @@ def plan_sync(config: TableConfig, source: sa.Engine, target: sa.Engine, *, crea
                 config.naive_timezone if source_adapter.is_naive(source_table.c[name].type) else "UTC"
             ),
             target_zone=config.naive_timezone,
-            micros_divisor=micros_divisor(
-                timestamp_precision(target_table.c[name].type, target.dialect.name)
-            ),
-            native_uuid=target.dialect.name == "postgresql",
+            micros_divisor=micros_divisor(timestamp_precision(target_table.c[name].type, target_dialect)),
+            native_uuid=target_dialect == "postgresql",
         )
         for name in columns
     ]
@@ -230,22 +287,19 @@ def plan_sync(config: TableConfig, source: sa.Engine, target: sa.Engine, *, crea
             convert,
             _either(
                 unstorable_check(
-                    target.dialect.name,
+                    target_dialect,
                     family_of(target_table.c[name].type),
                     scale=getattr(target_table.c[name].type, "scale", None),
                 )
                 if different_engines
                 else None,
-                length_check(target_table.c[name].type, target.dialect.name),
+                length_check(target_table.c[name].type, target_dialect),
             ),
             f"{target_name}: column {name!r}",
         )
         for convert, name in zip(converters, columns, strict=True)
     ]
-    hashable = all(f in _HASHABLE_KEYS for f in source_side.key_families() + target_side.key_families())
-    return SyncPlan(
-        config, source_side, target_side, columns, row_converter(converters), hashable, created, added
-    )
+    return row_converter(converters)
 
 
 def _use_native_hash(source: TableSide, target: TableSide) -> None:

@@ -120,25 +120,8 @@ def limit_copy(source_url: str, target_url: str, **_: Any) -> Result:
             "CREATE TEMPORARY TABLE stage (id bigint, account_id int, kind text, amount numeric(12,2),"
             " payload jsonb, updated_at timestamptz) ON COMMIT DROP"
         )
-        with target.cursor().copy(
-            "COPY stage FROM STDIN" + (" (FORMAT BINARY)" if _is_pg(source_url) else "")
-        ) as sink:
-            if _is_pg(source_url):
-                with psycopg.connect(_pg_conninfo(source_url)) as source:
-                    query = f"COPY ({_SELECT.format(window=_WINDOW_PG)}) TO STDOUT (FORMAT BINARY)"
-                    with source.cursor().copy(query) as stream:
-                        for block in stream:
-                            sink.write(block)
-            else:
-                source = _mysql_connect(source_url, unbuffered=True)
-                try:
-                    with source.cursor() as cursor:
-                        cursor.execute(_SELECT.format(window=_WINDOW_MYSQL))
-                        while chunk := cursor.fetchmany(5000):
-                            for row in chunk:
-                                sink.write_row(row)
-                finally:
-                    source.close()
+        with target.cursor() as cursor:
+            _copy_window(source_url, cursor, "COPY stage FROM STDIN")
         rows = target.execute("SELECT count(*) FROM stage").fetchone()[0]  # type: ignore[index]
         target.commit()
     return {"rows_read": rows, "rows_written": rows}
@@ -150,31 +133,36 @@ def copy_indexed(source_url: str, target_url: str, **_: Any) -> Result:
     import psycopg
 
     with psycopg.connect(_pg_conninfo(target_url)) as target:
-        columns = ", ".join(COLUMNS)
-        binary = _is_pg(source_url)
         with target.cursor() as cursor:
-            with cursor.copy(
-                f"COPY events ({columns}) FROM STDIN" + (" (FORMAT BINARY)" if binary else "")
-            ) as sink:
-                if binary:
-                    with psycopg.connect(_pg_conninfo(source_url)) as source:
-                        query = f"COPY ({_SELECT.format(window=_WINDOW_PG)}) TO STDOUT (FORMAT BINARY)"
-                        with source.cursor().copy(query) as stream:
-                            for block in stream:
-                                sink.write(block)
-                else:
-                    source = _mysql_connect(source_url, unbuffered=True)
-                    try:
-                        with source.cursor() as reader:
-                            reader.execute(_SELECT.format(window=_WINDOW_MYSQL))
-                            while chunk := reader.fetchmany(5000):
-                                for row in chunk:
-                                    sink.write_row(row)
-                    finally:
-                        source.close()
+            _copy_window(source_url, cursor, f"COPY events ({', '.join(COLUMNS)}) FROM STDIN")
             rows = cursor.rowcount
         target.commit()
     return {"rows_read": rows, "rows_written": rows}
+
+
+def _copy_window(source_url: str, cursor: Any, copy_in: str) -> None:
+    """The source's window into the target's ``copy_in`` statement: binary COPY to COPY from
+    PostgreSQL, rows of an unbuffered cursor from MariaDB."""
+    import psycopg
+
+    binary = _is_pg(source_url)
+    with cursor.copy(copy_in + (" (FORMAT BINARY)" if binary else "")) as sink:
+        if binary:
+            with psycopg.connect(_pg_conninfo(source_url)) as source:
+                query = f"COPY ({_SELECT.format(window=_WINDOW_PG)}) TO STDOUT (FORMAT BINARY)"
+                with source.cursor().copy(query) as stream:
+                    for block in stream:
+                        sink.write(block)
+            return
+        source = _mysql_connect(source_url, unbuffered=True)
+        try:
+            with source.cursor() as reader:
+                reader.execute(_SELECT.format(window=_WINDOW_MYSQL))
+                while chunk := reader.fetchmany(5000):
+                    for row in chunk:
+                        sink.write_row(row)
+        finally:
+            source.close()
 
 
 def _read_keys(url: str) -> tuple[int, int, float]:

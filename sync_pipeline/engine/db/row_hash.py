@@ -96,7 +96,9 @@ def stored_value(dialect: str, column: sa.Column[Any]) -> ColumnElement[Any]:
         if family is Family.DECIMAL:
             return sa.cast(column, sa.Numeric)  # numeric's hash: 1.0 and 1.00 alike, as the text form
         if family is Family.TEXT:
-            return sa.cast(column, sa.Text)
+            # "C": text hashes by its bytes. Under a nondeterministic collation (ICU, case-insensitive)
+            # PostgreSQL hashes a text's sort key, which another collation's equal text does not share.
+            return sa.cast(column, sa.Text).collate("C")
         if family is Family.FLOAT:
             # The IEEE bits (float8's own hash of 0 is 0, which hash_record also gives NULL), of x + 0
             # so that -0 is 0, as in the canonical text (MariaDB cannot store -0).

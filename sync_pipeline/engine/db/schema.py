@@ -9,6 +9,7 @@ would merge distinct source keys (a case-insensitive or PAD SPACE collation on M
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -212,15 +213,16 @@ def length_check(type_: sa.types.TypeEngine[Any], dialect: str) -> Callable[[Any
 def check_key_collations(
     conn: sa.Connection, source: sa.Table, target: sa.Table, target_name: TableName, primary_key: list[str]
 ) -> None:
-    """Refuse a MySQL/MariaDB target whose text key column compares in anything but binary NO PAD.
+    """Refuse a target whose text key column compares in anything but binary (code point) equality.
 
-    Under a case- or accent-insensitive collation (the server default ``utf8mb4_general_ci``) or a
-    PAD SPACE one (``utf8mb4_bin``), the unique index makes "a", "A", "é"/"e" or "a"/"a " one row:
-    the upsert would merge distinct source keys, and every later run would insert them again. Only
-    text keys are checked: a UUID's canonical text has one case and no trailing space.
+    Under a case- or accent-insensitive collation (MySQL's server default ``utf8mb4_general_ci``, a
+    PostgreSQL nondeterministic ICU collation, SQLite's ``NOCASE``) or one that ignores trailing
+    spaces (MySQL's PAD SPACE ``utf8mb4_bin``, SQLite's ``RTRIM``), the unique index makes "a", "A",
+    "é"/"e" or "a"/"a " one row: the upsert would merge distinct source keys, and every later run
+    would insert them again. Only text keys are checked: a UUID's canonical text has one case and no
+    trailing space. The source needs no check: its keys are unique under its own collation, and
+    every adapter reads key streams in binary order (``Adapter.ordered``).
     """
-    if conn.dialect.name not in ("mysql", "mariadb"):
-        return
     text_keys = [
         k
         for k in primary_key
@@ -228,21 +230,115 @@ def check_key_collations(
     ]
     if not text_keys:
         return
+    find = _INEXACT_KEYS.get(conn.dialect.name)
+    inexact = sorted(set(find(conn, target, text_keys))) if find is not None else []
+    if inexact:
+        described = ", ".join(f"{name!r} has collation {collation}" for name, collation in inexact)
+        raise SchemaError(
+            f"{target_name}: key column {described}, which treats distinct keys as one (case, "
+            "accents or trailing spaces); the key must compare binary: "
+            f"{_COLLATION_FIX[conn.dialect.name]}, or drop the table so the sync creates it"
+        )
+
+
+_COLLATION_FIX = {
+    "mysql": "ALTER TABLE ... MODIFY the column ... COLLATE utf8mb4_nopad_bin (MariaDB) or "
+    "utf8mb4_0900_bin (MySQL 8), a binary NO PAD collation",
+    "mariadb": "ALTER TABLE ... MODIFY the column ... COLLATE utf8mb4_nopad_bin, a binary NO PAD collation",
+    "postgresql": 'ALTER TABLE ... ALTER COLUMN ... TYPE text COLLATE "C" (or any deterministic '
+    "collation), and recreate its unique index",
+    "sqlite": "recreate the table with the key column in the default BINARY collation (no COLLATE "
+    "NOCASE or RTRIM on the column or its unique index)",
+}
+
+
+def _mysql_inexact(conn: sa.Connection, target: sa.Table, columns: list[str]) -> list[tuple[str, str]]:
     query = sa.text(
         "SELECT COLUMN_NAME, COLLATION_NAME FROM information_schema.COLUMNS"
         " WHERE TABLE_SCHEMA = :schema AND TABLE_NAME = :table AND COLUMN_NAME IN :columns"
     ).bindparams(sa.bindparam("columns", expanding=True))
     schema = target.schema or conn.dialect.default_schema_name
-    rows = conn.execute(query, {"schema": schema, "table": target.name, "columns": text_keys}).all()
-    inexact = [(name, collation) for name, collation in rows if not exact_collation(collation)]
-    if inexact:
-        described = ", ".join(f"{name!r} has collation {collation}" for name, collation in sorted(inexact))
-        raise SchemaError(
-            f"{target_name}: key column {described}, which treats distinct keys as one (case, "
-            "accents or trailing spaces); the key must use a binary NO PAD collation: ALTER TABLE ... "
-            "MODIFY the column ... COLLATE utf8mb4_nopad_bin (MariaDB) or utf8mb4_0900_bin (MySQL 8), "
-            "or drop the table so the sync creates it"
-        )
+    rows = conn.execute(query, {"schema": schema, "table": target.name, "columns": columns}).all()
+    return [(name, collation) for name, collation in rows if not exact_collation(collation)]
+
+
+# The key columns' own collations and those of the unique indexes on them: ON CONFLICT infers any
+# unique index on the columns, whatever its collation, and a nondeterministic one (ICU's
+# 'und-u-ks-level2', case-insensitive) calls different strings equal. Deterministic collations
+# ("C", "en_US", ICU without deterministic = false) break ties by bytes: equal means identical.
+_PG_NONDETERMINISTIC = sa.text(
+    """
+    SELECT a.attname, c.collname
+      FROM pg_attribute a JOIN pg_collation c ON c.oid = a.attcollation
+     WHERE a.attrelid = CAST(:table AS regclass) AND a.attname = ANY(:columns)
+       AND NOT c.collisdeterministic
+    UNION
+    SELECT a.attname, c.collname || ' (unique index ' || CAST(i.indexrelid AS regclass) || ')'
+      FROM pg_index i
+           CROSS JOIN LATERAL unnest(CAST(i.indkey AS int2[]), CAST(i.indcollation AS oid[]))
+                AS k(attnum, coll)
+           JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+           JOIN pg_collation c ON c.oid = k.coll
+     WHERE i.indrelid = CAST(:table AS regclass) AND i.indisunique AND a.attname = ANY(:columns)
+       AND NOT c.collisdeterministic
+    """
+)
+
+
+def _postgresql_inexact(conn: sa.Connection, target: sa.Table, columns: list[str]) -> list[tuple[str, str]]:
+    table = conn.dialect.identifier_preparer.format_table(target)
+    rows = conn.execute(_PG_NONDETERMINISTIC, {"table": table, "columns": columns}).all()
+    return [(name, collation) for name, collation in rows]
+
+
+# Pairs of distinct keys that a collation other than BINARY calls equal: NOCASE folds ASCII case,
+# RTRIM ignores trailing spaces; an application's own collation is caught if it does either.
+_SQLITE_PROBES = (("a", "A"), ("a", "a "), ("é", "e"))
+
+
+def _sqlite_inexact(conn: sa.Connection, target: sa.Table, columns: list[str]) -> list[tuple[str, str]]:
+    preparer = conn.dialect.identifier_preparer
+    table = preparer.format_table(target)
+    schema = f"{preparer.quote_schema(target.schema)}." if target.schema else ""
+    found: list[tuple[str, str]] = []
+    # The unique indexes on the key (the primary key's own included) and the collation each compares
+    # the key column with: what makes two keys one row.
+    for _, index, unique, *_ in conn.exec_driver_sql(f"PRAGMA {schema}index_list({table})").all():
+        if not unique:
+            continue
+        for row in conn.exec_driver_sql(f"PRAGMA {schema}index_xinfo({preparer.quote(index)})").all():
+            name, collation, is_key = row[2], str(row[4]), row[5]
+            if is_key and name in columns and collation.upper() != "BINARY":
+                found.append((name, f"{collation.upper()} (unique index {index})"))
+    # The column's declared collation, which every comparison with the column uses (the lookups and
+    # deletes by key). SQLite keeps no record of it but the CREATE TABLE text; a compound SELECT's
+    # result column takes the collation of its leftmost SELECT's column, so comparing through one
+    # tells whether the column calls distinct strings equal.
+    create_sql = conn.exec_driver_sql(
+        f"SELECT sql FROM {schema}sqlite_master WHERE type = 'table' AND name = ?", (target.name,)
+    ).scalar()
+    for name in columns:
+        rows = f"SELECT {preparer.quote(name)} AS x FROM {table} WHERE 0 UNION ALL SELECT :a"
+        probe = sa.text(f"SELECT x = :b FROM ({rows})")
+        if any(conn.execute(probe, {"a": a, "b": b}).scalar() for a, b in _SQLITE_PROBES):
+            found.append((name, _declared_collation(str(create_sql or ""), name)))
+    return found
+
+
+def _declared_collation(create_sql: str, column: str) -> str:
+    """The collation name the CREATE TABLE text gives ``column``, for the message."""
+    match = re.search(
+        rf"[\"`\[]?{re.escape(column)}[\"`\]]?\s[^,]*?\bCOLLATE\s+[\"'`]?(\w+)", create_sql, re.IGNORECASE
+    )
+    return match.group(1).upper() if match else "other than BINARY (declared on the column)"
+
+
+_INEXACT_KEYS: dict[str, Callable[[sa.Connection, sa.Table, list[str]], list[tuple[str, str]]]] = {
+    "mysql": _mysql_inexact,
+    "mariadb": _mysql_inexact,
+    "postgresql": _postgresql_inexact,
+    "sqlite": _sqlite_inexact,
+}
 
 
 def exact_collation(collation: str | None) -> bool:

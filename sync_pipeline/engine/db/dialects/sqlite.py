@@ -175,6 +175,11 @@ class SQLiteAdapter(Adapter):
         ]
         return sa.or_(column < sa.literal("", sa.String()), *in_text)
 
+    def ordered(self, column: ColumnElement[Any], *, is_string: bool) -> ColumnElement[Any]:
+        # A key column declared COLLATE NOCASE or RTRIM would sort by it: "B" before "a". BINARY is
+        # code point order (UTF-8 bytes), and still the order of the column's default index.
+        return column.collate("BINARY") if is_string else column
+
     def epoch_micros(
         self, column: ColumnElement[Any], *, naive: bool, zone: str, divisor: int
     ) -> ColumnElement[int]:

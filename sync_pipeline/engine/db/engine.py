@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL, make_url
 
 from sync_pipeline.engine.db.dialects import adapter_for
-from sync_pipeline.errors import DatabaseUnavailable, SyncPipelineError
+from sync_pipeline.errors import DatabaseUnavailable, LockTimeout, SyncPipelineError
 from sync_pipeline.redaction import redact_url as redact_url  # the one redaction, re-exported
 
 # The drivers this project installs; a bare "postgresql://" or "mysql://" would otherwise pick
@@ -35,22 +35,25 @@ def create_engine(
 ) -> sa.Engine:
     """Create an engine whose sessions all run in UTC, with the dialect adapter's connection hooks.
 
-    With ``lock_timeout_seconds`` no MariaDB/MySQL session of the engine waits longer than that for
-    a lock the database takes by itself (a read queued behind another session's ALTER, a locked
-    row): the statement fails instead, as a transient error, and the run is retried.
+    With ``lock_timeout_seconds`` no MariaDB/MySQL or PostgreSQL session of the engine waits longer
+    than that for a lock the database takes by itself (a read queued behind another session's ALTER,
+    a locked row): the statement fails instead, as a :class:`LockTimeout`, and the run is retried.
     """
     parsed = normalize_url(url)
     adapter = adapter_for(parsed.get_backend_name())
+    connect_args = adapter.connect_args(parsed, application_name)
+    if lock_timeout_seconds is not None:
+        connect_args = adapter.bounded_connect_args(connect_args, lock_timeout_seconds)
     engine = sa.create_engine(
         parsed,
-        connect_args=adapter.connect_args(parsed, application_name),
+        connect_args=connect_args,
         pool_pre_ping=True,
         hide_parameters=True,  # row values can be personal data: keep them out of exception text
     )
     adapter.install_hooks(engine)
     # MariaDB/MySQL: every session's metadata and row lock waits (a read queues behind a pending
     # ALTER for the server's lock_wait_timeout, a day). SQLite's sessions wait their busy timeout,
-    # which the writer sets to the same bound; PostgreSQL's are not bounded here.
+    # which the writer sets to the same bound; PostgreSQL's lock_timeout is set when each connects.
     if lock_timeout_seconds is not None and adapter.name == "mysql":
         seconds = lock_timeout_seconds
 
@@ -72,7 +75,7 @@ def open_engine(url: str | URL, *, lock_timeout_seconds: float | None = None) ->
 
 
 # SQLSTATEs (PostgreSQL) and error numbers (MySQL/MariaDB) after which a retry can succeed.
-_TRANSIENT_SQLSTATES = ("08", "40001", "40P01", "57P01", "57P02", "57P03", "53300")
+_TRANSIENT_SQLSTATES = ("08", "40001", "40P01", "55P03", "57P01", "57P02", "57P03", "53300")
 _TRANSIENT_MYSQL_CODES = {1040, 1053, 1205, 1213, 2002, 2003, 2006, 2013, 2055}
 
 
@@ -107,14 +110,33 @@ def is_transient(error: BaseException) -> bool:
     )
 
 
+# A lock waited for longer than the session allows: PostgreSQL's lock_not_available (lock_timeout),
+# MySQL/MariaDB's ER_LOCK_WAIT_TIMEOUT (innodb_lock_wait_timeout and lock_wait_timeout alike).
+_LOCK_WAIT_SQLSTATE = "55P03"
+_LOCK_WAIT_MYSQL_CODE = 1205
+
+
+def is_lock_wait(error: BaseException) -> bool:
+    """Whether ``error`` (raw or wrapped by SQLAlchemy) is a lock wait that reached the session's bound."""
+    if isinstance(error, sa.exc.DBAPIError) and error.orig is not None:
+        error = error.orig
+    args = getattr(error, "args", ())
+    if args and isinstance(args[0], int):
+        return args[0] == _LOCK_WAIT_MYSQL_CODE
+    return getattr(error, "sqlstate", None) == _LOCK_WAIT_SQLSTATE
+
+
 def translate_error(error: BaseException, *, where: str) -> SyncPipelineError | None:
-    """A transient database error as :class:`DatabaseUnavailable`, so retries can tell it apart.
+    """A transient database error as :class:`DatabaseUnavailable` (a lock wait that reached
+    ``lock_timeout_seconds`` as :class:`LockTimeout`), so retries can tell it apart.
 
     Returns ``None`` for errors that are not transient: those propagate unchanged. SQLAlchemy's
     messages never include the password (it renders URLs redacted), and ``hide_parameters`` keeps
     row values out of them.
     """
+    reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
+    if is_lock_wait(error):
+        return LockTimeout(f"{where}: waited longer than lock_timeout_seconds for a lock: {reason}")
     if is_transient(error):
-        reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
         return DatabaseUnavailable(f"{where}: {reason}")
     return None

@@ -37,6 +37,11 @@ class Adapter(ABC):
         """Driver arguments that make every session use UTC."""
         return {}
 
+    def bounded_connect_args(self, args: dict[str, Any], timeout_seconds: float) -> dict[str, Any]:
+        """``args`` with every lock wait of the session bounded by ``timeout_seconds``, where the
+        driver can say so when it connects (MariaDB/MySQL and SQLite bound theirs by statements)."""
+        return args
+
     def install_hooks(self, engine: sa.Engine) -> None:  # noqa: B027 - optional hook, empty by default
         """Attach engine events (SQLite registers its functions here)."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar
 
 import psycopg
@@ -16,6 +17,11 @@ from sync_pipeline.engine.db.dialects.base import Adapter
 _LOCK_NOT_AVAILABLE = "55P03"
 
 
+def _millis(seconds: float) -> int:
+    """A lock_timeout in whole milliseconds, at least one: 0 would mean "wait for ever"."""
+    return max(1, math.ceil(seconds * 1000))
+
+
 class PostgresAdapter(Adapter):
     name: ClassVar[str] = "postgresql"
 
@@ -24,6 +30,13 @@ class PostgresAdapter(Adapter):
         if "connect_timeout" not in url.query:
             args["connect_timeout"] = 10  # a host that drops packets fails in seconds, not minutes
         return args
+
+    def bounded_connect_args(self, args: dict[str, Any], timeout_seconds: float) -> dict[str, Any]:
+        # The session's default lock_timeout, in the startup packet: it bounds every lock the
+        # session waits for (an ALTER behind another transaction, a read behind a pending ALTER, a
+        # locked row), and RESET (acquire_lock's) returns to it. 55P03 then fails the statement.
+        options = f"{args.get('options', '')} -c lock_timeout={_millis(timeout_seconds)}".strip()
+        return {**args, "options": options}
 
     def epoch_micros(
         self, column: ColumnElement[Any], *, naive: bool, zone: str, divisor: int
@@ -103,9 +116,10 @@ class PostgresAdapter(Adapter):
 
     def acquire_lock(self, conn: sa.Connection, name: str, timeout_seconds: float) -> bool:
         # A session-level advisory lock: released by the server when the connection ends, so a
-        # killed sync never leaves it behind. lock_timeout bounds the wait.
+        # killed sync never leaves it behind. lock_timeout bounds the wait; RESET returns to the
+        # session's own bound (bounded_connect_args), if it has one.
         try:
-            conn.exec_driver_sql(f"SET lock_timeout = {max(1, int(timeout_seconds * 1000))}")
+            conn.exec_driver_sql(f"SET lock_timeout = {_millis(timeout_seconds)}")
             conn.execute(sa.select(sa.func.pg_advisory_lock(sa.func.hashtextextended(name, 0))))
         except sa.exc.DBAPIError as error:
             conn.rollback()

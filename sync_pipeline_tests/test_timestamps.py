@@ -168,3 +168,55 @@ def test_sqlite_text_timestamps_land_in_their_utc_hour_or_are_counted(
     ten = pair.sync(config, Window.from_partition_key("2026-11-30-10:00"))
     assert counts(ten, "inserted", "unplaced_updated_at") == {"inserted": 0, "unplaced_updated_at": 2}
     assert set(read_rows(pair.target, "events", ["id"], ["id"])) == {1, 2, 3, 4, 5, 8, 9}
+
+
+@pytest.mark.parametrize(
+    ("zone", "midnight"),
+    [
+        ("UTC", datetime(2026, 11, 30, 0, tzinfo=UTC)),
+        # Midnight in India (+05:30) is 18:30 UTC the day before: inside an hour, not at its start.
+        ("Asia/Kolkata", datetime(2026, 11, 29, 18, 30, tzinfo=UTC)),
+    ],
+)
+@pytest.mark.parametrize("target_kind", ["sqlite", "postgresql"])
+def test_a_sqlite_date_alone_lands_at_its_midnight(
+    make_db_url: MakeDbUrl, target_kind: str, zone: str, midnight: datetime
+) -> None:
+    """A date alone ('2026-11-30') is the midnight that starts it in the table's naive zone, as
+    Python and SQLite read it. As text it sorts just before '2026-11-30 00:00', inside the previous
+    hour's range: it landed there, an hour early, with a midnight value that window does not hold.
+    Now it lands once, in the hour holding its midnight, arrives as that instant, a second run
+    writes nothing, verification passes, and it is in no other window nor counted as unplaced.
+
+    The hours around midnight held more by text: '2026-11-30 12:00:00' is inside
+    ['2026-11-29T23:00', '2026-11-30T00:00') (' ' < 'T'), and '2026-11-29T05:00:00' inside
+    ['2026-11-29 23:00', '2026-11-30 00:00'): both landed in the hour before midnight as well."""
+    pair = make_pair(make_db_url, "sqlite", target_kind)
+    _stamped("events", sa.DateTime()).create(pair.source.engine)
+    with pair.source.engine.begin() as conn:
+        conn.exec_driver_sql(
+            "INSERT INTO events (id, updated_at) VALUES (?, ?)",
+            [(1, "2026-11-30"), (2, "2026-11-30 12:00:00"), (3, "2026-11-29T05:00:00")],
+        )
+    config = table_config("events", naive_timezone=zone)
+    hour = Window.hour_starting(midnight.replace(minute=0))
+    before = Window.hour_starting(hour.start - (hour.end - hour.start))
+    after = Window.hour_starting(hour.end)
+
+    assert counts(pair.sync(config, before), "inserted", "source_rows", "unplaced_updated_at") == {
+        "inserted": 0,
+        "source_rows": 0,
+        "unplaced_updated_at": 0,
+    }
+    assert counts(pair.sync(config, hour), "inserted", "source_rows", "unplaced_updated_at") == {
+        "inserted": 1,
+        "source_rows": 1,
+        "unplaced_updated_at": 0,
+    }
+    assert counts(pair.sync(config, after), "inserted", "source_rows") == {"inserted": 0, "source_rows": 0}
+    stored = read_rows(pair.target, "events", ["id"], ["id", "updated_at"])
+    # Both targets store wall times (SQLite text, PostgreSQL timestamp without time zone, as created
+    # from a SQLite source): the midnight itself, which the test reads back as if UTC.
+    assert stored[1][1] == datetime(2026, 11, 30, tzinfo=UTC)
+    assert counts(pair.sync(config, hour), "inserted", "updated", "deleted") == NOTHING_CHANGED
+    assert verify_partition(config, pair.source.url, pair.target.url, hour).in_sync

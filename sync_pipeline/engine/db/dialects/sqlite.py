@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, time
 from functools import lru_cache
 from typing import Any, ClassVar
 from zoneinfo import ZoneInfo
@@ -121,6 +121,28 @@ def _forms(column: ColumnElement[Any]) -> _Forms:
     return _Forms(plain=sa.or_(ours, tail == ""), utc=sa.or_(tail.in_(("Z", "z")), zero_offset))
 
 
+def _text_range(
+    column: ColumnElement[Any], lo: datetime, hi: datetime, separator: str
+) -> ColumnElement[bool]:
+    """The texts of wall times in ``[lo, hi)`` written with ``separator`` between date and time.
+
+    Within one day the range holds only texts that start with that day and separator. A range
+    across midnight ('2026-11-29 23:00' .. '2026-11-30 00:00') also holds, as text, every
+    'T'-separated time of the first day (' ' < 'T'), every ' '-separated time of the second day in
+    the 'T' range, and the date alone ('2026-11-30'): the separator is checked there.
+    """
+    in_range = sa.and_(column >= _text_bound(lo, separator), column < _text_bound(hi, separator))
+    if lo.date() == hi.date():
+        return in_range
+    return sa.and_(in_range, sa.func.substr(column, 11, 1) == separator)
+
+
+def _midnights(lo: datetime, hi: datetime) -> list[str]:
+    """The dates whose midnight (wall time) is in ``[lo, hi)``, as the text of a date alone."""
+    days = {lo.date(), hi.date()}
+    return sorted(d.isoformat() for d in days if lo <= datetime.combine(d, time()) < hi)
+
+
 class SQLiteAdapter(Adapter):
     name: ClassVar[str] = "sqlite"
 
@@ -144,20 +166,18 @@ class SQLiteAdapter(Adapter):
         # scan, with a check of the text's tail (a C function, no Python) that leaves out rows whose
         # tail is not of their range's kind. Rows with another offset, or numbers: see unplaced_clause.
         forms = _forms(column)
+        local = window.bounds_in(zone, naive=True)
         if zone == "UTC":
-            kinds = [(window.bounds_in("UTC", naive=True), sa.or_(forms.plain, forms.utc))]
+            kinds = [(local, sa.or_(forms.plain, forms.utc))]
         else:
-            kinds = [
-                (window.bounds_in(zone, naive=True), forms.plain),
-                (window.bounds_in("UTC", naive=True), forms.utc),
-            ]
-        return sa.or_(
-            *(
-                sa.and_(column >= _text_bound(lo, sep), column < _text_bound(hi, sep), kind)
-                for (lo, hi), kind in kinds
-                for sep in _SEPARATORS
-            )
-        )
+            kinds = [(local, forms.plain), (window.bounds_in("UTC", naive=True), forms.utc)]
+        ranges = [
+            sa.and_(_text_range(column, lo, hi, sep), kind) for (lo, hi), kind in kinds for sep in _SEPARATORS
+        ]
+        # A date alone is its midnight in the table's naive zone (what sp_epoch_us and Python read):
+        # in the window that holds that midnight, an equality the index serves.
+        dates = [column == sa.literal(day, sa.String()) for day in _midnights(*local)]
+        return sa.or_(*ranges, *dates)
 
     def unplaced_clause(
         self, column: ColumnElement[Any], window: Window, *, zone: str
@@ -169,10 +189,7 @@ class SQLiteAdapter(Adapter):
         forms = _forms(column)
         lo, hi = window.bounds_in(zone, naive=True)
         offset = sa.not_(sa.or_(forms.plain, forms.utc))
-        in_text = [
-            sa.and_(column >= _text_bound(lo, sep), column < _text_bound(hi, sep), offset)
-            for sep in _SEPARATORS
-        ]
+        in_text = [sa.and_(_text_range(column, lo, hi, sep), offset) for sep in _SEPARATORS]
         return sa.or_(column < sa.literal("", sa.String()), *in_text)
 
     def ordered(self, column: ColumnElement[Any], *, is_string: bool) -> ColumnElement[Any]:

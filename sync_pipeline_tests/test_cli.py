@@ -322,6 +322,7 @@ def test_diff_into_missing_target_counts_and_creates_nothing(sqlite_pair: tuple[
         "source_rows": 3,
         "target_rows": 3,
         "null_updated_at": 1,
+        "unplaced_updated_at": 0,
         "skipped_newer": 0,
         "kept_deleted": 0,
         "seconds": 0,
@@ -431,6 +432,34 @@ def test_sync_then_diff_shows_zero_changes(pg_pair: tuple[str, str, Path]) -> No
     assert again["command"] == "sync"
     assert again["stats"]["dry_run"] is False
     assert (again["stats"]["inserted"], again["stats"]["updated"], again["stats"]["deleted"]) == (0, 0, 0)
+
+
+@pytest.mark.parametrize("command", ["sync", "diff"])
+def test_sync_and_diff_report_rows_whose_updated_at_no_hour_holds(
+    sqlite_pair: tuple[str, str, Path], command: str
+) -> None:
+    """A SQLite ``updated_at`` stored as a number, or as text with a UTC offset other than zero,
+    is in no hour: never synced, so both commands print the count, and why, beside the others;
+    the JSON output carries it too."""
+    source, _, config = sqlite_pair
+    engine = sa.create_engine(source)
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(
+                "INSERT INTO orders (id, amount, note, updated_at) VALUES "
+                "(50, 1, 'epoch', 1796112300), (51, 1, 'offset', '2026-11-30T08:30:00+02:00')"
+            )
+    finally:
+        engine.dispose()
+
+    result = run(command, "orders", "--partition", PARTITION, "--config", config)
+    assert result.exit_code == 0, result.output
+    found = counts(result.stdout)
+    assert (found["inserted"], found["unplaced_updated_at"]) == (3, 2)
+    line = next(line for line in result.stdout.splitlines() if line.split()[:1] == ["unplaced_updated_at"])
+    assert "not synced" in line
+    document = json.loads(run(command, "orders", "-p", PARTITION, "--json", "--config", config).stdout)
+    assert document["stats"]["unplaced_updated_at"] == 2
 
 
 def test_sync_as_a_real_process_with_config_from_environment(sqlite_pair: tuple[str, str, Path]) -> None:

@@ -35,7 +35,13 @@ __all__ = [
 DEFAULT_SAMPLE_LIMIT = 20
 
 # The counts an operator reads first, in this order; the JSON output carries every field of SyncStats.
-STAT_FIELDS = (*HEADLINE_COUNTS, "null_updated_at", "skipped_newer", "kept_deleted")
+STAT_FIELDS = (
+    *HEADLINE_COUNTS,
+    "null_updated_at",
+    "unplaced_updated_at",
+    "skipped_newer",
+    "kept_deleted",
+)
 
 # Kinds reported through ``on_change``; "moved_in"/"moved_out" are updates of rows changing window.
 CHANGE_KINDS = ("inserted", "updated", "moved_in", "moved_out", "deleted")
@@ -115,6 +121,9 @@ def echo_stats(stats: SyncStats) -> None:
         detail = ""
         if name == "updated" and (stats.moved_in or stats.moved_out):
             detail = f"  (moved in: {stats.moved_in}, moved out: {stats.moved_out})"
+        if name == "unplaced_updated_at" and value:
+            # Rows no hour holds are never synced: say so where the count is read, with the fix.
+            detail = "  (not synced: updated_at is a number or has a UTC offset other than 0; store UTC text)"
         click.echo(f"  {name:<{width}}{value:>10}{detail}")
     if stats.vanished_during_sync:
         click.echo(f"  {'vanished_during_sync':<{width}}{stats.vanished_during_sync:>10}")

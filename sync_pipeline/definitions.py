@@ -14,7 +14,7 @@ from dagster import Definitions, JobDefinition, ScheduleDefinition
 from sync_pipeline.config import CONFIG_ENV_VAR
 from sync_pipeline.orchestration.assets import asset_key, build_sync_assets, partitions_def
 from sync_pipeline.orchestration.catch_up import build_catch_up_sensor, with_catch_up
-from sync_pipeline.orchestration.checks import build_checks
+from sync_pipeline.orchestration.checks import build_checks, build_placement_check
 from sync_pipeline.orchestration.executors import build_executor
 from sync_pipeline.orchestration.resources import AlertResource, SyncResource, active_config
 from sync_pipeline.orchestration.schedules import build_jobs, build_schedules
@@ -24,6 +24,7 @@ from sync_pipeline.orchestration.sensors import (
     build_drift_sensor,
     build_failure_sensor,
     build_freshness_sensor,
+    build_unplaced_sensor,
 )
 from sync_pipeline.orchestration.sources import build_source_specs, with_sources_and_owners
 
@@ -59,13 +60,14 @@ def build_definitions(config_path: str) -> Definitions:
             *build_source_specs(config),
             *with_sources_and_owners(config, with_catch_up(build_sync_assets(config), config)),
         ],
-        asset_checks=[*freshness_checks, *drift_checks],
+        asset_checks=[*freshness_checks, *drift_checks, *(build_placement_check(w.key) for w in watched)],
         jobs=[*sync_jobs, drift_job, *extra_jobs],
         schedules=[*build_schedules(jobs, config), *extra_schedules],
         sensors=[
             build_freshness_sensor(config, watched),
             build_drift_sensor(config, watched, drift_job, sync_jobs),
             build_failure_sensor(config, watched),
+            build_unplaced_sensor(config, watched),
             build_catch_up_sensor(config, [w.key for w in watched]),
         ],
         resources={

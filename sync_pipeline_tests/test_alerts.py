@@ -49,6 +49,7 @@ KIND_WORDS = {
     AlertKind.MISSED_SYNC: "missed sync",
     AlertKind.RUN_FAILURE: "run failure",
     AlertKind.RECOVERED: "recovered",
+    AlertKind.UNPLACED_ROWS: "unplaced rows",
 }
 FACTS: dict[str, str | int | float] = {
     "rows_differing": 3,

@@ -497,3 +497,83 @@ def test_asset_link_quotes_the_repeated_dst_hour() -> None:
     )
     link = sensors.asset_link(parsed, KEY, "2026-10-25-02:00+0100")
     assert link == "http://ui:3000/assets/sync/orders?view=partitions&partition=2026-10-25-02:00%2B0100"
+
+
+# -- unplaced_sensor --------------------------------------------------------------------------------
+
+
+def test_rows_whose_updated_at_no_hour_holds_are_checked_and_alerted_once_per_change(
+    deploy: Deploy, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A SQLite ``updated_at`` stored as a number is in no hour: every sync counts it in
+    ``unplaced_updated_at`` and none copies it. The sensor records the ``updated_at_placed`` check
+    (WARN) failing and alerts once, naming the table, the partition and the count; more syncs
+    counting the same row alert nothing more; a second such row alerts again; once the rows are
+    fixed the check passes, without an alert. Before, the count was in the metadata only."""
+    a, b, c = hours_back(4), hours_back(3), hours_back(2)
+    site: Site = deploy(
+        start_before(6), [row(1, in_hour(a, 5)), row(2, in_hour(b, 5)), row(3, in_hour(c, 5))]
+    )
+    with site.source.engine.begin() as conn:
+        conn.exec_driver_sql(
+            "INSERT INTO orders (id, customer, amount, updated_at) VALUES (90, 'x', 1, 1796112300)"
+        )
+    key_a, key_b, key_c = a.partition_key(), b.partition_key(), c.partition_key()
+
+    site.sync(key_a)
+    first = site.tick("unplaced_sensor")
+    [evaluation] = first.asset_events
+    assert isinstance(evaluation, AssetCheckEvaluation)
+    assert (evaluation.check_name, evaluation.passed) == ("updated_at_placed", False)
+    assert evaluation.severity.value == "WARN"
+    assert evaluation.metadata["unplaced_updated_at"].value == 1
+    [alert] = site.receiver.alerts("unplaced_rows")
+    assert alert["table"] == "orders"
+    assert alert["partition_key"] == key_a
+    assert alert["facts"]["unplaced_updated_at"] == 1
+    assert "not synced" in alert["summary"]
+
+    site.sync(key_b)
+    same = site.tick("unplaced_sensor", first.cursor)
+    assert same.asset_events == []
+    assert len(site.receiver.alerts("unplaced_rows")) == 1
+
+    with site.source.engine.begin() as conn:
+        conn.exec_driver_sql(
+            "INSERT INTO orders (id, customer, amount, updated_at) VALUES (91, 'y', 1, 1796112301)"
+        )
+    site.sync(key_c)
+    more = site.tick("unplaced_sensor", same.cursor)
+    assert [(e.check_name, e.passed) for e in more.asset_events] == [("updated_at_placed", False)]
+    assert [a["facts"]["unplaced_updated_at"] for a in site.receiver.alerts("unplaced_rows")] == [1, 2]
+    assert site.receiver.alerts("unplaced_rows")[1]["partition_key"] == key_c
+
+    with site.source.engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE orders SET updated_at = '2026-01-01 00:00:00' WHERE id IN (90, 91)")
+    site.sync(key_c)
+    fixed = site.tick("unplaced_sensor", more.cursor)
+    assert [(e.check_name, e.passed) for e in fixed.asset_events] == [("updated_at_placed", True)]
+    assert len(site.receiver.alerts("unplaced_rows")) == 2
+    assert_no_secrets(caplog, capfd, first, same, more, fixed)
+
+
+def test_the_placement_check_runs_after_a_materialization_that_selects_it(deploy: Deploy) -> None:
+    """Materializing from the UI runs every check of the asset: ``updated_at_placed`` reads the
+    count the sync just recorded and fails (WARN) while rows are unplaced: here a row whose text
+    has a +02:00 offset, counted in the hour its text names."""
+    a = hours_back(3)
+    site: Site = deploy(start_before(5), [row(1, in_hour(a, 5))])
+    with site.source.engine.begin() as conn:
+        conn.exec_driver_sql(
+            "INSERT INTO orders (id, customer, amount, updated_at) VALUES (90, 'x', 1, ?)",
+            ((a.start + timedelta(minutes=30)).strftime("%Y-%m-%dT%H:%M:%S+02:00"),),
+        )
+    job = site.defs.resolve_implicit_global_asset_job_def()
+    result = job.execute_in_process(
+        instance=site.instance, partition_key=a.partition_key(), asset_selection=[KEY]
+    )
+    assert result.success
+    [placed] = [e for e in result.get_asset_check_evaluations() if e.check_name == "updated_at_placed"]
+    assert not placed.passed
+    assert placed.severity.value == "WARN"
+    assert placed.metadata["unplaced_updated_at"].value == 1

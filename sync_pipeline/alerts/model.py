@@ -1,6 +1,7 @@
 """The alert itself: what happened, to which table and hour, said once in words and numbers.
 
-An :class:`Alert` is a plain, frozen value built by the sensors (drift, missed sync, run failure)
+An :class:`Alert` is a plain, frozen value built by the sensors (drift, missed sync, run failure,
+unplaced rows)
 and rendered by :mod:`sync_pipeline.alerts.formats`. It often quotes an error message from
 elsewhere, so every text in it is passed through :func:`~sync_pipeline.redaction.redact_urls_in`
 on construction: a database URL in it keeps no password, in any of its forms.
@@ -33,6 +34,7 @@ class AlertKind(StrEnum):
     MISSED_SYNC = "missed_sync"
     RUN_FAILURE = "run_failure"
     RECOVERED = "recovered"
+    UNPLACED_ROWS = "unplaced_rows"  # source rows whose updated_at no hour holds: never synced
 
     @property
     def label(self) -> str:

@@ -6,6 +6,11 @@
   horizon has no materialization, naming them collapsed into ranges, with a ``missing_hours``
   count the UI plots (:mod:`~sync_pipeline.orchestration.freshness`). The freshness sensor
   evaluates it on an interval; it can also be run from the UI.
+- ``updated_at_placed`` (WARN): the source rows whose ``updated_at`` the sync cannot place in any
+  hour (SQLite: a number, or text with a UTC offset other than zero), counted by every sync in its
+  ``unplaced_updated_at`` metadata. Such rows are never synced; the check fails while the newest
+  sync counted any, and ``unplaced_sensor`` evaluates it as materializations arrive and alerts
+  when the count changes to one above zero.
 - ``drift``: compares the synced hours the rolling schedule says are due
   (:mod:`~sync_pipeline.orchestration.drift_schedule`), every column, at most
   ``drift.max_partitions_per_run`` a run, and fails with the partitions that differ and by how many
@@ -17,6 +22,7 @@
 
 import json
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from dagster import (
     AssetCheckEvaluation,
@@ -27,6 +33,7 @@ from dagster import (
     AssetCheckSeverity,
     AssetCheckSpec,
     AssetKey,
+    AssetMaterialization,
     DagsterInstance,
     HourlyPartitionsDefinition,
     MetadataValue,
@@ -45,17 +52,22 @@ __all__ = [
     "DRIFT_CHECK",
     "FRESHNESS_CHECK",
     "IN_SYNC_CHECK",
+    "UNPLACED_CHECK",
     "Freshness",
     "build_checks",
+    "build_placement_check",
     "evaluate_freshness",
     "freshness_result",
     "in_sync_spec",
     "lookback_partitions",
+    "placement_result",
+    "unplaced_counts",
 ]
 
 IN_SYNC_CHECK = "in_sync"
 FRESHNESS_CHECK = "partition_freshness"
 DRIFT_CHECK = "drift"
+UNPLACED_CHECK = "updated_at_placed"
 
 
 def in_sync_spec(key: AssetKey) -> AssetCheckSpec:
@@ -212,3 +224,61 @@ def previous_comparisons(instance: DagsterInstance, key: AssetKey) -> dict[str, 
             return {str(k): datetime.fromisoformat(str(v)) for k, v in data.items()}
         return {}
     return {}
+
+
+def unplaced_counts(materialization: AssetMaterialization) -> tuple[int, int]:
+    """(unplaced, NULL) ``updated_at`` counts a sync recorded in its materialization's metadata."""
+
+    def count(name: str) -> int:
+        value: Any = materialization.metadata.get(name)
+        return int(getattr(value, "value", value) or 0)
+
+    return count("unplaced_updated_at"), count("null_updated_at")
+
+
+def placement_result(key: AssetKey, partition_key: str | None, unplaced: int, null: int) -> AssetCheckResult:
+    """WARN while the newest sync counted source rows it cannot place in an hour: nothing syncs them."""
+    where = f" (partition {partition_key})" if partition_key else ""
+    return AssetCheckResult(
+        asset_key=key,
+        check_name=UNPLACED_CHECK,
+        passed=unplaced == 0,
+        severity=AssetCheckSeverity.WARN,
+        description=(
+            f"{unplaced} source rows have an updated_at no hour holds{where}: they are not synced. "
+            "Store it as text in UTC or without an offset (a number, or an offset other than +00:00, "
+            "cannot be placed)"
+            if unplaced
+            else f"every source row with an updated_at is in an hour{where}"
+        ),
+        metadata={
+            "partition": partition_key or "",
+            "unplaced_updated_at": unplaced,
+            "null_updated_at": null,
+        },
+    )
+
+
+def build_placement_check(key: AssetKey) -> AssetChecksDefinition:
+    """The ``updated_at_placed`` check of one table's asset, from its newest materialization.
+
+    It reads Dagster's event log only (the sync counted the rows): it runs after the sync in a run
+    that selects it, and ``unplaced_sensor`` records it as materializations arrive.
+    """
+
+    @asset_check(
+        asset=key,
+        name=UNPLACED_CHECK,
+        description=(
+            "Every source row with an updated_at is in an hour: none is a number or has a UTC offset "
+            "the sync cannot place (such rows are counted, never synced)."
+        ),
+    )
+    def _placed(context: AssetCheckExecutionContext) -> AssetCheckResult:
+        event = context.instance.get_latest_materialization_event(key)
+        materialization = event.asset_materialization if event is not None else None
+        if materialization is None:
+            return placement_result(key, None, 0, 0)
+        return placement_result(key, materialization.partition, *unplaced_counts(materialization))
+
+    return _placed

@@ -13,6 +13,10 @@ alerts; every database query (the drift comparison included) runs in a step proc
   run that selected the asset's checks (a UI materialization, a backfill, the catch-up), is
   handled once: it alerts on every drifted partition and requests a full-row re-sync of exactly
   those partitions (one run per drift, by ``run_key``).
+- ``unplaced_sensor`` reads each new materialization's ``unplaced_updated_at`` (source rows whose
+  ``updated_at`` no hour holds, never synced), records the table's ``updated_at_placed`` check
+  when that count changes, and alerts when it changes to one above zero: once for rows that stay
+  (a number is counted by every hour's sync), again if more appear.
 - ``sync_failure_sensor`` alerts when a run fails, with the tables whose steps failed, the
   partition, the first step's error and whether the catch-up will request the hour again.
 """
@@ -29,6 +33,7 @@ from dagster import (
     AssetChecksDefinition,
     AssetCheckSeverity,
     AssetKey,
+    AssetRecordsFilter,
     AssetSelection,
     DagsterEvent,
     DefaultSensorStatus,
@@ -52,8 +57,11 @@ from sync_pipeline.orchestration.checks import (
     DRIFT_CHECK,
     FRESHNESS_CHECK,
     IN_SYNC_CHECK,
+    UNPLACED_CHECK,
     evaluate_freshness,
     freshness_result,
+    placement_result,
+    unplaced_counts,
 )
 from sync_pipeline.orchestration.freshness import Freshness, collapse, describe, follow_gaps, parse_gaps
 from sync_pipeline.orchestration.ranged import failed_hour
@@ -62,6 +70,7 @@ from sync_pipeline.orchestration.schedules import IN_FLIGHT_STATUSES, PARTITION_
 
 DRIFT_JOB = "drift_check"
 _RECENT_EVALUATIONS = 20  # per table and tick; far more than one drift interval produces
+_MATERIALIZATIONS_PER_TICK = 200  # per table; a backfill's rest is read by the next ticks
 
 
 @dataclass(frozen=True)
@@ -283,13 +292,92 @@ def _recent_drift_evaluations(
     return found
 
 
+def build_unplaced_sensor(config: SyncConfig, tables: Sequence[WatchedTable]) -> SensorDefinition:
+    @sensor(
+        name="unplaced_sensor",
+        minimum_interval_seconds=config.freshness.interval_seconds,
+        default_status=DefaultSensorStatus.RUNNING,
+        description=(
+            "Records the updated_at_placed check from each new sync's unplaced_updated_at count (source "
+            "rows no hour holds, never synced) when it changes, and alerts when it rises above zero."
+        ),
+    )
+    def _unplaced(context: SensorEvaluationContext, alerts: AlertResource) -> SensorResult:
+        state = json.loads(context.cursor or "{}")
+        # Per table: the storage id of the last materialization read, and the count last recorded.
+        after: dict[str, int] = state.get("after", {})
+        reported: dict[str, int] = state.get("reported", {})
+        events: list[AssetCheckEvaluation] = []
+        now = datetime.now(UTC)
+        for watched in tables:
+            name, key = watched.table.name, watched.key
+            records = context.instance.fetch_materializations(
+                AssetRecordsFilter(asset_key=key, after_storage_id=after.get(name)),
+                limit=_MATERIALIZATIONS_PER_TICK,
+                ascending=True,
+            ).records
+            for record in records:
+                after[name] = record.storage_id
+                materialization = record.asset_materialization
+                if materialization is None:
+                    continue
+                unplaced, null = unplaced_counts(materialization)
+                if unplaced == reported.get(name, 0):
+                    continue
+                reported[name] = unplaced
+                check = placement_result(key, record.partition_key, unplaced, null)
+                events.append(
+                    AssetCheckEvaluation(
+                        asset_key=key,
+                        check_name=UNPLACED_CHECK,
+                        passed=check.passed,
+                        severity=AssetCheckSeverity.WARN,
+                        description=check.description,
+                        metadata=check.metadata,
+                    )
+                )
+                if unplaced:
+                    alerts.send(
+                        _unplaced_alert(config, watched, record.partition_key, unplaced, null, now),
+                        context.log,
+                    )
+        return SensorResult(asset_events=events, cursor=json.dumps({"after": after, "reported": reported}))
+
+    return _unplaced
+
+
+def _unplaced_alert(
+    config: SyncConfig,
+    watched: WatchedTable,
+    partition_key: str | None,
+    unplaced: int,
+    null: int,
+    now: datetime,
+) -> Alert:
+    name = watched.table.name
+    where = f" (sync of partition {partition_key})" if partition_key else ""
+    return Alert(
+        kind=AlertKind.UNPLACED_ROWS,
+        table=name,
+        partition_key=partition_key,
+        summary=(
+            f"Unplaced rows: {unplaced} rows of {name} have an updated_at that no hour holds{where}, so "
+            "they are not synced: a number, or text with a UTC offset other than +00:00; store it as "
+            "UTC text or a wall time in naive_timezone"
+        ),
+        facts={"unplaced_updated_at": unplaced, "null_updated_at": null},
+        link=asset_link(config, watched.key, partition_key),
+        occurred_at=now,
+    )
+
+
 def build_failure_sensor(config: SyncConfig, tables: Sequence[WatchedTable]) -> SensorDefinition:
     names = {w.key: w.table.name for w in tables}
     by_name = {w.table.name: w for w in tables}
     # Step keys of each table: its sync step and its checks' steps (<asset>_<check name>).
     steps: dict[str, str] = {}
     for w in tables:
-        for suffix in ("", f"_{DRIFT_CHECK}", f"_{FRESHNESS_CHECK}"):
+        for suffix in ("", f"_{DRIFT_CHECK}", f"_{FRESHNESS_CHECK}", f"_{UNPLACED_CHECK}"):
             steps[w.key.to_python_identifier() + suffix] = w.table.name
 
     @run_failure_sensor(

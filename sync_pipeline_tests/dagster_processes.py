@@ -1,5 +1,6 @@
 """Dagster's own processes, driven from outside: start on a free port, wait until they answer, talk
-GraphQL, launch and follow a backfill, stop.
+GraphQL, launch and follow a backfill, stop; and a whole deployment of a config file (a fresh
+``DAGSTER_HOME``, one hour synced through the Dagster CLI as the schedule would, ``dagster dev``).
 
 The end-to-end tests (``dagster dev``, the alerting run, colliding runs, the Celery deployment) and
 the benchmarks of the Dagster path (``benchmarks/long_lived.py``, ``benchmarks/backfill.py``) drive
@@ -14,17 +15,27 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
+from dagster import DagsterInstance, RunsFilter
+from dagster._core.storage.dagster_run import DagsterRun
+
 import sync_pipeline
+from sync_pipeline.config import CONFIG_ENV_VAR
+from sync_pipeline.demo.config import DATA_DIR_ENV
+from sync_pipeline_tests.helpers import free_port
+from sync_pipeline_tests.webhook_server import Receiver
 
 BIN = Path(sys.executable).parent
 DAGSTER = BIN / "dagster"
@@ -276,3 +287,116 @@ def stop_group(process: subprocess.Popen[bytes]) -> None:
             os.killpg(group, 0)
         except ProcessLookupError:
             return
+
+
+# -- a deployment of a config file ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """A running ``dagster dev``: its URL, process group, ``DAGSTER_HOME``, environment and output."""
+
+    url: str
+    process: subprocess.Popen[bytes]
+    home: Path
+    env: dict[str, str]
+    log: Path
+
+    def dead(self) -> str | None:
+        """``None`` while ``dagster dev`` runs; once it has exited, why, with what it wrote last."""
+        code = self.process.poll()
+        return None if code is None else f"dagster dev exited with {code}:\n{self.log_tail()}"
+
+    def log_tail(self, lines: int = 60) -> str:
+        text = self.log.read_text(encoding="utf-8", errors="replace") if self.log.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def graphql(self, query: str, **variables: Any) -> dict[str, Any]:
+        return graphql(self.url, query, **variables)
+
+
+def deployment_env(home: Path, config: Path, **extra: str) -> dict[str, str]:
+    """A fresh ``DAGSTER_HOME`` at ``home`` (the packaged instance file) and the environment that runs
+    ``config`` in it: this process's environment without any other home, config or demo folder.
+    """
+    home.mkdir()
+    shutil.copyfile(INSTANCE_YAML, home / "dagster.yaml")
+    env = {k: v for k, v in os.environ.items() if k not in (CONFIG_ENV_VAR, "DAGSTER_HOME", DATA_DIR_ENV)}
+    env.update({"DAGSTER_HOME": str(home), CONFIG_ENV_VAR: str(config), **extra})
+    return env
+
+
+def execute_hour(env: Mapping[str, str], cwd: Path, partition_key: str, job: str = "sync_hourly") -> str:
+    """Run ``job`` for one hour through the Dagster CLI, as the schedule would; returns its output."""
+    done = subprocess.run(
+        [
+            *(str(DAGSTER), "job", "execute", "-m", "sync_pipeline.definitions", "-j", job),
+            *("--tags", json.dumps({"dagster/partition": partition_key})),
+        ],
+        cwd=cwd,
+        env=dict(env),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    output = done.stdout + done.stderr
+    if done.returncode != 0:
+        raise RuntimeError(f"dagster job execute {job} {partition_key} failed:\n{output[-8000:]}")
+    return output
+
+
+@contextmanager
+def dagster_dev(cwd: Path, env: Mapping[str, str], port: int | None = None) -> Iterator[Deployment]:
+    """``dagster dev`` on ``sync_pipeline.definitions`` until its code location has loaded; stopped,
+    with all its processes, when the block ends. Its output goes to ``cwd/dagster.log``.
+    """
+    port = port or free_port()
+    log = cwd / "dagster.log"
+    with log.open("wb") as output:
+        process = start_logged(
+            [str(DAGSTER), "dev", "-m", "sync_pipeline.definitions", "-h", "127.0.0.1", "-p", str(port)],
+            env,
+            cwd,
+            output,
+        )
+    try:
+        deployment = Deployment(
+            f"http://127.0.0.1:{port}", process, Path(env["DAGSTER_HOME"]), dict(env), log
+        )
+        wait_for("the webserver", lambda: server_info(deployment.url), 180, deployment.dead)
+        wait_for("the code location", lambda: location_loaded(deployment.url), 180, deployment.dead)
+        yield deployment
+    finally:
+        stop_group(process)
+
+
+def alerts_for(
+    receiver: Receiver, kind: str, table: str | None = None, partition_key: str | None = None
+) -> list[dict[str, Any]]:
+    """The alerts of ``kind`` a webhook receiver got, of ``table`` and ``partition_key`` when given."""
+    return [
+        alert
+        for alert in receiver.alerts(kind)
+        if table in (None, alert["table"]) and partition_key in (None, alert["partition_key"])
+    ]
+
+
+def wait_for_alerts(
+    receiver: Receiver,
+    kind: str,
+    timeout: float,
+    alive: Callable[[], str | None],
+    table: str | None = None,
+    partition_key: str | None = None,
+) -> list[dict[str, Any]]:
+    """Wait until ``receiver`` got an alert of ``kind`` (as :func:`alerts_for` selects); all of those."""
+    return wait_for(
+        f"a {kind} alert", lambda: alerts_for(receiver, kind, table, partition_key) or None, timeout, alive
+    )
+
+
+def finished_runs(instance: DagsterInstance) -> list[DagsterRun] | None:
+    """Every run of the instance once none is unfinished, else ``None``."""
+    runs = [r.dagster_run for r in instance.get_run_records(RunsFilter())]
+    return None if any(not r.is_finished for r in runs) else runs

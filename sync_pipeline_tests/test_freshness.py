@@ -166,6 +166,6 @@ def test_a_gap_beyond_the_catch_up_horizon_is_alerted_once_naming_its_hours(
     assert alert["summary"] == (
         "Missed sync: orders has 9 due hours not synced: 2026-11-30-01:00 … 2026-11-30-09:00, 9 hours; "
         "2026-11-30-01:00 … 2026-11-30-07:00, 7 hours older than catch_up.max_hours (3h): backfill from "
-        "the UI; the catch-up requests the other 2 (failed ones at minute 40 of every hour)"
+        "the UI; the catch-up requests the other 2 (failed ones after 60 min, the wait doubling up to 24 h)"
     )
     assert check_evaluations(second) == []

@@ -226,7 +226,8 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     return clock
 
 
-CATCH_UP_NOTE = "the catch-up requests {} again (failed ones at minute 40 of every hour)"
+BACKOFF = "failed ones after 60 min, the wait doubling up to 24 h"
+CATCH_UP_NOTE = "the catch-up requests {} again (" + BACKOFF + ")"
 
 
 # -- drift_sensor -----------------------------------------------------------------------------------
@@ -477,7 +478,13 @@ def test_failed_sync_run_is_alerted_with_table_partition_and_error(
         "partition_key": "2026-11-30-08:00",
         "link": f"{UI_URL}/runs/{failed.run_id}",
     }
-    note = CATCH_UP_NOTE.format("it")
+    # The hour failed once: it is requested again 60 minutes after its run ended.
+    record = site.instance.get_run_record_by_id(failed.run_id)
+    assert record is not None
+    assert record.end_time is not None
+    due = datetime.fromtimestamp(record.end_time, UTC) + timedelta(minutes=60)
+    when = f"at {due:%Y-%m-%d %H:%M} UTC (failed once: next wait 60 min; {BACKOFF})"
+    note = f"the catch-up requests it again {when}"
     assert alert["facts"] == {"run_id": failed.run_id, "job": "sync_hourly", "error": error, "catch_up": note}
     assert (
         alert["summary"] == f"Run failure: sync of orders partition 2026-11-30-08:00 failed: {error}; {note}"

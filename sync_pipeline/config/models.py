@@ -255,27 +255,51 @@ class CatchUpConfig(BaseModel):
 
     ``max_hours`` bounds the catch-up so that a new table with a long history does not flood the
     queue: older hours are backfilled on purpose, from the UI. A failed hour (retries exhausted)
-    is requested again once every ``retry_failed_every_minutes``, not at every evaluation.
+    is requested again ``retry_failed_after_minutes`` after its failure, and each further failure
+    of that hour doubles the wait, up to ``retry_failed_max_minutes``: a passing outage is retried
+    soon, a hopeless hour does not take a run every hour for a week.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
     max_hours: int = Field(default=168, ge=2, le=24 * 366)
-    # A cron period: a divisor of an hour, or whole hours dividing a day (checked below).
-    retry_failed_every_minutes: int = Field(default=60, ge=1, le=24 * 60)
+    retry_failed_after_minutes: int = Field(default=60, ge=1, le=7 * 24 * 60)
+    retry_failed_max_minutes: int = Field(default=24 * 60, ge=1, le=7 * 24 * 60)
     interval_seconds: int = Field(default=60, ge=30)
     enabled: bool = True
 
-    @field_validator("retry_failed_every_minutes")
+    @model_validator(mode="before")
     @classmethod
-    def _check_retry_period(cls, minutes: int) -> int:
-        # Dagster's cron ticks must fall at the same minutes every hour (or hours every day).
-        if 60 % minutes == 0 or (minutes % 60 == 0 and 24 % (minutes // 60) == 0):
-            return minutes
-        raise ValueError(
-            "must divide an hour (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30, 60) or be whole hours "
-            "dividing a day (120, 180, 240, 360, 480, 720, 1440)"
-        )
+    def _renamed(cls, data: object) -> object:
+        # The fixed period of earlier versions; its meaning changed, so it is not read silently.
+        if isinstance(data, Mapping) and "retry_failed_every_minutes" in data:
+            raise errors_at(
+                cls.__name__,
+                [
+                    (
+                        ("retry_failed_every_minutes",),
+                        "replaced by retry_failed_after_minutes (the wait after an hour's first "
+                        "failure, doubling at each further failure) and retry_failed_max_minutes "
+                        "(the longest wait)",
+                    )
+                ],
+            )
+        return data
+
+    @model_validator(mode="after")
+    def _check_backoff(self) -> Self:
+        if self.retry_failed_max_minutes < self.retry_failed_after_minutes:
+            raise errors_at(
+                type(self).__name__,
+                [
+                    (
+                        ("retry_failed_max_minutes",),
+                        f"{self.retry_failed_max_minutes} is below retry_failed_after_minutes "
+                        f"({self.retry_failed_after_minutes})",
+                    )
+                ],
+            )
+        return self
 
 
 class SyncConfig(BaseModel):

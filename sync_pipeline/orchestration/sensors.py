@@ -52,7 +52,7 @@ from dagster import (
 from sync_pipeline.alerts import Alert, AlertKind
 from sync_pipeline.config import SyncConfig, TableConfig
 from sync_pipeline.orchestration.assets import COMPARE_TAG, REASON_TAG
-from sync_pipeline.orchestration.catch_up import catch_up_note
+from sync_pipeline.orchestration.catch_up import catch_up_note, next_retry
 from sync_pipeline.orchestration.checks import (
     DRIFT_CHECK,
     FRESHNESS_CHECK,
@@ -408,8 +408,10 @@ def build_failure_sensor(config: SyncConfig, tables: Sequence[WatchedTable]) -> 
         )
         failed_tables = [by_name[t] for t in tables_in_run if t in by_name]
         if partition_key and failed_tables:
-            # The step's own retries are spent; say whether the catch-up will try the hour again.
-            facts["catch_up"] = catch_up_note(config, failed_tables[0].partitions, [partition_key], now)
+            # The step's own retries are spent; say whether the catch-up will try the hour again, and when.
+            failed = failed_tables[0]
+            retry = next_retry(context.instance, failed.key, failed.partitions, partition_key, config)
+            facts["catch_up"] = catch_up_note(config, failed.partitions, [partition_key], now, retry)
             summary += f"; {facts['catch_up']}"
         alerts.send(
             Alert(

@@ -17,9 +17,6 @@ metadata, asset definitions, resources, sensor ticks).
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -30,8 +27,6 @@ import sqlalchemy as sa
 from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus, RunsFilter
 from dagster._core.instance.ref import InstanceRef
 
-from sync_pipeline.config import CONFIG_ENV_VAR
-from sync_pipeline.demo.config import DATA_DIR_ENV
 from sync_pipeline.engine.diff.window import Window
 from sync_pipeline.orchestration.assets import REASON_TAG
 from sync_pipeline.orchestration.checks import DRIFT_CHECK
@@ -46,15 +41,15 @@ from sync_pipeline_tests.dagster_helpers import (
     write_config,
 )
 from sync_pipeline_tests.dagster_processes import (
-    DAGSTER,
-    INSTANCE_YAML,
-    location_loaded,
-    server_info,
-    stop_group,
+    Deployment,
+    alerts_for,
+    dagster_dev,
+    deployment_env,
+    execute_hour,
     wait_for,
+    wait_for_alerts,
 )
 from sync_pipeline_tests.helpers import Side, delete, free_port, update
-from sync_pipeline_tests.test_dagster_dev import Demo, DevServer
 from sync_pipeline_tests.webhook_server import SECRETS, Receiver, serve
 
 pytestmark = pytest.mark.slow
@@ -124,31 +119,16 @@ def test_dagster_dev_alerts_a_missed_hour_and_drift_and_repairs_it(
         alerts=[{"webhook": receiver.url(), "format": "json"}],
         ui_url=f"http://127.0.0.1:{port}",
     )
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    shutil.copyfile(INSTANCE_YAML, home / "dagster.yaml")
-    env = {k: v for k, v in os.environ.items() if k not in (CONFIG_ENV_VAR, "DAGSTER_HOME", DATA_DIR_ENV)}
-    env.update({"DAGSTER_HOME": str(home), CONFIG_ENV_VAR: str(config), "WAREHOUSE_URL": target_url})
+    env = deployment_env(tmp_path / "dagster_home", config, WAREHOUSE_URL=target_url)
+    home = Path(env["DAGSTER_HOME"])
     secrets = [*SECRETS, DB_PASSWORD]
 
     # Sync the older hour as the hourly schedule would (its job runs the sync and in_sync only),
     # then change it behind the pipeline's back. (`dagster asset materialize` would run the drift
     # check too, comparing the hour before the tampering: the drift would wait for its next
     # milestone, hours later.)
-    done = subprocess.run(
-        [
-            *(str(DAGSTER), "job", "execute", "-m", "sync_pipeline.definitions", "-j", "sync_hourly"),
-            *("--tags", json.dumps({"dagster/partition": tampered.partition_key()})),
-        ],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
-    assert not [s for s in secrets if s in done.stdout + done.stderr]
+    output = execute_hour(env, tmp_path, tampered.partition_key())
+    assert not [s for s in secrets if s in output]
     assert rows_in(target, "orders", tampered) == rows_in(source, "orders", tampered)
     warehouse = sa.Table("orders", sa.MetaData(), autoload_with=target.engine)
     delete(target, warehouse, warehouse.c.id == 1)
@@ -156,25 +136,11 @@ def test_dagster_dev_alerts_a_missed_hour_and_drift_and_repairs_it(
     delete(source, orders, orders.c.id == 3)
     assert rows_in(target, "orders", tampered) != rows_in(source, "orders", tampered)
 
-    log = tmp_path / "dagster.log"
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            [str(DAGSTER), "dev", "-m", "sync_pipeline.definitions", "-h", "127.0.0.1", "-p", str(port)],
-            cwd=tmp_path,
-            env=env,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        server = DevServer(f"http://127.0.0.1:{port}", process, Demo(home, tmp_path / "data", env, log))
-        wait_for("the webserver", lambda: server_info(server.url), 180, server.dead)
-        wait_for("the code location", lambda: location_loaded(server.url), 180, server.dead)
+    with dagster_dev(tmp_path, env, port) as server:
         with DagsterInstance.from_ref(InstanceRef.from_dir(str(home))) as instance:
             _watch(server, instance, receiver, source, target, tampered, missed_at_start)
         responses = _ui_responses(server)
-    finally:
-        stop_group(process)
+    log = server.log
     # Neither the processes' output, nor anything Dagster stored (runs, events, compute logs, ticks),
     # nor what the UI shows holds the password or a token.
     for path in [log, *(p for p in home.rglob("*") if p.is_file())]:
@@ -185,7 +151,7 @@ def test_dagster_dev_alerts_a_missed_hour_and_drift_and_repairs_it(
 
 
 def _watch(
-    server: DevServer,
+    server: Deployment,
     instance: DagsterInstance,
     receiver: Receiver,
     source: Side,
@@ -196,16 +162,10 @@ def _watch(
     """What the running deployment must do by itself, each step polled against the deadline."""
 
     def alerts(kind: str, partition_key: str | None = None) -> list[dict[str, Any]]:
-        return [
-            a
-            for a in receiver.alerts(kind)
-            if a["table"] == "orders" and partition_key in (None, a["partition_key"])
-        ]
+        return alerts_for(receiver, kind, "orders", partition_key)
 
-    missed = wait_for("a missed_sync alert", lambda: alerts("missed_sync") or None, DEADLINE, server.dead)
-    drift = wait_for(
-        "a drift alert", lambda: alerts("drift", tampered.partition_key()) or None, DEADLINE, server.dead
-    )
+    missed = wait_for_alerts(receiver, "missed_sync", DEADLINE, server.dead, "orders")
+    drift = wait_for_alerts(receiver, "drift", DEADLINE, server.dead, "orders", tampered.partition_key())
     assert drift[0]["facts"]["rows_differing"] == 3
     assert drift[0]["link"].startswith(f"{server.url}/assets/sync/orders?view=partitions")
 
@@ -217,7 +177,7 @@ def _watch(
         return finished[0] if finished else None
 
     repair = wait_for("the repair run", repaired, DEADLINE, server.dead)
-    assert repair.dagster_run.status == DagsterRunStatus.SUCCESS, server.demo.log_tail()
+    assert repair.dagster_run.status == DagsterRunStatus.SUCCESS, server.log_tail()
     assert repair.dagster_run.tags["dagster/partition"] == tampered.partition_key()
     assert rows_in(target, "orders", tampered) == rows_in(source, "orders", tampered)
     steps = {
@@ -270,10 +230,10 @@ def _watch(
     assert gap["partition_key"] == first_missed, gap
     assert gap["facts"]["missing_hours"] >= 2, gap  # the hour after the tampered one .. missed_at_start
     assert len(alerts("drift", tampered.partition_key())) == 1, receiver.alerts("drift")
-    assert receiver.alerts("run_failure") == [], server.demo.log_tail()
+    assert receiver.alerts("run_failure") == [], server.log_tail()
 
 
-def _sensor_ticks(server: DevServer, name: str) -> list[dict[str, Any]]:
+def _sensor_ticks(server: Deployment, name: str) -> list[dict[str, Any]]:
     entries = server.graphql("{ workspaceOrError { ... on Workspace { locationEntries { name } } } }")
     [location] = [e["name"] for e in entries["workspaceOrError"]["locationEntries"]]
     selector = {"repositoryLocationName": location, "repositoryName": "__repository__", "sensorName": name}
@@ -311,7 +271,7 @@ RESOURCES = """query($selector: RepositorySelector!) {
     ... on ResourceDetailsList { results { name description configuredValues { key value } } } } }"""
 
 
-def _ui_responses(server: DevServer) -> list[tuple[str, str]]:
+def _ui_responses(server: Deployment) -> list[tuple[str, str]]:
     """What the UI is sent about this deployment: every run with its events, the assets, resources
     and sensor ticks, as raw JSON text, each with a name for the failure message.
     """

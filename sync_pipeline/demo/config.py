@@ -51,7 +51,7 @@ HISTORY: Final = timedelta(hours=48)
 _TEMPLATE: Final = """\
 partition_timezone: UTC
 # A new demo has 48 hours of history and syncs only the last one at first start: the catch-up
-# requests the 47 others within a minute, and freshness sees them synced a minute later.
+# requests the 47 others at its first evaluation; they are synced about two minutes after start.
 catch_up: {interval_seconds: 30}
 freshness: {interval_seconds: 60}
 connections:

@@ -9,7 +9,8 @@
     │   └── DataError            the data breaks an assumption (duplicate or NULL keys)
     └── TransientError           may succeed if tried again: Dagster's RetryPolicy retries these
         ├── LockTimeout          another sync of the same table and partition held the lock too long
-        └── DatabaseUnavailable  connection refused or dropped, deadlock, serialization failure
+        ├── DatabaseUnavailable  connection refused or dropped, deadlock, serialization failure
+        └── PlanOutdated         a table changed after a plan made for many windows: plan again
 
 The split exists so the orchestration layer can retry exactly what can succeed on a second try
 and fail at once on everything else. Messages carry the offending value, never a password.
@@ -48,3 +49,7 @@ class LockTimeout(TransientError):
 
 class DatabaseUnavailable(TransientError):
     """The database refused or dropped the connection, or aborted the transaction (deadlock)."""
+
+
+class PlanOutdated(TransientError):
+    """A table's columns changed since the plan a ranged run reuses was made; a new plan is needed."""

@@ -32,13 +32,14 @@ from sqlalchemy.engine import URL
 
 from sync_pipeline.engine.bulk import RangeLoader, TargetGaps, refuse_bad_keys, window_is_empty
 from sync_pipeline.engine.classify import Compare, KeyBatch, classify, count, take
-from sync_pipeline.engine.db.engine import is_driver_error, open_engine, translate_error
+from sync_pipeline.engine.db.engine import is_driver_error, normalize_url, open_engine, translate_error
 from sync_pipeline.engine.db.side import TableSide
 from sync_pipeline.engine.diff.merge import Key, diff_chunks
 from sync_pipeline.engine.diff.segments import Descent, KeyRange
 from sync_pipeline.engine.diff.stats import SyncStats
 from sync_pipeline.engine.diff.window import Window
 from sync_pipeline.engine.plan import plan_sync, with_row_comparison
+from sync_pipeline.engine.run_plan import RunPlan
 from sync_pipeline.engine.settings import DeleteMode, TableConfig
 from sync_pipeline.engine.streams import read_ahead
 from sync_pipeline.engine.transaction import locked_window, window_lock_name
@@ -65,6 +66,7 @@ def sync_partition(
     on_progress: ProgressCallback | None = None,
     on_change: ChangeCallback | None = None,
     compare: Compare = "updated_at",
+    plan: RunPlan | None = None,
 ) -> SyncStats:
     """Make the target's rows of ``window`` equal to the source's, and say what changed.
 
@@ -76,15 +78,21 @@ def sync_partition(
     With ``dry_run`` nothing is written (not even a missing target table) and the stats say what a
     sync would do; ``on_change(kind, key)`` is told every key it would insert, update or delete.
     Transient database failures are raised as :class:`~sync_pipeline.errors.DatabaseUnavailable`.
+
+    With ``plan`` (:func:`~sync_pipeline.engine.run_plan.plan_run`, made once for a run of windows of
+    this table from the same URLs) the tables are not planned again: the sync uses the plan's engines
+    and first checks that neither table changed since (:class:`~sync_pipeline.errors.PlanOutdated`).
     """
     where = f"sync of {table.name} {window}"
+    if plan is not None and (plan.source.url, plan.target.url) != (
+        normalize_url(source_url),
+        normalize_url(target_url),
+    ):
+        raise ValueError(f"{where}: the plan was made for other databases")
     try:
-        bound = table.lock_timeout_seconds  # no session of the run waits longer for any lock
-        with (
-            open_engine(source_url, lock_timeout_seconds=bound) as source,
-            open_engine(target_url, lock_timeout_seconds=bound) as target,
-        ):
-            return _Sync(table, source, target, window, dry_run, on_progress, on_change, compare).run()
+        with _engines(table, source_url, target_url, plan) as (source, target):
+            sync = _Sync(table, source, target, window, dry_run, on_progress, on_change, compare)
+            return sync.run(plan)
     except Exception as error:
         # Wrapped by SQLAlchemy, or raw from the driver (psycopg's COPY runs on the DBAPI connection).
         if not (isinstance(error, sa.exc.DBAPIError) or is_driver_error(error)):
@@ -93,6 +101,26 @@ def sync_partition(
         if translated is not None:
             raise translated from error
         raise
+
+
+@contextmanager
+def _engines(
+    table: TableConfig, source_url: str | URL, target_url: str | URL, plan: RunPlan | None
+) -> Iterator[tuple[sa.Engine, sa.Engine]]:
+    """Engines for one sync, their connections all closed when it ends: its own, or a run plan's."""
+    if plan is not None:
+        plan.forget_inherited_connections()
+        try:
+            yield plan.source, plan.target
+        finally:
+            plan.release()
+        return
+    bound = table.lock_timeout_seconds  # no session of the run waits longer for any lock
+    with (
+        open_engine(source_url, lock_timeout_seconds=bound) as source,
+        open_engine(target_url, lock_timeout_seconds=bound) as target,
+    ):
+        yield source, target
 
 
 class _Sync:
@@ -120,20 +148,28 @@ class _Sync:
         self.window_unhashed = False  # the target's window was empty: no checksum counted the source
 
     # -- top level -------------------------------------------------------------------------------
-    def run(self) -> SyncStats:
+    def run(self, run_plan: RunPlan | None = None) -> SyncStats:
         started = perf_counter()
-        with self._timed("plan"):
-            self.plan = plan_sync(
-                self.config, self.source_engine, self.target_engine, create_target=not self.dry_run
-            )
+        with self._timed("plan" if run_plan is None else "plan_check"):
+            if run_plan is None:
+                self.plan = plan_sync(
+                    self.config, self.source_engine, self.target_engine, create_target=not self.dry_run
+                )
+            else:
+                run_plan.require_current()
+                self.plan = run_plan.plan
             # Rows already in the target hold NULL in a column just added: only a whole-row
-            # comparison sees that they differ from the source (their updated_at does not).
+            # comparison sees that they differ from the source (their updated_at does not). With a
+            # run's plan, that is every window of the run.
             if self.plan.added_columns:
                 self.compare = "row"
             if self.compare == "row":
                 self.plan = with_row_comparison(self.plan)
         with self.source_engine.connect() as conn:
-            self.stats.null_updated_at = self.plan.source.count_null_ts(conn)
+            # A NOT NULL column holds none, and counting them would scan a source table that has no
+            # index on updated_at, whole, every hour.
+            if self.plan.source.ts.nullable:
+                self.stats.null_updated_at = self.plan.source.count_null_ts(conn)
             self.stats.unplaced_updated_at = self.plan.source.count_unplaced_ts(conn, self.window)
         described = self.plan.target or self.plan.source
         self.stats.target_table = described.name.qualified

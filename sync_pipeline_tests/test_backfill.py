@@ -9,10 +9,12 @@ only what is left; the ``in_sync`` check reports once per run.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import shutil
 import subprocess
 from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
@@ -35,8 +37,15 @@ from dagster import (
 from sync_pipeline.config import SyncConfig, load_config
 from sync_pipeline.engine.diff.window import Window
 from sync_pipeline.engine.sync import window_lock_name
+from sync_pipeline.errors import SchemaError
 from sync_pipeline.orchestration.assets import LOOKBACK_TAG, build_sync_asset
-from sync_pipeline.orchestration.ranged import RANGE_END_TAG, RANGE_START_TAG, failed_hour
+from sync_pipeline.orchestration.ranged import (
+    RANGE_END_TAG,
+    RANGE_START_TAG,
+    HourResult,
+    _sync_hour,
+    failed_hour,
+)
 from sync_pipeline_tests.conftest import MakeDbUrl
 from sync_pipeline_tests.dagster_helpers import (
     create_source,
@@ -153,11 +162,13 @@ def test_asset_backfill_policy_comes_from_the_config(tmp_path: Path) -> None:
     assert build_sync_asset(config.tables[0], config).backfill_policy == BackfillPolicy.multi_run(168)
 
 
-def test_ranged_run_materializes_each_hour_oldest_first_in_a_process_of_its_own(
+def test_ranged_run_plans_once_and_materializes_each_hour_oldest_first_in_a_process_of_its_own(
     pg_pair: tuple[Side, Side], tmp_path: Path
 ) -> None:
     """A run over 6 hours records 6 materializations, oldest first, each with that hour's own counts;
-    every hour synced in a child process (none in the step process), and one ``in_sync`` result.
+    every hour synced in a child process (none in the step process), and one ``in_sync`` result. The
+    tables are planned once for the run (one "planned" line in its log); each hour only checks the plan
+    (``timings_seconds`` has ``plan_check`` and no ``plan``).
     """
     source, target = pg_pair
     windows = hours(6)
@@ -177,7 +188,15 @@ def test_ranged_run_materializes_each_hour_oldest_first_in_a_process_of_its_own(
             for e in instance.all_logs(run_id, of_type=DagsterEventType.STEP_START)
             if e.dagster_event is not None
         }
+        planned = [
+            e.user_message for e in instance.all_logs(run_id) if "planned the tables" in e.user_message
+        ]
 
+    assert len(planned) == 1, planned
+    assert windows[0].partition_key() in planned[0]
+    assert all(
+        "plan_check" in m["timings_seconds"] and "plan" not in m["timings_seconds"] for _, m, _ in found
+    )
     assert [p for p, _, _ in found] == [w.partition_key() for w in windows]
     assert [m["inserted"] for _, m, _ in found] == [1, 2, 3, 4, 5, 6]
     assert [m["dagster/row_count"] for _, m, _ in found] == [1, 2, 3, 4, 5, 6]
@@ -188,6 +207,48 @@ def test_ranged_run_materializes_each_hour_oldest_first_in_a_process_of_its_own(
     assert check.metadata["hours_verified"].value == 6
     for window in windows:
         assert rows_in(target, "orders", window) == rows_in(source, "orders", window)
+
+
+def test_an_hour_after_a_schema_change_in_the_middle_of_a_run_is_planned_again(
+    pg_pair: tuple[Side, Side], tmp_path: Path
+) -> None:
+    """The run's planner process driven as a ranged step drives it. Hour 0 plans; a column is then added
+    to the source (a migration during the backfill): hour 1 finds the plan outdated, is planned again
+    (the column added to the target too) and synced with the new plan, which hour 2 reuses. A change
+    no plan accepts (an integer column turned text) then fails hour 3 naming the column; nothing of it
+    is written.
+    """
+    source, target = pg_pair
+    windows = hours(4)
+    create_source(source, hourly_rows(windows, 3))
+    path = write_orders_config(tmp_path / "sync.yaml", source, target)
+    ctx = multiprocessing.get_context("forkserver")
+    with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as planner:
+
+        def hour(i: int) -> HourResult:
+            return planner.submit(_sync_hour, str(path), "orders", windows[i], "updated_at").result()
+
+        first = hour(0)
+        with source.engine.begin() as conn:
+            conn.exec_driver_sql("ALTER TABLE orders ADD COLUMN channel text")
+            conn.exec_driver_sql("UPDATE orders SET channel = 'web-' || id")
+        second, third = hour(1), hour(2)
+        synced = [rows_in(source, "orders", window) for window in windows[:3]]
+        with source.engine.begin() as conn:
+            conn.exec_driver_sql("ALTER TABLE orders ALTER COLUMN amount TYPE text")
+        with pytest.raises(SchemaError, match="'amount'"):
+            hour(3)
+
+    assert first.planned_seconds is not None
+    assert second.planned_seconds is not None  # planned again
+    assert third.planned_seconds is None  # the new plan reused
+    assert len({first.pid, second.pid, third.pid}) == 3
+    assert [r.stats.inserted for r in (first, second, third)] == [3, 3, 3]
+    with target.engine.connect() as conn:
+        channels = dict(conn.exec_driver_sql("SELECT id, channel FROM orders").all())
+    assert {i: channels[i] for i in (4, 5, 6, 7, 8, 9)} == {i: f"web-{i}" for i in (4, 5, 6, 7, 8, 9)}
+    assert [rows_in(target, "orders", window) for window in windows[:3]] == synced
+    assert rows_in(target, "orders", windows[3]) == {}
 
 
 def test_a_ranged_run_of_one_hour_is_an_hourly_run(pg_pair: tuple[Side, Side], tmp_path: Path) -> None:

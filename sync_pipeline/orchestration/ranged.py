@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -298,6 +299,8 @@ def sync_hours(
     )
     failure: Failure | None = None
     failed_at = len(keys)
+    totals: Counter[str] = Counter()
+    synced = 0
     executor, sync_hour = _hour_processes(context, start_method)
     with executor as pool:
         for partition_key in todo:
@@ -322,13 +325,18 @@ def sync_hours(
                     f"{table}: planned the tables for this run in {result.planned_seconds:.2f}s "
                     f"(at {partition_key}); its hours reuse the plan"
                 )
-            context.log.info(
-                f"{table} {partition_key}: {stats.inserted} inserted, {stats.updated} updated, "
-                f"{stats.deleted} deleted, {stats.unchanged} unchanged "
-                f"in {stats.timings.get('total', 0):.2f}s"
-            )
+            # Each hour's counts are in its materialization; no log line of its own (each event is
+            # a write to the instance's storage, and it would double them), one summary at the end.
+            totals.update(inserted=stats.inserted, updated=stats.updated, deleted=stats.deleted)
+            synced += 1
             metadata = {**metadata_of(stats), "sync_pid": result.pid}
             yield AssetMaterialization(asset_key=key, partition=partition_key, metadata=metadata)
+        if synced:
+            context.log.info(
+                f"{table}: {synced} hours synced: {totals['inserted']} rows inserted, "
+                f"{totals['updated']} updated, {totals['deleted']} deleted (each hour's counts are "
+                "in its materialization)"
+            )
         if verify and failed_at:
             verify_hours = _verify if sync_hour is _sync_hour else _verify_here
             yield _in_sync_result(

@@ -39,13 +39,8 @@ from sync_pipeline.engine.diff.window import Window
 from sync_pipeline.engine.sync import window_lock_name
 from sync_pipeline.errors import SchemaError
 from sync_pipeline.orchestration.assets import LOOKBACK_TAG, build_sync_asset
-from sync_pipeline.orchestration.ranged import (
-    RANGE_END_TAG,
-    RANGE_START_TAG,
-    HourResult,
-    _sync_hour,
-    failed_hour,
-)
+from sync_pipeline.orchestration.hours import HourResult, sync_hour
+from sync_pipeline.orchestration.ranged import RANGE_END_TAG, RANGE_START_TAG, failed_hour
 from sync_pipeline_tests.conftest import MakeDbUrl
 from sync_pipeline_tests.dagster_helpers import (
     create_source,
@@ -226,7 +221,7 @@ def test_an_hour_after_a_schema_change_in_the_middle_of_a_run_is_planned_again(
     with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as planner:
 
         def hour(i: int) -> HourResult:
-            return planner.submit(_sync_hour, str(path), "orders", windows[i], "updated_at").result()
+            return planner.submit(sync_hour, str(path), "orders", windows[i], "updated_at").result()
 
         first = hour(0)
         with source.engine.begin() as conn:

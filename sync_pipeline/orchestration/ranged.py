@@ -15,17 +15,16 @@ partition keys. The step keeps every promise of a single-hour run:
   re-execution of the run, skips the hours its run group already materialized;
 - the ``in_sync`` check reports once per run, naming every hour that differs.
 
-How the processes are laid out, and why. The step starts one *planner* process per run, a fork of
-a forkserver that preloaded the engine. The planner plans the table once
-(:func:`~sync_pipeline.engine.run_plan.plan_run`: the target created or completed if needed, both
-engines kept with no connection open) and then, for each hour, forks a child that inherits the plan
-and the engines, syncs the hour on fresh connections, sends its stats back and exits. The planner
-never syncs: all it holds is the plan. Two other layouts were weighed: a picklable plan sent to a
-fresh forkserver child per hour costs the same fork but also an unpickling of the reflected tables, a
-cold SQLAlchemy statement cache and a cold dialect in every hour (the compile of the reflection
-queries alone is 13-40 ms), and it would make every field a plan ever gains picklable; dynamic steps
-cost a step process per hour, seconds each. Profiled on 100-row hours, planning was 0.14 of an
-hour's 0.21 s on an idle machine (and 0.4-0.8 s of 1.06 s under load).
+How the processes are laid out, and why (:mod:`~sync_pipeline.orchestration.hours`): the step
+starts one *planner* process per run, from a forkserver that imports the engine but not Dagster. The
+planner plans the table once and, for each hour, forks a child that inherits the plan and the
+engines, syncs the hour on fresh connections, sends its stats back and exits. Two other layouts were
+weighed: a picklable plan sent to a fresh forkserver child per hour costs the same fork but also an
+unpickling of the reflected tables, a cold SQLAlchemy statement cache and a cold dialect in every
+hour (the compile of the reflection queries alone is 13-40 ms), and every field a plan ever gains
+would have to pickle; dynamic steps cost a step process per hour, seconds each. Profiled on 100-row
+hours at load 8-9: an hour was 0.69 s in its own forkserver child planning for itself (0.47 of it the
+plan), 0.21 s forked from the planner (0.06 of it checking the plan).
 
 A plan is checked at the start of every hour (one catalog query a side, against the columns and
 primary keys it was made from): a table altered during the run makes the hour raise
@@ -42,10 +41,8 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
 from datetime import UTC
-from multiprocessing.connection import Connection
-from typing import Any, Final, Literal, TypeVar, cast
+from typing import Any, Final, Literal, TypeVar
 
 from dagster import (
     AssetCheckResult,
@@ -63,11 +60,17 @@ from dagster import (
 
 from sync_pipeline.engine.diff.stats import SyncStats
 from sync_pipeline.engine.diff.window import Window
-from sync_pipeline.engine.run_plan import RunPlan
-from sync_pipeline.engine.sync import Compare, sync_partition
+from sync_pipeline.engine.sync import Compare
 from sync_pipeline.engine.verify import Verification
-from sync_pipeline.errors import PlanOutdated, TerminalError
+from sync_pipeline.errors import TerminalError
 from sync_pipeline.orchestration.checks import IN_SYNC_CHECK
+from sync_pipeline.orchestration.hours import (
+    PLANNER_PRELOAD_MODULES,
+    HourProcessDied,
+    HourResult,
+    sync_hour,
+    verify_hours,
+)
 from sync_pipeline.orchestration.resources import SyncResource
 
 __all__ = [
@@ -89,61 +92,8 @@ RANGE_END_TAG: Final = "dagster/asset_partition_range_end"
 StartMethod = Literal["forkserver", "spawn"]
 T = TypeVar("T")
 
-# What the planner needs, imported once by the forkserver so that starting it is a cheap fork of a
-# warm interpreter: the engine, its drivers and the resource that reads the configuration file.
-HOUR_PRELOAD_MODULES: Final = [
-    "sync_pipeline.orchestration.resources",
-    "sync_pipeline.engine.sync",
-    "sync_pipeline.engine.verify",
-    "psycopg",
-    "pymysql",
-]
-
-
-@dataclass(frozen=True)
-class HourResult:
-    """What an hour's process sends back."""
-
-    stats: SyncStats
-    pid: int  # the process that synced the hour (metadata ``sync_pid``)
-    planned_seconds: float | None = None  # the run's tables were planned for this hour (first, or again)
-
-
-class HourProcessDied(Exception):
-    """An hour's process ended without an answer (killed, out of memory): its transaction rolled back."""
-
-
-# In the run's planner process: the plan each hour's process inherits, by configuration and table.
-_plans: dict[tuple[str, str], RunPlan] = {}
-
-
-def _sync_hour(config_path: str, table: str, window: Window, compare: Compare) -> HourResult:
-    """In the run's planner: plan once, then sync ``window`` in a process forked from the planner.
-
-    A table changed since the plan (``PlanOutdated``) is planned again and the hour tried once more.
-    """
-    planned: float | None = None
-    for attempt in (1, 2):
-        plan = _plans.get((config_path, table))
-        if plan is None:
-            plan = _plans[config_path, table] = SyncResource(config_path=config_path).plan_run(table)
-            planned = plan.seconds + (planned or 0.0)
-        try:
-            stats, pid = _in_fork(_sync_planned, window, compare, plan)
-        except PlanOutdated:
-            del _plans[config_path, table]
-            if attempt == 2:
-                raise
-            continue
-        return HourResult(stats, pid, planned)
-    raise AssertionError("unreachable")
-
-
-def _sync_planned(window: Window, compare: Compare, plan: RunPlan) -> tuple[SyncStats, int]:
-    """The body of an hour's process: sync the window with the run's plan (and its configuration)."""
-    config = plan.plan.config
-    stats = sync_partition(config, plan.source.url, plan.target.url, window, compare=compare, plan=plan)
-    return stats, os.getpid()
+# Kept for callers that preload the hours' processes by this name.
+HOUR_PRELOAD_MODULES: Final = PLANNER_PRELOAD_MODULES
 
 
 def _sync_hour_here(config_path: str, table: str, window: Window, compare: Compare) -> HourResult:
@@ -152,51 +102,8 @@ def _sync_hour_here(config_path: str, table: str, window: Window, compare: Compa
     return HourResult(stats, os.getpid())
 
 
-def _verify(config_path: str, table: str, window: Window) -> Verification:
-    """In the run's planner: compare every column of the window's rows, in a process forked for it."""
-    return _in_fork(_verify_here, config_path, table, window)
-
-
 def _verify_here(config_path: str, table: str, window: Window) -> Verification:
     return SyncResource(config_path=config_path).verify(table, window)
-
-
-def _in_fork(fn: Callable[..., T], *args: Any) -> T:
-    """``fn(*args)`` in a process forked from this one, which exits once it has answered.
-
-    The planner is single-threaded (a process pool's worker) and holds no open connection, so its
-    fork is safe; the child inherits what the planner prepared, and its memory goes when it ends.
-    """
-    ctx = multiprocessing.get_context("fork")
-    receive, send = ctx.Pipe(duplex=False)
-    child = ctx.Process(target=_answer, args=(send, fn, *args), name="sync-hour")
-    child.start()
-    send.close()
-    try:
-        ok, value = receive.recv()
-    except EOFError:
-        child.join()
-        raise HourProcessDied(f"exit code {child.exitcode}") from None
-    finally:
-        receive.close()
-    child.join()
-    if ok:
-        return cast(T, value)
-    raise value
-
-
-def _answer(send: Connection, fn: Callable[..., Any], *args: Any) -> None:
-    """The forked child's body: send ``(True, result)`` or ``(False, error)`` back."""
-    try:
-        answer: tuple[bool, Any] = (True, fn(*args))
-    except BaseException as error:  # noqa: BLE001 - handed to the planner, which raises it
-        answer = (False, error)
-    try:
-        send.send(answer)
-    except Exception as error:  # noqa: BLE001 - an answer that does not pickle still fails the hour
-        send.send((False, RuntimeError(f"{answer[1]!r} (not picklable: {error})")))
-    finally:
-        send.close()
 
 
 def run_range(run: DagsterRun) -> tuple[str, str] | None:
@@ -236,8 +143,10 @@ class _InThisProcess(Executor):
 
 def _hour_processes(
     context: AssetExecutionContext, start_method: StartMethod
-) -> tuple[Executor, Callable[[str, str, Window, Compare], HourResult]]:
-    """The run's planner process, and what syncs an hour through it (in a fork of its own).
+) -> tuple[
+    Executor, Callable[[str, str, Window, Compare], HourResult], Callable[[str, str, Window], Verification]
+]:
+    """The run's planner process, and what syncs (and verifies) an hour through it, in a fork.
 
     A daemonic process may not start children (Python refuses): a Celery worker's pool process is
     one. There, which only a ranged run launched by hand can reach (Celery deployments get no ranged
@@ -245,11 +154,11 @@ def _hour_processes(
     """
     if multiprocessing.current_process().daemon:
         context.log.warning("this step runs in a daemonic process: its hours sync in this process")
-        return _InThisProcess(), _sync_hour_here
+        return _InThisProcess(), _sync_hour_here, _verify_here
     ctx = multiprocessing.get_context(start_method)
     if start_method == "forkserver":
-        ctx.set_forkserver_preload(HOUR_PRELOAD_MODULES)
-    return ProcessPoolExecutor(max_workers=1, mp_context=ctx), _sync_hour
+        ctx.set_forkserver_preload(PLANNER_PRELOAD_MODULES)
+    return ProcessPoolExecutor(max_workers=1, mp_context=ctx), sync_hour, verify_hours
 
 
 def _done_in_run_group(context: AssetExecutionContext, key: AssetKey, wanted: set[str]) -> set[str]:
@@ -301,7 +210,7 @@ def sync_hours(
     failed_at = len(keys)
     totals: Counter[str] = Counter()
     synced = 0
-    executor, sync_hour = _hour_processes(context, start_method)
+    executor, sync_hour, verify_hour = _hour_processes(context, start_method)
     with executor as pool:
         for partition_key in todo:
             window = _window(partitions, partition_key)
@@ -338,10 +247,9 @@ def sync_hours(
                 "in its materialization)"
             )
         if verify and failed_at:
-            verify_hours = _verify if sync_hour is _sync_hour else _verify_here
             yield _in_sync_result(
                 pool,
-                verify_hours,
+                verify_hour,
                 sync.config_path,
                 table,
                 [(k, _window(partitions, k)) for k in keys[:failed_at]],

@@ -16,26 +16,13 @@ from dagster import ConfigurableResource, DagsterLogManager
 from pydantic import Field
 
 from sync_pipeline.alerts import Alert, AlertDispatcher, SendResult
-from sync_pipeline.config import SyncConfig, TableConfig, load_config
+from sync_pipeline.config import SyncConfig, TableConfig
 from sync_pipeline.engine.diff.stats import SyncStats
 from sync_pipeline.engine.diff.window import Window
-from sync_pipeline.engine.run_plan import RunPlan, plan_run
 from sync_pipeline.engine.sync import Compare, sync_partition
 from sync_pipeline.engine.verify import Verification, verify_partition
 from sync_pipeline.errors import SyncPipelineError
-
-
-def active_config(config_path: str) -> SyncConfig:
-    """The configuration a code location runs: the file at ``config_path``, or the demo when empty.
-
-    Reading the demo's configuration touches only a small JSON file in its data folder; no database
-    is opened.
-    """
-    if config_path:
-        return load_config(config_path)
-    from sync_pipeline.demo.config import data_dir, demo_config
-
-    return demo_config(data_dir())
+from sync_pipeline.orchestration.hours import active_config as active_config  # where callers find it
 
 
 class SyncResource(ConfigurableResource):  # type: ignore[type-arg]
@@ -75,22 +62,6 @@ class SyncResource(ConfigurableResource):  # type: ignore[type-arg]
             window,
             on_progress=on_progress,
             compare=compare,
-        )
-
-    def plan_run(self, table: str) -> RunPlan:
-        """Plan one table once for many windows (a ranged backfill's hours), in this process.
-
-        The hours are then synced with the engine's ``sync_partition(..., plan=...)`` from the
-        plan's own configuration and engines, without reading the file again.
-        """
-        config = self.load()
-        table_config = config.table(table)
-        if self.is_demo:
-            from sync_pipeline.demo.seed import ensure_seeded
-
-            ensure_seeded(config)
-        return plan_run(
-            table_config, _url(config, table_config, "source"), _url(config, table_config, "target")
         )
 
     def verify(self, table: str, window: Window) -> Verification:

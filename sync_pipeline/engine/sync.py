@@ -2,7 +2,9 @@
 
 The order of work is what makes the guarantees of SPEC section 4 hold:
 
-1. :func:`~sync_pipeline.engine.plan.plan_sync` checks both tables before anything is written.
+1. :func:`~sync_pipeline.engine.plan.plan_sync` checks both tables before anything is written (a
+   run of many windows planned once, :mod:`~sync_pipeline.engine.run_plan`, checks that its plan
+   still matches both tables instead).
 2. The window's lock and one transaction on the target (:mod:`~sync_pipeline.engine.transaction`)
    keep two syncs of the same table and window apart and make the window's changes atomic.
 3. Count and hash of the window on both sides, computed in the databases: an unchanged window ends

@@ -74,10 +74,8 @@ from sync_pipeline.orchestration.hours import (
 from sync_pipeline.orchestration.resources import SyncResource
 
 __all__ = [
-    "HOUR_PRELOAD_MODULES",
     "RANGE_END_TAG",
     "RANGE_START_TAG",
-    "HourResult",
     "covers",
     "failed_hour",
     "run_range",
@@ -91,9 +89,6 @@ RANGE_END_TAG: Final = "dagster/asset_partition_range_end"
 # How the run's planner process starts. Not "fork": the step process runs threads (Dagster's).
 StartMethod = Literal["forkserver", "spawn"]
 T = TypeVar("T")
-
-# Kept for callers that preload the hours' processes by this name.
-HOUR_PRELOAD_MODULES: Final = PLANNER_PRELOAD_MODULES
 
 
 def _sync_hour_here(config_path: str, table: str, window: Window, compare: Compare) -> HourResult:

@@ -30,7 +30,6 @@ import sqlalchemy as sa
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from sync_pipeline.engine.db import row_hash
 from sync_pipeline.engine.db.canonical import python_text
 from sync_pipeline.engine.db.engine import open_engine
 from sync_pipeline.engine.db.schema import family_of
@@ -316,14 +315,13 @@ def test_each_one_column_change_is_found_by_the_native_hash(make_db_url: MakeDbU
 
 # -- the Python fallback holds a bounded number of bytes --------------------------------------------
 def test_wide_rows_compared_in_python_are_read_in_batches_bounded_in_bytes(
-    make_db_url: MakeDbUrl, monkeypatch: pytest.MonkeyPatch
+    make_db_url: MakeDbUrl,
 ) -> None:
     """JSON from PostgreSQL into SQLite is compared in Python. With 1 MB documents and the default
     ``chunk_size`` (10,000 rows), the rows of a batch must still weigh about the byte budget, not
     the whole window: the comparison's peak of Python memory stays under a few budgets (it held
     every row of the window at once before, 1.28 GB for a window like this one from PostgreSQL
     into MariaDB)."""
-    monkeypatch.setattr(row_hash, "FALLBACK_BATCH_BYTES", 4 * 1024 * 1024)
     pair = make_pair(make_db_url, "postgresql", "sqlite")
     documents = sa.Table(
         TABLE,
@@ -340,7 +338,7 @@ def test_wide_rows_compared_in_python_are_read_in_batches_bounded_in_bytes(
             conn.execute(
                 documents.insert(), [{"id": i, "updated_at": W.start + timedelta(seconds=i), "doc": doc}]
             )
-    config = table_config(TABLE, chunk_size=10_000)
+    config = table_config(TABLE, chunk_size=10_000, chunk_bytes=4 * 1024 * 1024)
     assert pair.sync(config).inserted == rows
 
     tracemalloc.start()

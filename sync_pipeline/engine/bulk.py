@@ -19,7 +19,7 @@ Where they land depends on what they could meet in the target:
   PartitionWriter`).
 
 Everything stays inside the window's one transaction, so the promises of a partition sync hold,
-under a kill too; memory holds one chunk of rows (or one COPY buffer).
+under a kill too; memory holds one batch of rows, bounded in rows and bytes (or one COPY buffer).
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from sync_pipeline.engine.diff.segments import BucketChecksums, Checksum, KeyRan
 from sync_pipeline.engine.diff.stats import SyncStats
 from sync_pipeline.engine.diff.window import Window
 from sync_pipeline.engine.plan import SyncPlan
+from sync_pipeline.engine.streams import batches_by_bytes
 from sync_pipeline.engine.writer import PartitionWriter, bind_type
 from sync_pipeline.errors import DataError
 
@@ -145,6 +146,7 @@ class RangeLoader:
         self.conn = writer.conn
         self.window = window
         self.chunk_size = chunk_size
+        self.chunk_bytes = plan.config.chunk_bytes
         self.stats = stats
         self.timed = timed
         # Only an integer key has a "largest key" both engines agree on. Not into SQLite: writing its
@@ -224,13 +226,14 @@ class RangeLoader:
         return written
 
     def _converted(self, source_conn: sa.Connection, select: sa.Select[Any]) -> Iterator[Rows]:
-        """The source's rows, a chunk at a time through a server-side (or unbuffered) cursor, in the
-        target's types, with ``False`` for a soft-delete column."""
+        """The source's rows, a batch at a time through a server-side (or unbuffered) cursor, in the
+        target's types, with ``False`` for a soft-delete column. Batches are bounded in rows and bytes
+        (:func:`~sync_pipeline.engine.streams.batches_by_bytes`)."""
         convert = self.plan.convert
-        result = source_conn.execution_options(stream_results=True, yield_per=self.chunk_size).execute(select)
+        result = source_conn.execution_options(stream_results=True, max_row_buffer=1).execute(select)
         try:
-            for partition in result.partitions():
-                yield self.writer.with_soft_delete([convert(tuple(row)) for row in partition])
+            for rows in batches_by_bytes(result, self.chunk_size, self.chunk_bytes):
+                yield self.writer.with_soft_delete([convert(tuple(row)) for row in rows])
         finally:
             result.close()
 

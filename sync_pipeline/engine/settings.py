@@ -34,12 +34,17 @@ from sqlalchemy.exc import ArgumentError
 from sync_pipeline.redaction import redact_url
 
 __all__ = [
+    "DEFAULT_CHUNK_BYTES",
     "ConnectionConfig",
     "DeleteMode",
     "NonEmptyStr",
     "TableConfig",
     "TableRef",
 ]
+
+# The default byte budget of one batch (``chunk_bytes``): a few of them are held at once (the rows,
+# their converted copy, the driver's buffers), which keeps a step well under 250 MB with Dagster.
+DEFAULT_CHUNK_BYTES = 16 * 1024 * 1024
 
 _TABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -197,6 +202,10 @@ class TableConfig(BaseModel):
     delete_mode: DeleteMode = DeleteMode.HARD
     soft_delete_column: NonEmptyStr = "_sync_deleted"
     chunk_size: int = Field(default=10_000, ge=1, le=1_000_000)
+    # What one batch of rows (or keys) may weigh, whatever the row width: batches hold at most
+    # chunk_size rows and about chunk_bytes of values, so 1 MB rows travel 16 at a time, not 10,000.
+    # A single row wider than the budget still travels, alone.
+    chunk_bytes: int = Field(default=DEFAULT_CHUNK_BYTES, ge=64 * 1024, le=4 * 1024**3)
     naive_timezone: str = "UTC"
     lock_timeout_seconds: float = Field(default=300.0, gt=0, allow_inf_nan=False)
     columns: list[NonEmptyStr] | None = Field(default=None, min_length=1)
@@ -273,7 +282,7 @@ class TableConfig(BaseModel):
     def _check_naive_timezone(cls, name: str) -> str:
         return check_zone(name)
 
-    @field_validator("chunk_size", "lock_timeout_seconds", mode="before")
+    @field_validator("chunk_size", "chunk_bytes", "lock_timeout_seconds", mode="before")
     @classmethod
     def _check_not_bool(cls, value: object) -> object:
         return reject_bool(value)

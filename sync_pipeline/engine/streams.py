@@ -1,4 +1,10 @@
-"""Reading a stream on a thread of its own, a few items ahead of its reader.
+"""Streams of rows and keys that hold a bounded number of bytes, and reading them ahead.
+
+A batch is bounded by a row count (``chunk_size``) and by a weight (``chunk_bytes``): rows are read
+from a server-side (or unbuffered) cursor in fetches whose size follows the widest row of the previous
+fetch (:func:`batches_by_bytes`), so 1 MB rows travel a few at a time and narrow rows a whole chunk
+at a time, from the same code. The weight is a cheap estimate of the values (:func:`row_bytes`), not
+an exact measure of Python's memory; a single row wider than the budget still travels, alone.
 
 The sync reads the source's and the target's keys at the same time: each side's stream runs on its own
 thread and hands chunks over a small queue, so both servers and the comparison work at once while no
@@ -9,10 +15,13 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TypeVar
+from datetime import date, datetime, time, timedelta
+from decimal import Decimal
+from typing import Any, Protocol, TypeVar
+from uuid import UUID
 
 T = TypeVar("T")
 
@@ -23,6 +32,71 @@ class _Failed:
 
 
 _DONE = object()
+
+# Values whose size does not grow with their content: a fixed estimate (object plus pointer).
+_FIXED = {
+    type(None): 8,
+    bool: 8,
+    int: 32,
+    float: 32,
+    Decimal: 104,
+    datetime: 56,
+    date: 40,
+    time: 48,
+    timedelta: 48,
+    UUID: 64,
+}
+_SIZED = (str, bytes, bytearray, memoryview)
+_OBJECT = 56  # what a str, bytes or container costs before its content
+
+
+def value_bytes(value: object) -> int:
+    """About what a value read from a driver weighs: its length for text and bytes, its items for
+    parsed JSON. Cheap (no ``sys.getsizeof`` walk), and meant to compare rows, not to account memory."""
+    fixed = _FIXED.get(type(value))
+    if fixed is not None:
+        return fixed
+    if isinstance(value, _SIZED):
+        return _OBJECT + len(value)
+    if isinstance(value, dict):
+        return _OBJECT + sum(value_bytes(k) + value_bytes(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return _OBJECT + sum(map(value_bytes, value))
+    return 64
+
+
+def row_bytes(row: Sequence[object]) -> int:
+    """About what a row weighs (see :func:`value_bytes`)."""
+    return _OBJECT + sum(map(value_bytes, row))
+
+
+class Fetching(Protocol):
+    """A result read a few rows at a time: SQLAlchemy's ``Result`` or a DBAPI cursor."""
+
+    def fetchmany(self, size: int) -> Sequence[Any]: ...
+
+
+def batches_by_bytes(
+    result: Fetching,
+    chunk_size: int,
+    chunk_bytes: int,
+    weigh: Callable[[Any], int] = row_bytes,
+) -> Iterator[Sequence[Any]]:
+    """The rows of ``result`` in fetches of at most ``chunk_size`` rows and about ``chunk_bytes``.
+
+    The first fetch is one row; each next one is sized by the widest row of the fetch before, so a
+    batch exceeds the budget only where rows suddenly grow wider. Open ``result`` with
+    ``stream_results=True, max_row_buffer=1`` so that neither the driver nor SQLAlchemy reads ahead.
+    """
+    size = 1
+    while True:
+        rows = result.fetchmany(size)
+        if not rows:
+            return
+        widest = max(map(weigh, rows))
+        size = max(1, min(chunk_size, chunk_bytes // max(1, widest)))
+        yield rows
+        del rows  # not held while the next fetch is read
 
 
 @contextmanager

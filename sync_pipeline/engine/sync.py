@@ -21,7 +21,6 @@ The order of work is what makes the guarantees of SPEC section 4 hold:
 from __future__ import annotations
 
 import logging
-from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
@@ -257,8 +256,9 @@ class _Sync:
                 # Each side's keys are read on a thread of their own, a few chunks ahead, so both
                 # servers and the comparison work at the same time. Closed on any error too: a
                 # half-read SQLite cursor would keep a read lock that blocks every later writer.
-                src_stream = partial(source.key_stream, src_scan, self.window, krange, self.chunk_size)
-                tgt_stream = partial(target.key_stream, tgt_scan, self.window, krange, self.chunk_size)
+                size, weight = self.chunk_size, self.config.chunk_bytes
+                src_stream = partial(source.key_stream, src_scan, self.window, krange, size, weight)
+                tgt_stream = partial(target.key_stream, tgt_scan, self.window, krange, size, weight)
                 with (
                     self._timed("merge"),
                     read_ahead(src_stream, "sync-source-keys") as src_chunks,
@@ -370,22 +370,7 @@ class _Sync:
         )
         to_write, to_delete = decision.to_write, decision.to_delete
         deleting = self.config.delete_mode is not DeleteMode.IGNORE
-        with self._timed("fetch"):
-            rows = list(source.fetch_rows(src_fetch, list(to_write), self.plan.columns)) if to_write else []
-        stats.rows_fetched += len(rows)
-        key_at = [self.plan.columns.index(k) for k in source.key_columns]
-        fetched = {row[key_at[0]] if len(key_at) == 1 else tuple(row[i] for i in key_at) for row in rows}
-        if len(fetched) < len(rows):
-            # A key the window holds once may have another row outside it: the upsert would fail
-            # obscurely (PostgreSQL) or pick one of the rows (MySQL, SQLite).
-            keys = Counter(
-                row[key_at[0]] if len(key_at) == 1 else tuple(row[i] for i in key_at) for row in rows
-            )
-            duplicates = sorted((key for key, n in keys.items() if n > 1), key=repr)
-            raise DataError(
-                f"{source.name} has several rows for key(s) {', '.join(map(repr, duplicates[:5]))}; "
-                "the primary_key columns must be unique in the source"
-            )
+        fetched = self._fetch_and_stage(source, src_fetch, list(to_write), writer)
         for key, kind in to_write.items():
             if key not in fetched:
                 stats.vanished_during_sync += 1  # deleted since the key scan; the next sync sees it
@@ -402,13 +387,46 @@ class _Sync:
                 stats.kept_deleted += 1
         if writer is not None:
             with self._timed("stage"):
-                writer.stage_rows([self.plan.convert(row) for row in rows])
                 if deleting and to_delete:
                     writer.stage_deletes(to_delete)
                 writer.stage_forced([key for key in decision.forced if key in fetched])
         if self.on_progress is not None:
             self.on_progress(self.stats)
-        log.debug("chunk staged: %d rows, %d deletes", len(rows), len(to_delete))
+        log.debug("chunk staged: %d rows, %d deletes", len(fetched), len(to_delete))
+
+    def _fetch_and_stage(
+        self, source: TableSide, src_fetch: sa.Connection, keys: list[Key], writer: PartitionWriter | None
+    ) -> set[Key]:
+        """Fetch the source's rows of ``keys`` and stage them, a batch of at most ``chunk_bytes`` at a
+        time (1 MB rows are never all held at once); returns the keys found."""
+        key_at = [self.plan.columns.index(k) for k in source.key_columns]
+        fetched: set[Key] = set()
+        repeated: set[Key] = set()
+        batches = source.fetch_rows(src_fetch, keys, self.plan.columns, self.config.chunk_bytes)
+        while True:
+            with self._timed("fetch"):
+                rows = next(batches, None)
+            if rows is None:
+                break
+            self.stats.rows_fetched += len(rows)
+            for row in rows:
+                key = row[key_at[0]] if len(key_at) == 1 else tuple(row[i] for i in key_at)
+                if key in fetched:
+                    repeated.add(key)
+                fetched.add(key)
+            if writer is not None and not repeated:
+                with self._timed("stage"):
+                    writer.stage_rows([self.plan.convert(row) for row in rows])
+            del rows  # not held while the next batch is read
+        if repeated:
+            # A key the window holds once may have another row outside it: the upsert would fail
+            # obscurely (PostgreSQL) or pick one of the rows (MySQL, SQLite).
+            shown = sorted(repeated, key=repr)[:5]
+            raise DataError(
+                f"{source.name} has several rows for key(s) {', '.join(map(repr, shown))}; "
+                "the primary_key columns must be unique in the source"
+            )
+        return fetched
 
     def _predict_into_missing_target(self) -> None:
         """Dry run against a target that does not exist yet: every source row would be inserted."""
@@ -416,7 +434,9 @@ class _Sync:
         with self.source_engine.connect() as conn:
             self.stats.source_rows = source.count_window(conn, self.window)
             if self.on_change is not None:
-                for chunk in source.key_stream(conn, self.window, KeyRange(), self.chunk_size):
+                for chunk in source.key_stream(
+                    conn, self.window, KeyRange(), self.chunk_size, self.config.chunk_bytes
+                ):
                     for key, _ in chunk:
                         self.on_change("inserted", key)
         self.stats.inserted = self.stats.target_rows = self.stats.source_rows

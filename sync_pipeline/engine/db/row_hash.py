@@ -30,10 +30,12 @@ from sync_pipeline.engine.db.canonical import NULL_TEXT
 from sync_pipeline.engine.db.dialects.sqlite import hash60
 from sync_pipeline.engine.db.schema import Family, family_of
 from sync_pipeline.engine.diff.merge import Key
+from sync_pipeline.engine.settings import DEFAULT_CHUNK_BYTES
 
 # What the rows of one batch of the Python fallback may weigh (their canonical text), whatever the
-# row width: a window of 1 MB JSON documents must not be read 10,000 rows at a time.
-FALLBACK_BATCH_BYTES = 16 * 1024 * 1024
+# row width: a window of 1 MB JSON documents must not be read 10,000 rows at a time. Syncs pass the
+# table's ``chunk_bytes``; this is its default.
+FALLBACK_BATCH_BYTES = DEFAULT_CHUNK_BYTES
 _ROW_OVERHEAD = 64  # bytes a fetched row costs beyond its values' text (tuple, objects)
 
 # Families PostgreSQL hashes as stored (by the type's hash opclass), after the casts below.

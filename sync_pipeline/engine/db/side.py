@@ -21,6 +21,8 @@ from sync_pipeline.engine.db.schema import Family, TableName, family_of
 from sync_pipeline.engine.diff.merge import Key
 from sync_pipeline.engine.diff.segments import Checksum, KeyRange
 from sync_pipeline.engine.diff.window import Window
+from sync_pipeline.engine.settings import DEFAULT_CHUNK_BYTES
+from sync_pipeline.engine.streams import batches_by_bytes
 from sync_pipeline.errors import DataError
 
 
@@ -38,6 +40,9 @@ def _needs_processing(stmt: sa.Select[Any], dialect: sa.Dialect) -> bool:
             return True
     return False
 
+
+# Key families whose values grow with their content: their key streams are bounded in bytes too.
+_WIDE_KEYS = {Family.TEXT, Family.BINARY, Family.DECIMAL, Family.OTHER}
 
 # SQLite allows 32766 bound parameters per statement; stay well inside every engine's limit.
 MAX_BOUND_PARAMETERS = 30_000
@@ -244,21 +249,27 @@ class TableSide:
 
     # -- streams and lookups --------------------------------------------------------------------
     def key_stream(
-        self, conn: sa.Connection, window: Window, krange: KeyRange, chunk_size: int
+        self,
+        conn: sa.Connection,
+        window: Window,
+        krange: KeyRange,
+        chunk_size: int,
+        chunk_bytes: int = DEFAULT_CHUNK_BYTES,
     ) -> Generator[list[tuple[Key, int]], None, None]:
         """``(key, fingerprint)`` of a key range of the window, in binary key order, a chunk at a time.
 
         Chunks of plain tuples, not one object per key: the merge compares whole chunks (see
         :func:`~sync_pipeline.engine.diff.merge.diff_chunks`). Where no selected column needs SQLAlchemy's
         result processing (integers, text on most drivers), the driver's own tuples are used as they
-        come, without building a row object per key.
+        come, without building a row object per key. Text and binary keys can be long: their chunks
+        are bounded by ``chunk_bytes`` too.
         """
         order = [
             self.adapter.ordered(column, is_string=family_of(column.type) is Family.TEXT)
             for column in self.keys
         ]
         if self.row_texts is not None:
-            yield from self._python_fingerprints(conn, window, krange, order, chunk_size)
+            yield from self._python_fingerprints(conn, window, krange, order, chunk_size, chunk_bytes)
             return
         stmt = (
             sa.select(*self.key_values, self.fingerprint)
@@ -267,6 +278,9 @@ class TableSide:
         )
         n = len(self.key_columns)
         raw = n == 1 and not _needs_processing(stmt, conn.dialect)
+        if any(family in _WIDE_KEYS for family in self.key_families()):
+            yield from self._wide_key_stream(conn, stmt, raw, chunk_size, chunk_bytes)
+            return
         result = conn.execution_options(stream_results=True, yield_per=chunk_size).execute(stmt)
         try:
             if raw:
@@ -294,6 +308,30 @@ class TableSide:
         finally:
             result.close()
 
+    def _wide_key_stream(
+        self, conn: sa.Connection, stmt: sa.Select[Any], raw: bool, chunk_size: int, chunk_bytes: int
+    ) -> Iterator[list[tuple[Key, int]]]:
+        """:meth:`key_stream` for keys of variable width, in chunks bounded in rows and bytes."""
+        n = len(self.key_columns)
+        result = conn.execution_options(stream_results=True, max_row_buffer=1).execute(stmt)
+        try:
+            if raw:
+                # The one row SQLAlchemy read ahead, then the driver's own tuples.
+                first = result.fetchmany(1)
+                if not first:
+                    return
+                yield [(first[0][0], first[0][1])]
+                for rows in batches_by_bytes(result.cursor, chunk_size, chunk_bytes):
+                    yield [(row[0], row[1]) for row in rows]
+                return
+            for rows in batches_by_bytes(result, chunk_size, chunk_bytes):
+                if n == 1:
+                    yield [(row[0], row[1]) for row in rows]
+                else:
+                    yield [(tuple(row[:n]), row[n]) for row in rows]
+        finally:
+            result.close()
+
     def _python_fingerprints(
         self,
         conn: sa.Connection,
@@ -301,6 +339,7 @@ class TableSide:
         krange: KeyRange,
         order: list[ColumnElement[Any]],
         chunk_size: int,
+        chunk_bytes: int,
     ) -> Iterator[list[tuple[Key, int]]]:
         """Keys with a hash of the row's canonical text, partly computed here: rows travel, in batches."""
         assert self.row_columns is not None
@@ -314,6 +353,7 @@ class TableSide:
             self._range_clause(window, krange),
             order,
             chunk_size,
+            chunk_bytes,
         )
 
     def lookup(self, conn: sa.Connection, keys: Sequence[Key]) -> dict[Key, int | None]:
@@ -327,14 +367,24 @@ class TableSide:
         return found
 
     def fetch_rows(
-        self, conn: sa.Connection, keys: Sequence[Key], columns: list[str]
-    ) -> Iterator[tuple[Any, ...]]:
-        """Full rows (in ``columns`` order) of those keys that still exist."""
+        self,
+        conn: sa.Connection,
+        keys: Sequence[Key],
+        columns: list[str],
+        chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    ) -> Iterator[list[tuple[Any, ...]]]:
+        """Full rows (in ``columns`` order) of those keys that still exist, in batches of about
+        ``chunk_bytes`` read through a server-side (or unbuffered) cursor: 1 MB rows are never all
+        held at once, however many keys are asked for."""
         if not keys:
             return
         values = {value.name: value for value in self.key_values if isinstance(value, sa.Label)}
         stmt = sa.select(*(values.get(name, self.table.c[name]) for name in columns)).where(
             self._key_in(keys)
         )
-        for row in conn.execute(stmt):
-            yield tuple(row)
+        result = conn.execution_options(stream_results=True, max_row_buffer=1).execute(stmt)
+        try:
+            for rows in batches_by_bytes(result, len(keys), chunk_bytes):
+                yield [tuple(row) for row in rows]
+        finally:
+            result.close()

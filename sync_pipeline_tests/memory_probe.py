@@ -1,19 +1,23 @@
-"""Child process for the memory test: sync one window and print the process's peak RSS in KiB.
+"""Child process for the memory tests: sync one window and print the process's peak RSS in KiB.
 
 Run as a script so that the measurement covers a fresh interpreter doing exactly one sync, as a
-Dagster step process would.
+Dagster step process would. The step process imports the code location (Dagster, the orchestration
+layer, the definitions) before it syncs: the probe imports it too, first, so that the peak it reports
+includes what Dagster itself weighs (about 40 MB over the engine alone). It does not include the
+step's own event logging and storage.
+
+Usage: ``memory_probe.py SOURCE TARGET HOUR CHUNK_SIZE [--table T] [--chunk-bytes N] [--verify]``.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
-import sys
+import os
 from datetime import datetime
 from pathlib import Path
 
-from sync_pipeline.config import parse_config
-from sync_pipeline.engine.diff.window import Window
-from sync_pipeline.engine.sync import sync_partition
+from sync_pipeline.config import CONFIG_ENV_VAR, parse_config
 
 
 def _vm_hwm_kib() -> int:
@@ -25,28 +29,59 @@ def _vm_hwm_kib() -> int:
 
 
 def main() -> None:
-    source_url, target_url, hour, chunk_size = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+    parser = argparse.ArgumentParser()
+    parser.add_argument("source_url")
+    parser.add_argument("target_url")
+    parser.add_argument("hour")
+    parser.add_argument("chunk_size", type=int)
+    parser.add_argument("--table", default="events")
+    parser.add_argument("--chunk-bytes", type=int, default=None)
+    parser.add_argument("--verify", action="store_true", help="verify the window after the sync")
+    args = parser.parse_args()
+
+    # What a step process loads before it runs the asset (the demo code location: no config file).
+    os.environ.pop(CONFIG_ENV_VAR, None)
+    import sync_pipeline.definitions  # noqa: F401
+    from sync_pipeline.engine.diff.window import Window
+    from sync_pipeline.engine.sync import sync_partition
+    from sync_pipeline.engine.verify import verify_partition
+
+    chunk_bytes = "" if args.chunk_bytes is None else f"chunk_bytes: {args.chunk_bytes}"
     config = parse_config(
         f"""
 connections:
-  source: {{url: "{source_url}"}}
-  target: {{url: "{target_url}"}}
+  source: {{url: "{args.source_url}"}}
+  target: {{url: "{args.target_url}"}}
 tables:
-  - name: events
-    source: {{connection: source, table: events}}
-    target: {{connection: target, table: events}}
+  - name: {args.table}
+    source: {{connection: source, table: {args.table}}}
+    target: {{connection: target, table: {args.table}}}
     primary_key: [id]
     updated_at: updated_at
     start: "2026-01-01T00:00:00"
-    chunk_size: {chunk_size}
+    chunk_size: {args.chunk_size}
+    {chunk_bytes}
 """
     )
-    stats = sync_partition(
-        config.tables[0], source_url, target_url, Window.hour_starting(datetime.fromisoformat(hour))
+    window = Window.hour_starting(datetime.fromisoformat(args.hour))
+    table = config.tables[0]
+    stats = sync_partition(table, args.source_url, args.target_url, window)
+    in_sync = (
+        verify_partition(table, args.source_url, args.target_url, window).in_sync if args.verify else None
     )
     # VmHWM, not ru_maxrss: on Linux ru_maxrss of a fresh child starts at its parent's size (pytest's).
     peak_kib = _vm_hwm_kib()
-    print(json.dumps({"peak_kib": peak_kib, "inserted": stats.inserted, "source_rows": stats.source_rows}))
+    print(
+        json.dumps(
+            {
+                "peak_kib": peak_kib,
+                "inserted": stats.inserted,
+                "updated": stats.updated,
+                "source_rows": stats.source_rows,
+                "in_sync": in_sync,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

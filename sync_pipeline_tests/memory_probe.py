@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import tempfile
 from datetime import datetime
 from pathlib import Path
 
@@ -39,9 +40,12 @@ def main() -> None:
     parser.add_argument("--verify", action="store_true", help="verify the window after the sync")
     args = parser.parse_args()
 
-    # What a step process loads before it runs the asset (the demo code location: no config file).
+    # What a step process loads before it runs the asset (the demo code location: no config file,
+    # its data folder in a temporary directory rather than the working directory).
     os.environ.pop(CONFIG_ENV_VAR, None)
-    import sync_pipeline.definitions  # noqa: F401
+    with tempfile.TemporaryDirectory() as data_dir:
+        os.environ.setdefault("SYNC_PIPELINE_DATA_DIR", data_dir)
+        import sync_pipeline.definitions  # noqa: F401
     from sync_pipeline.engine.diff.window import Window
     from sync_pipeline.engine.sync import sync_partition
     from sync_pipeline.engine.verify import verify_partition

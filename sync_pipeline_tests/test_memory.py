@@ -6,13 +6,27 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
+from sync_pipeline.engine.streams import batches_by_bytes, row_bytes
+from sync_pipeline.engine.verify import verify_partition
 from sync_pipeline_tests.conftest import MakeDbUrl
+from sync_pipeline_tests.helpers import (
+    W,
+    assert_same_rows,
+    at,
+    delete,
+    insert,
+    make_pair,
+    stamp,
+    table_config,
+    update,
+)
 
 HOUR = "2026-11-30T08:00:00+00:00"
 PROBE = Path(__file__).with_name("memory_probe.py")
@@ -144,3 +158,81 @@ def test_peak_rss_does_not_grow_with_the_window(make_db_url: MakeDbUrl) -> None:
         assert result["source_rows"] == rows
         peaks[rows] = result["peak_kib"]
     assert peaks[500_000] <= peaks[50_000] * 1.25, peaks
+
+
+# -- the byte budget itself, on SQLite files ---------------------------------------------------------
+def test_batches_follow_the_widest_row_and_a_row_over_the_budget_comes_alone(tmp_path: Path) -> None:
+    """Narrow rows come a whole chunk at a time; after the first wide row, no batch weighs more than
+    the budget unless it is a single row; every row comes once, in order."""
+    budget, narrow, wide, huge = 64 * 1024, 40, 20 * 1024, 100 * 1024
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'rows.db'}")
+    widths = [narrow] * 1_190 + [wide] * 40 + [huge] * 3 + [narrow] * 5
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE t (id INTEGER PRIMARY KEY, body TEXT)")
+        conn.exec_driver_sql(
+            "INSERT INTO t VALUES (?, ?)", [(i, "x" * width) for i, width in enumerate(widths)]
+        )
+    with engine.connect() as conn:
+        result = conn.execution_options(stream_results=True, max_row_buffer=1).execute(
+            sa.text("SELECT id, body FROM t ORDER BY id")
+        )
+        batches = [list(rows) for rows in batches_by_bytes(result, 300, budget)]
+    engine.dispose()
+    assert [row[0] for rows in batches for row in rows] == list(range(len(widths)))
+    sizes = [len(rows) for rows in batches]
+    # The first look, then whole chunks of narrow rows; the fifth meets the first wide rows.
+    assert sizes[:5] == [1, 300, 300, 300, 300], sizes
+    # Each fetch is sized by the widest row of the one before (the last may find fewer rows).
+    for before, rows in pairwise(batches[:-1]):
+        assert len(rows) == max(1, min(300, budget // max(map(row_bytes, before)))), sizes
+    assert sizes[5] == budget // row_bytes((0, "x" * wide)), sizes  # as many wide rows as fit
+    # Over the budget only where rows grew wider (narrow to wide, wide to huge); a huge row then
+    # comes alone.
+    over = [i for i, rows in enumerate(batches) if len(rows) > 1 and sum(map(row_bytes, rows)) > budget]
+    assert len(over) == 2, (over, sizes)
+    huge_batches = [rows for rows in batches if any(len(row[1]) == huge for row in rows)]
+    assert [len(rows) for rows in huge_batches[1:]] == [1, 1], sizes
+
+
+@pytest.mark.parametrize("engines", [("sqlite", "sqlite"), ("postgresql", "mysql")], ids="->".join)
+def test_rows_wider_than_the_budget_sync_exactly(make_db_url: MakeDbUrl, engines: tuple[str, str]) -> None:
+    """With the smallest budget (64 KiB) and rows of 100-300 KB, every batch is a single row: the first
+    sync (by range), a changed window (by key) and a deletion give exact counts and equal rows, the
+    verification agrees, and a second sync writes nothing."""
+    pair = make_pair(make_db_url, *engines)
+    table = sa.Table(
+        "docs",
+        sa.MetaData(),
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("body", sa.Text),
+        sa.Column("data", sa.LargeBinary(length=2**24)),
+    )
+    table.create(pair.source.engine)
+    rows = 12
+    insert(
+        pair.source,
+        table,
+        [
+            {
+                "id": i,
+                "updated_at": stamp(W, i),
+                "body": chr(97 + i) * (100_000 * (1 + i % 3)),
+                "data": bytes([i]) * 70_000,
+            }
+            for i in range(1, rows + 1)
+        ],
+    )
+    config = table_config("docs", chunk_size=10_000, chunk_bytes=64 * 1024)
+    assert config.chunk_bytes == 64 * 1024
+    assert pair.sync(config).inserted == rows
+    update(pair.source, table, table.c.id <= 5, updated_at=at(W, 3000), body="changed" * 20_000)
+    delete(pair.source, table, table.c.id == rows)
+    stats = pair.sync(config)
+    assert (stats.updated, stats.deleted, stats.inserted) == (5, 1, 0)
+    assert_same_rows(pair, "docs", "docs", ["id"], ["id", "body", "data"])
+    assert verify_partition(config, pair.source.url, pair.target.url, W).in_sync
+    again = pair.sync(config)
+    assert (again.inserted, again.updated, again.deleted) == (0, 0, 0)
+    pair.source.engine.dispose()
+    pair.target.engine.dispose()

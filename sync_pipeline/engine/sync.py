@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, closing, contextmanager
 from functools import partial
 from time import perf_counter
 from typing import Any, TypeVar
@@ -402,22 +402,25 @@ class _Sync:
         key_at = [self.plan.columns.index(k) for k in source.key_columns]
         fetched: set[Key] = set()
         repeated: set[Key] = set()
-        batches = source.fetch_rows(src_fetch, keys, self.plan.columns, self.config.chunk_bytes)
-        while True:
-            with self._timed("fetch"):
-                rows = next(batches, None)
-            if rows is None:
-                break
-            self.stats.rows_fetched += len(rows)
-            for row in rows:
-                key = row[key_at[0]] if len(key_at) == 1 else tuple(row[i] for i in key_at)
-                if key in fetched:
-                    repeated.add(key)
-                fetched.add(key)
-            if writer is not None and not repeated:
-                with self._timed("stage"):
-                    writer.stage_rows([self.plan.convert(row) for row in rows])
-            del rows  # not held while the next batch is read
+        # Closed on any error too: an unbuffered MariaDB result left open would break the connection.
+        with closing(
+            source.fetch_rows(src_fetch, keys, self.plan.columns, self.config.chunk_bytes)
+        ) as batches:
+            while True:
+                with self._timed("fetch"):
+                    rows = next(batches, None)
+                if rows is None:
+                    break
+                self.stats.rows_fetched += len(rows)
+                for row in rows:
+                    key = row[key_at[0]] if len(key_at) == 1 else tuple(row[i] for i in key_at)
+                    if key in fetched:
+                        repeated.add(key)
+                    fetched.add(key)
+                if writer is not None and not repeated:
+                    with self._timed("stage"):
+                        writer.stage_rows([self.plan.convert(row) for row in rows])
+                del rows  # not held while the next batch is read
         if repeated:
             # A key the window holds once may have another row outside it: the upsert would fail
             # obscurely (PostgreSQL) or pick one of the rows (MySQL, SQLite).

@@ -372,7 +372,7 @@ class TableSide:
         keys: Sequence[Key],
         columns: list[str],
         chunk_bytes: int = DEFAULT_CHUNK_BYTES,
-    ) -> Iterator[list[tuple[Any, ...]]]:
+    ) -> Generator[list[tuple[Any, ...]], None, None]:
         """Full rows (in ``columns`` order) of those keys that still exist, in batches of about
         ``chunk_bytes`` read through a server-side (or unbuffered) cursor: 1 MB rows are never all
         held at once, however many keys are asked for."""

@@ -12,13 +12,17 @@ pair of the ``pair`` fixture (SQLite, PostgreSQL and MariaDB, each a source and 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import UTC, date, datetime
+from decimal import Decimal
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.dialects import mysql, postgresql
 
 from sync_pipeline.engine.diff.window import Window
 from sync_pipeline.errors import DataError
+from sync_pipeline_tests.conftest import MakeDbUrl
 from sync_pipeline_tests.helpers import (
     ALL_COUNTS,
     CHANGE_COUNTS,
@@ -37,6 +41,7 @@ from sync_pipeline_tests.helpers import (
     fingerprint,
     insert,
     items_table,
+    make_pair,
     read_rows,
     stamp,
     table_config,
@@ -201,3 +206,110 @@ def test_duplicate_keys_streamed_by_range_fail_and_write_nothing(pair: Pair) -> 
     with pytest.raises(DataError, match="duplicate key 17"):
         pair.sync(config)
     assert fingerprint(pair.target, "unkeyed", ["id"]) == before
+
+
+def _typed_tables() -> tuple[sa.Table, sa.Table]:
+    """A MariaDB source of every family whose values travel as the source prints them (integers,
+    decimals, text, dates, JSON, DATETIME read in UTC, TIMESTAMP), and its PostgreSQL target."""
+    columns = [
+        ("id", mysql.BIGINT(), sa.BigInteger()),
+        ("updated_at", mysql.DATETIME(fsp=6), postgresql.TIMESTAMP(timezone=True)),
+        ("seen", mysql.TIMESTAMP(fsp=6), postgresql.TIMESTAMP(timezone=True)),
+        ("wall", mysql.DATETIME(fsp=6), postgresql.TIMESTAMP()),
+        ("day", mysql.DATE(), sa.Date()),
+        ("amount", mysql.DECIMAL(38, 12), sa.Numeric(38, 12)),
+        ("doc", mysql.JSON(), postgresql.JSONB()),
+        ("note", mysql.TEXT(), sa.Text()),
+        ("label", mysql.VARCHAR(12), sa.String(12)),
+    ]
+    source = sa.Table(
+        "typed",
+        sa.MetaData(),
+        *(sa.Column(n, t, primary_key=n == "id", nullable=n != "updated_at") for n, t, _ in columns),
+    )
+    target = sa.Table(
+        "typed",
+        sa.MetaData(),
+        *(sa.Column(n, t, primary_key=n == "id", nullable=n != "updated_at") for n, _, t in columns),
+    )
+    return source, target
+
+
+NOTE = 'tab\there\nnew line\r\\N back\\slash "quoted" é 😀 \\.'
+
+
+def test_mariadb_values_travel_into_postgresql_as_printed_and_stay_exact(make_db_url: MakeDbUrl) -> None:
+    """From MariaDB into PostgreSQL every value of these families travels as the source prints it,
+    into a text COPY: COPY's escapes, NULLs, microseconds, 38-digit decimals come out exact, and JSON
+    numbers keep every digit (a Python float in between would have rounded 1.000...01 to 1.0)."""
+    pair = make_pair(make_db_url, "mysql", "postgresql")
+    source, target = _typed_tables()
+    source.create(pair.source.engine)
+    target.create(pair.target.engine)
+    doc = '{"big": 123456789012345678901234567890, "fine": 1.00000000000000000001, "s": "a\\tb \\u00e9"}'
+    values = [
+        {
+            "id": i,
+            "updated_at": stamp(W, i).replace(tzinfo=None),
+            "seen": stamp(W, i + 7).replace(tzinfo=None),
+            "wall": datetime(2026, 3, 29, 2, 30, 0, 123456),
+            "day": date(2026, 12, 31),
+            "amount": Decimal("12345678901234567890123456.789012345678") * (-1) ** i,
+            "doc": doc,
+            "note": f"{NOTE} {i}",
+            "label": "é" * 12,
+        }
+        for i in range(1, 121)
+    ]
+    nulls = {"id": 500, "updated_at": stamp(W, 500).replace(tzinfo=None)}  # every other value NULL
+    untyped = sa.table("typed", *(sa.column(c.name) for c in source.columns))  # the JSON text as written
+    with pair.source.engine.begin() as conn:
+        conn.execute(untyped.insert(), values)
+        conn.execute(untyped.insert(), [nulls])
+
+    stats = pair.sync(table_config("typed", chunk_size=50))
+
+    assert (stats.inserted, stats.rows_direct) == (121, 121)
+    with pair.target.engine.connect() as conn:
+        stored = {
+            row.id: row
+            for row in conn.execute(sa.select(target, sa.cast(target.c.doc, sa.Text).label("doc_text")))
+        }
+    assert set(stored) == {*range(1, 121), 500}
+    for value in values:
+        row = stored[value["id"]]
+        assert row.updated_at == value["updated_at"].replace(tzinfo=UTC)
+        assert row.seen == value["seen"].replace(tzinfo=UTC)
+        assert row.wall == value["wall"]  # a wall time read in UTC: never moved out of a DST gap
+        assert (row.day, row.amount, row.note, row.label) == (
+            value["day"],
+            value["amount"],
+            value["note"],
+            value["label"],
+        )
+        assert row.doc_text == (
+            '{"s": "a\\tb é", "big": 123456789012345678901234567890, "fine": 1.00000000000000000001}'
+        )
+    empty = stored[500]
+    assert empty.updated_at == nulls["updated_at"].replace(tzinfo=UTC)
+    assert [empty.seen, empty.wall, empty.day, empty.amount, empty.doc, empty.note, empty.label] == [None] * 7
+
+
+def test_a_nul_in_mariadb_text_streamed_into_postgresql_fails_naming_the_column(
+    make_db_url: MakeDbUrl,
+) -> None:
+    """PostgreSQL text holds no NUL: the value travelling as printed is still checked, and the sync
+    fails naming the table and the column, with nothing written."""
+    pair = make_pair(make_db_url, "mysql", "postgresql")
+    source, target = _typed_tables()
+    source.create(pair.source.engine)
+    target.create(pair.target.engine)
+    rows_ = [{"id": i, "updated_at": stamp(W, i).replace(tzinfo=None), "note": f"n{i}"} for i in range(1, 40)]
+    rows_[30]["note"] = "bad\x00value"
+    with pair.source.engine.begin() as conn:
+        conn.execute(source.insert(), rows_)
+    before = fingerprint(pair.target, "typed", ["id"])
+
+    with pytest.raises(DataError, match=r"typed.*column 'note'.*NUL"):
+        pair.sync(table_config("typed", chunk_size=10))
+    assert fingerprint(pair.target, "typed", ["id"]) == before

@@ -31,8 +31,10 @@ from typing import Any
 import psycopg
 import sqlalchemy as sa
 
+from sync_pipeline.engine.db.dialects.mysql import MySQLAdapter
 from sync_pipeline.engine.db.schema import Family, family_of
 from sync_pipeline.engine.db.side import TableSide
+from sync_pipeline.engine.db.values import Guarded, RowConverter, exact_from_text
 from sync_pipeline.engine.diff.segments import BucketChecksums, Checksum, KeyRange
 from sync_pipeline.engine.diff.stats import SyncStats
 from sync_pipeline.engine.diff.window import Window
@@ -115,13 +117,20 @@ def range_clause(side: TableSide, window: Window, krange: KeyRange) -> sa.Column
     return clause
 
 
-def rows_select(side: TableSide, window: Window, krange: KeyRange, columns: list[str]) -> sa.Select[Any]:
-    """The window's rows of a key range, ``columns`` in order, in key order."""
+def rows_select(
+    side: TableSide,
+    window: Window,
+    krange: KeyRange,
+    columns: list[str],
+    selected: list[sa.ColumnElement[Any]] | None = None,
+) -> sa.Select[Any]:
+    """The window's rows of a key range, ``columns`` in order (or the expressions ``selected`` of
+    them), in key order."""
     order = [
         side.adapter.ordered(column, is_string=family_of(column.type) is Family.TEXT) for column in side.keys
     ]
     return (
-        sa.select(*(side.table.c[name] for name in columns))
+        sa.select(*(selected if selected is not None else [side.table.c[name] for name in columns]))
         .where(range_clause(side, window, krange))
         .order_by(*order)
     )
@@ -164,6 +173,7 @@ class RangeLoader:
             schema=self.target.name.schema,
         )
         self._passthrough: bool | None = None
+        self._printed = _printed_columns(plan)
 
     # -- what goes where ---------------------------------------------------------------------------
     def load(self, source_conn: sa.Connection, krange: KeyRange) -> None:
@@ -217,6 +227,12 @@ class RangeLoader:
         if self.target.adapter.name == "postgresql":
             if self._can_pass_through(source_conn):
                 return _pipe_binary(source_conn, self.conn, select, into)
+            if self._printed is not None:
+                # Every value as the source prints it, checked, into a text COPY: no Python object
+                # is built for a value, none is converted (see values.exact_from_text).
+                selected, checks = self._printed
+                printed = rows_select(self.source, self.window, krange, self.plan.columns, selected)
+                return _copy_text(self.conn, into, self._batches(source_conn, printed, checks))
             return _copy_rows(self.conn, into, self._converted(source_conn, select))
         written = 0
         names = [column.name for column in into.columns]
@@ -226,10 +242,15 @@ class RangeLoader:
         return written
 
     def _converted(self, source_conn: sa.Connection, select: sa.Select[Any]) -> Iterator[Rows]:
-        """The source's rows, a batch at a time through a server-side (or unbuffered) cursor, in the
-        target's types, with ``False`` for a soft-delete column. Batches are bounded in rows and bytes
-        (:func:`~sync_pipeline.engine.streams.batches_by_bytes`)."""
-        convert = self.plan.convert
+        """The source's rows in the target's types (see :meth:`_batches`)."""
+        return self._batches(source_conn, select, self.plan.convert)
+
+    def _batches(
+        self, source_conn: sa.Connection, select: sa.Select[Any], convert: Callable[[tuple[Any, ...]], Any]
+    ) -> Iterator[Rows]:
+        """The rows of ``select`` through ``convert``, a batch at a time through a server-side (or
+        unbuffered) cursor, with ``False`` for a soft-delete column. Batches are bounded in rows and
+        bytes (:func:`~sync_pipeline.engine.streams.batches_by_bytes`)."""
         result = source_conn.execution_options(stream_results=True, max_row_buffer=1).execute(select)
         try:
             for rows in batches_by_bytes(result, self.chunk_size, self.chunk_bytes):
@@ -279,6 +300,35 @@ def refuse_bad_keys(writer: PartitionWriter, source: TableSide, window: Window) 
             f"{source.name} has duplicate key {shown} in the window {window} (columns {names}); "
             "the primary_key columns must be unique in the source"
         )
+
+
+def _printed_columns(plan: SyncPlan) -> tuple[list[sa.ColumnElement[Any]], RowConverter] | None:
+    """From a MySQL/MariaDB source into PostgreSQL, when every column's value can travel as the source
+    prints it: what to select for each column, and the checks that still apply to the text.
+
+    ``None`` when a column needs a conversion its text cannot carry (a naive timestamp in another
+    zone, a float, a boolean, bytes, ...): the rows are then read as Python values and converted.
+    """
+    target = plan.target
+    convert = plan.convert
+    if (
+        target is None
+        or target.adapter.name != "postgresql"
+        or not isinstance(plan.source.adapter, MySQLAdapter)
+        or not isinstance(convert, RowConverter)
+    ):
+        return None
+    selected: list[sa.ColumnElement[Any]] = []
+    checks: list[Guarded | None] = []
+    for name, column_convert in zip(plan.columns, convert.converters, strict=True):
+        column = plan.source.table.c[name]
+        source, target_family = family_of(column.type), family_of(target.table.c[name].type)
+        if not exact_from_text(source, target_family, column_convert):
+            return None
+        printed = plan.source.adapter.printed(column, is_timestamp=source is Family.TIMESTAMP)
+        selected.append(printed.label(name))
+        checks.append(column_convert.checking_only() if isinstance(column_convert, Guarded) else None)
+    return selected, RowConverter(checks)
 
 
 def _max_key(side: TableSide, conn: sa.Connection) -> Any:
@@ -346,6 +396,21 @@ def _copy_rows(conn: sa.Connection, into: sa.Table, chunks: Iterator[Rows]) -> i
                 for row in rows:
                     copy.write_row(row)
                 written += len(rows)
+    return written
+
+
+def _copy_text(conn: sa.Connection, into: sa.Table, chunks: Iterator[Rows]) -> int:
+    """Rows of values as text (``None`` for NULL) into a PostgreSQL table by one text COPY: the server
+    parses each value into its column's type."""
+    written = 0
+    preparer = conn.dialect.identifier_preparer
+    columns = ", ".join(preparer.quote(column.name) for column in into.columns)
+    statement = f"COPY {preparer.format_table(into)} ({columns}) FROM STDIN"
+    with _driver(conn).cursor() as cursor, cursor.copy(statement) as copy:
+        for rows in chunks:
+            for row in rows:
+                copy.write_row(row)
+            written += len(rows)
     return written
 
 

@@ -34,15 +34,26 @@ def _instant(value: Any, source_zone: ZoneInfo) -> datetime:
     raise TypeError(f"cannot read {type(value).__name__} as a timestamp")
 
 
-def _to_timestamp(
-    value: Any, *, source_zone: ZoneInfo, target_zone: ZoneInfo, naive: bool, divisor: int
-) -> datetime | None:
-    if value is None:
-        return None
-    moment = _instant(value, source_zone)
-    if divisor > 1:
-        moment = moment.replace(microsecond=moment.microsecond - moment.microsecond % divisor)
-    return moment.astimezone(target_zone).replace(tzinfo=None) if naive else moment
+class _ToTimestamp:
+    """A timestamp read in ``source_zone``, as the target column holds it (an instant, or a wall time
+    in ``target_zone``), floored to the target's precision."""
+
+    def __init__(self, *, source_zone: str, target_zone: str, naive: bool, divisor: int) -> None:
+        self.source_zone = ZoneInfo(source_zone)
+        self.target_zone = ZoneInfo(target_zone)
+        self.naive = naive
+        self.divisor = divisor
+        # Read in UTC, held as an instant or a UTC wall time, nothing floored: the source's own text
+        # of the value, read as UTC, is the value (no wall time moved out of a DST gap, no rounding).
+        self.keeps_utc_text = source_zone == "UTC" and (not naive or target_zone == "UTC") and divisor == 1
+
+    def __call__(self, value: Any) -> datetime | None:
+        if value is None:
+            return None
+        moment = _instant(value, self.source_zone)
+        if self.divisor > 1:
+            moment = moment.replace(microsecond=moment.microsecond - moment.microsecond % self.divisor)
+        return moment.astimezone(self.target_zone).replace(tzinfo=None) if self.naive else moment
 
 
 def _to_text(value: Any) -> str | None:
@@ -104,12 +115,8 @@ def converter(
 ) -> Converter | None:
     """The function turning a source value into the target column's value; ``None`` if none is needed."""
     if target is Family.TIMESTAMP:
-        return partial(
-            _to_timestamp,
-            source_zone=ZoneInfo(source_zone),
-            target_zone=ZoneInfo(target_zone),
-            naive=target_naive,
-            divisor=micros_divisor,
+        return _ToTimestamp(
+            source_zone=source_zone, target_zone=target_zone, naive=target_naive, divisor=micros_divisor
         )
     if target is Family.TEXT and source is Family.JSON:
         return _json_to_text
@@ -132,19 +139,52 @@ def converter(
     return None
 
 
-def row_converter(converters: Sequence[Converter | None]) -> Callable[[tuple[Any, ...]], tuple[Any, ...]]:
-    """Apply per-column converters to a row; the identity when no column needs one."""
-    active = [(i, fn) for i, fn in enumerate(converters) if fn is not None]
-    if not active:
-        return lambda row: row
+class RowConverter:
+    """Per-column converters applied to a row; the identity when no column needs one.
 
-    def convert(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    Keeps its columns' converters, so that a path writing the source's own text of the values (see
+    :func:`exact_from_text`) can keep their checks and drop the conversions.
+    """
+
+    def __init__(self, converters: Sequence[Converter | None]) -> None:
+        self.converters = list(converters)
+        self._active = [(i, fn) for i, fn in enumerate(self.converters) if fn is not None]
+
+    def __call__(self, row: tuple[Any, ...]) -> tuple[Any, ...]:
+        if not self._active:
+            return row
         values = list(row)
-        for i, fn in active:
+        for i, fn in self._active:
             values[i] = fn(values[i])
         return tuple(values)
 
-    return convert
+
+def row_converter(converters: Sequence[Converter | None]) -> RowConverter:
+    """Apply per-column converters to a row; the identity when no column needs one."""
+    return RowConverter(converters)
+
+
+# Families whose values a MySQL/MariaDB source prints exactly as PostgreSQL reads them back (integers,
+# decimals at their scale, text, dates, JSON text): the same value on both sides, nothing to convert.
+_EXACT_TEXT_FAMILIES = frozenset({Family.INTEGER, Family.DECIMAL, Family.TEXT, Family.DATE, Family.JSON})
+
+
+def exact_from_text(source: Family, target: Family, convert: Converter | None) -> bool:
+    """Whether the target reading the source's text of a value stores exactly what ``convert`` gives.
+
+    Then the value can travel as the source prints it, with no Python object built for it: the same
+    family on both sides with nothing to convert; JSON text into a JSON column (parsed once, by the
+    target: its numbers keep every digit, where a Python float would round them); a timestamp read and
+    held in UTC at no lower precision (the text, marked as UTC, is the instant).
+    """
+    inner = convert.convert if isinstance(convert, Guarded) else convert
+    if inner is None:
+        return source is target and source in _EXACT_TEXT_FAMILIES
+    if inner is _to_json:
+        return source is Family.TEXT and target is Family.JSON
+    if isinstance(inner, _ToTimestamp):
+        return source is Family.TIMESTAMP and inner.keeps_utc_text
+    return False
 
 
 # -- values a target engine would refuse or silently change ------------------------------------------
@@ -204,29 +244,42 @@ def unstorable_check(target_dialect: str, target: Family, *, scale: int | None) 
     return None
 
 
-def guarded(convert: Converter | None, check: Check | None, where: str) -> Converter | None:
-    """``convert`` followed by ``check``: a value the target cannot hold fails the sync as a DataError.
+class Guarded:
+    """A column's conversion followed by its check: a value the target cannot hold fails the sync
+    as a DataError naming the column.
 
     So does a value the conversion cannot represent (an instant of year 9999 as a wall time east of
     UTC). Raised while the rows are staged, before anything is applied: the target is left as it was.
     """
-    if convert is None and check is None:
-        return None
 
-    def run(value: Any) -> Any:
+    def __init__(self, convert: Converter | None, check: Check | None, where: str) -> None:
+        self.convert = convert
+        self.check = check
+        self.where = where
+
+    def __call__(self, value: Any) -> Any:
         converted = value
-        if convert is not None:
+        if self.convert is not None:
             try:
-                converted = convert(value)
+                converted = self.convert(value)
             except OverflowError as error:
                 raise DataError(
-                    f"{where}: {value!r} has no equivalent in the target column ({error})"
+                    f"{self.where}: {value!r} has no equivalent in the target column ({error})"
                 ) from error
-        problem = None if check is None else check(converted)
+        problem = None if self.check is None else self.check(converted)
         if problem is not None:
             raise DataError(
-                f"{where}: {problem}; fix the source value or sync the column into a type that holds it"
+                f"{self.where}: {problem}; fix the source value or sync the column into a type that holds it"
             )
         return converted
 
-    return run
+    def checking_only(self) -> Guarded | None:
+        """The check alone, for a value that needs no conversion (it travels as the source's text)."""
+        return None if self.check is None else Guarded(None, self.check, self.where)
+
+
+def guarded(convert: Converter | None, check: Check | None, where: str) -> Guarded | None:
+    """``convert`` followed by ``check`` (see :class:`Guarded`); ``None`` when neither is needed."""
+    if convert is None and check is None:
+        return None
+    return Guarded(convert, check, where)

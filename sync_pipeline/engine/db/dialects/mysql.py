@@ -105,6 +105,20 @@ class MySQLAdapter(Adapter):
         # collation, which sorts "a\x01" before "a" and "" after "\n" (as if padded with spaces).
         return sa.cast(sa.cast(column, mysql.CHAR(charset="utf8mb4")), mysql.BINARY())
 
+    def printed(self, column: ColumnElement[Any], *, is_timestamp: bool) -> ColumnElement[str]:
+        """The column's value as the server prints it, which the bulk path writes by text COPY.
+
+        PyMySQL would parse each value into a Python object (a Decimal, a datetime) only for it to be
+        printed again: the text is the value (see ``values.exact_from_text``), and the server prints
+        it faster than Python parses it. A timestamp is shown in the session's UTC (TIMESTAMP) or read
+        as UTC (DATETIME with naive_timezone UTC): it is marked so, whatever the reader's zone.
+        """
+        if is_timestamp:
+            return sa.func.concat(column, "+00")
+        if isinstance(column.type, sa.String):
+            return sa.type_coerce(column, sa.Text)
+        return sa.cast(column, mysql.CHAR(charset="utf8mb4"))
+
     drop_temp_table_ddl: ClassVar[str] = "DROP TEMPORARY TABLE IF EXISTS {name}"
 
     def merge_statement(

@@ -14,7 +14,9 @@ alternating order:
 
 After the first run of each, the target's window is compared with the source's, every column
 (:func:`benchmarks.workload.compare_window`). The table printed (and written to ``--out``) gives the
-median seconds, the ratio engine / COPY, each one's peak RSS, and the engine's phase timings.
+median seconds, the ratio engine / COPY, each one's peak RSS, and the engine's phase timings. The
+engine is given twice: the method's wall time (its imports and config parsing included) and the
+``sync_partition`` call alone (what a step forked from the preloading forkserver pays).
 
     .venv/bin/python -m benchmarks.first_sync --sizes 200000,1000000 --repeat 3
     .venv/bin/python -m benchmarks.first_sync --quick        # N=20000, one run
@@ -116,7 +118,7 @@ def measure(
                     result = run_child(
                         method, {"source_url": source, "target_url": clone, "chunk_size": chunk_size}
                     )
-                    result.update(pair=pair, rows=rows, repeat=r)
+                    result.update(pair=pair, rows=rows, repeat=r, load_average=os.getloadavg()[0])
                     in_window = _window_rows(clone)
                     assert in_window == rows, f"{method}: {in_window} rows in the window, expected {rows}"
                     if r == 0:
@@ -138,10 +140,10 @@ def measure(
 def table(runs: list[dict[str, Any]]) -> str:
     """The results as a markdown table: medians per pair and size, side by side."""
     lines = [
-        "| rows | pair | COPY into indexed `events` s | `sync_partition` s | ratio "
-        "| peak RSS COPY / sync MiB | "
-        "sync phases (median run) |",
-        "|---:|---|---:|---:|---:|---|---|",
+        "| rows | pair | COPY into indexed `events` s | sync method s (min-max) | ratio "
+        "| `sync_partition` call s | ratio | peak RSS COPY / sync MiB | sync phases (median run) "
+        "| load avg |",
+        "|---:|---|---:|---:|---:|---:|---:|---|---|---|",
     ]
     keys = sorted({(run["rows"], run["pair"]) for run in runs})
     for rows, pair in keys:
@@ -151,15 +153,21 @@ def table(runs: list[dict[str, Any]]) -> str:
         }
         copy_s = statistics.median(run["seconds"] for run in by["copy_indexed"])
         sync_s = statistics.median(run["seconds"] for run in by["engine"])
+        # The call alone, without the imports and the config parsing a step's forkserver preloads.
+        call_s = statistics.median(run["detail"]["timings"]["total"] for run in by["engine"])
         rss = [max(run["peak_rss_kib"] for run in by[m]) // 1024 for m in METHODS]
         middle = sorted(by["engine"], key=lambda run: run["seconds"])[len(by["engine"]) // 2]
         phases = ", ".join(
-            f"{k} {v:.2f}" for k, v in middle["detail"].get("timings", {}).items() if v >= 0.01
+            f"{k} {v:.2f}"
+            for k, v in middle["detail"].get("timings", {}).items()
+            if v >= 0.01 and k != "total"
         )
+        loads = [run.get("load_average", 0.0) for m in METHODS for run in by[m]]
+        load = f"{min(loads):.1f}-{max(loads):.1f}"
         spread = "-".join(f"{f(run['seconds'] for run in by['engine']):.2f}" for f in (min, max))
         lines.append(
             f"| {rows:,} | {pair} | {copy_s:.2f} | {sync_s:.2f} ({spread}) | {sync_s / copy_s:.2f}x | "
-            f"{rss[0]} / {rss[1]} | {phases} |"
+            f"{call_s:.2f} | {call_s / copy_s:.2f}x | {rss[0]} / {rss[1]} | {phases} | {load} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -225,6 +233,7 @@ def run_first_sync(
 ) -> dict[str, Any]:
     """Measure every size and pair; write ``first_sync.json`` and ``first_sync.md`` into ``out``."""
     servers = Servers(pg_admin, mysql_admin)
+    load_at_start = [round(x, 2) for x in os.getloadavg()]
     runs: list[dict[str, Any]] = []
     try:
         for rows in sizes:
@@ -237,13 +246,15 @@ def run_first_sync(
         "command": command,
         "started": datetime.now(UTC).isoformat(timespec="seconds"),
         "versions": servers.versions(),
+        "load_average_at_start": load_at_start,
         "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
         "runs": runs,
         "markdown": markdown,
     }
     out.mkdir(parents=True, exist_ok=True)
     (out / "first_sync.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
-    (out / "first_sync.md").write_text(f"`{command}`\n\n{markdown}")
+    loads = f"load average {load_at_start} at the start, {results['load_average_at_end']} at the end"
+    (out / "first_sync.md").write_text(f"`{command}`\n\n{markdown}\n{loads}\n")
     return results
 
 

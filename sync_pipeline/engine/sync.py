@@ -211,6 +211,11 @@ class _Sync:
             # and the steady-state sync of an unchanged window costs no second scan of it.
             self.stats.target_rows = self.stats.target_rows_before
             return
+        if self.window_unhashed:
+            # The window was empty under the lock: it holds what this sync put in it, no second scan
+            # of rows just written (their pages not yet all-visible: 0.2 s at 200k rows).
+            self.stats.target_rows = self.stats.inserted + self.stats.moved_in
+            return
         with self.target_engine.connect() as conn:
             self.stats.target_rows = target.count_window(conn, self.window)
 

@@ -5,7 +5,9 @@ rows are only in the source. Merging keys there would look every key up in the t
 row back from the source by key lists, for nothing: every row of the range must be written anyway.
 Here the source's rows of such a range stream once, in key order, straight to the target's session
 (PostgreSQL: binary COPY, byte for byte from a PostgreSQL source whose columns have the target's
-types; other sources through their server-side or unbuffered cursors), a chunk at a time.
+types; from MySQL/MariaDB, when every column's text is its exact value, the values as the source
+prints them into a text COPY; otherwise rows converted in Python, read through server-side or
+unbuffered cursors in batches bounded by rows and bytes).
 
 Where they land depends on what they could meet in the target:
 

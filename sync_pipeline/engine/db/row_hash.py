@@ -4,8 +4,10 @@ Verification and drift checks compare every synced column of every row of a wind
 text of a row (:mod:`~sync_pipeline.engine.db.canonical`) is what two different engines can agree
 on, but printing every value as text and hashing it with md5 costs PostgreSQL about 2.4 µs a row.
 Two tables on one engine need no common text: the engine's own hash of its stored values is equal
-exactly when the values are, at a quarter of that cost or less. PostgreSQL hashes a row constructor with
-``hash_record_extended`` (each field by its type's hash opclass, as hash partitioning does);
+exactly when the values are, at a quarter of that cost or less. PostgreSQL hashes each column by
+its type's own extended hash function (the hash opclass's, as hash partitioning does) with a seed
+for its position, XORs them and mixes the result once more (:func:`native_hash`): a third cheaper
+than ``hash_record_extended`` of a row constructor, which forms and takes apart a record per row.
 MariaDB/MySQL multiplies the CRC32s of the row's text in two arrangements (the columns in order
 and reversed: each CRC alone is affine over GF(2), so in a sum of rows the same bit flipped in two
 rows could cancel; their product cannot be undone so), as its range hash of ``(key, updated_at)``.
@@ -90,7 +92,7 @@ def native_part(dialect: str, source: sa.Column[Any], target: sa.Column[Any]) ->
 
 
 def stored_value(dialect: str, column: sa.Column[Any]) -> ColumnElement[Any]:
-    """A column as it is hashed natively (see :func:`native_part`)."""
+    """A column as it is hashed natively (see :func:`native_part`), typed for :func:`native_hash`."""
     family = family_of(column.type)
     if dialect == "postgresql":
         if family is Family.INTEGER:
@@ -102,23 +104,85 @@ def stored_value(dialect: str, column: sa.Column[Any]) -> ColumnElement[Any]:
             # PostgreSQL hashes a text's sort key, which another collation's equal text does not share.
             return sa.cast(column, sa.Text).collate("C")
         if family is Family.FLOAT:
-            # The IEEE bits (float8's own hash of 0 is 0, which hash_record also gives NULL), of x + 0
-            # so that -0 is 0, as in the canonical text (MariaDB cannot store -0).
-            return sa.func.float8send(sa.cast(column, postgresql.DOUBLE_PRECISION) + 0.0)
+            # float8's hash takes -0 for 0 (as the canonical text does: MariaDB cannot store -0) and
+            # every NaN for one.
+            return sa.cast(column, postgresql.DOUBLE_PRECISION)
         if family is Family.JSON:
             # The JSON literal null reads as None and is written as SQL NULL: they compare equal.
-            # Hashed here with seed 1: jsonb's hash of an empty array or object is 0, which is also
-            # what hash_record gives a NULL field.
-            as_jsonb = sa.cast(column, postgresql.JSONB)
-            value = sa.func.nullif(as_jsonb, sa.cast(sa.literal("null"), postgresql.JSONB))
-            return sa.func.jsonb_hash_extended(value, 1)
+            return sa.func.coalesce(
+                sa.cast(column, postgresql.JSONB), sa.cast(sa.literal("null"), postgresql.JSONB)
+            )
     return column
 
 
+# PostgreSQL's extended hash function of each type native_hash hashes directly (the function its
+# hash opclass uses); any other part is hashed as a one-field record, whatever its type.
+_PG_HASHES: list[tuple[type[sa.types.TypeEngine[Any]], str]] = [
+    (sa.Float, "hashfloat8extended"),  # before Numeric: Float subclasses it
+    (sa.Numeric, "hash_numeric_extended"),
+    (sa.BigInteger, "hashint8extended"),
+    (sa.String, "hashtextextended"),
+    (sa.Uuid, "uuid_hash_extended"),
+]
+_MASK64 = (1 << 64) - 1
+
+
+def _signed64(value: int) -> int:
+    value &= _MASK64
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+def _pg_null_hash(seed: int) -> int:
+    """What a NULL in position ``seed`` hashes to: a constant of that position, unlike any value's."""
+    return _signed64(0x9E3779B97F4A7C15 * seed + 0x632BE59BD9B4E019)
+
+
+def _pg_part_hash(part: ColumnElement[Any], seed: int) -> ColumnElement[int]:
+    """One part's 64-bit hash, seeded by its position, never NULL (a NULL has its own constant)."""
+    seed_value = sa.literal(seed, sa.BigInteger)
+    type_ = part.type
+    if isinstance(type_, postgresql.JSONB):
+        # jsonb's hash is the seed itself for every empty container, {} and [] alike: the value's
+        # type tells those two apart. (stored_value gives no NULL here: SQL NULL is JSON null.)
+        hashed = sa.func.jsonb_hash_extended(part, seed_value)
+        kind = sa.func.hashtextextended(sa.func.jsonb_typeof(part), seed_value)
+        return hashed.op("#", return_type=sa.BigInteger)(kind)
+    value_hash: ColumnElement[int]
+    if isinstance(type_, sa.DateTime):
+        # timestamptz is hashed by timestamp's function: the same stored microseconds, at UTC.
+        stored = sa.func.timezone("UTC", part) if type_.timezone else part
+        value_hash = sa.func.timestamp_hash_extended(stored, seed_value)
+    else:
+        name = next((fn for klass, fn in _PG_HASHES if isinstance(type_, klass)), None)
+        if name is None:
+            record = sa.func.hash_record_extended(sa.func.row(part), seed_value)
+            return sa.type_coerce(record, sa.BigInteger)  # a NULL field hashes as 0 in a record
+        if name == "hashint8extended":
+            # bigint's hash folds the value to 32 bits first (hi ^ lo, so that it equals int4's):
+            # 0 and 4294967297 hash alike. The seed is taken whole, so the value goes there.
+            value_hash = sa.func.hashint8extended(seed_value, part)
+        else:
+            value_hash = getattr(sa.func, name)(part, seed_value)
+    return sa.func.coalesce(value_hash, sa.literal(_pg_null_hash(seed), sa.BigInteger))
+
+
 def native_hash(dialect: str, parts: Sequence[ColumnElement[Any]]) -> ColumnElement[int]:
-    """One row's hash of ``parts`` (stored values, or canonical texts) by the engine's own functions."""
+    """One row's hash of ``parts`` (stored values, or canonical texts) by the engine's own functions.
+
+    PostgreSQL: each part by its type's extended hash function seeded with its position (a NULL as
+    a constant of that position), the parts XORed, and that mixed once more by ``hashint8extended``
+    so that a change of one part moves the row's hash as a whole, not bit by bit: in a sum of rows,
+    the same XOR applied to two rows could otherwise cancel. Known limits, the engine's own: a
+    timestamp's hash folds its 64-bit microseconds to 32 bits first (a change that flips the same
+    bits in both halves, 71.6 minutes and a microsecond apart, goes unseen), and jsonb's hash
+    combines a document's scalars and container marks by XOR and rotation, so some documents
+    differing only in nested empty containers (``[[], []]`` and ``[[[]]]``) hash alike.
+    """
     if dialect == "postgresql":
-        return sa.type_coerce(sa.func.hash_record_extended(sa.func.row(*parts), 0), sa.BigInteger)
+        hashes = [_pg_part_hash(part, seed) for seed, part in enumerate(parts, start=1)]
+        combined = reduce(lambda left, right: left.op("#", return_type=sa.BigInteger)(right), hashes)
+        # As the seed: all 64 bits of it are mixed (see the bigint parts above).
+        return sa.func.hashint8extended(sa.literal(0, sa.BigInteger), combined, type_=sa.BigInteger)
     if dialect == "mysql":
         # concat_ws skips NULLs: each part carries the NULL marker of the canonical text instead.
         # Two arrangements of the row's text, each through CRC32 (MySQL has no CRC32C).

@@ -215,3 +215,21 @@ def test_negative_zero_copied_into_mariadb_verifies_clean(make_db_url: MakeDbUrl
     assert verify_partition(table, source, target, WINDOW).in_sync
     _execute(target, "UPDATE events SET x = 1e-300 WHERE id = 1")
     assert verify_partition(table, source, target, WINDOW).rows_differing == 1
+
+
+def test_mariadb_connections_share_one_tls_context_and_stay_in_preferred_mode(
+    make_db_url: MakeDbUrl,
+) -> None:
+    """A verification opens several connections per side; PyMySQL would build a TLS context (the
+    CA store read from disk) for each. Every connection of the process, of any engine, uses one,
+    and TLS stays what PyMySQL makes it without options: tried, not required."""
+    url = make_db_url("mysql", "tls")
+    drivers = []
+    with open_engine(url) as first, open_engine(url) as second:
+        for engine in (first, second, first):
+            with engine.connect() as conn, engine.connect() as other:
+                drivers += [conn.connection.driver_connection, other.connection.driver_connection]
+            engine.dispose()  # the next connection is a new one
+        assert len({id(driver) for driver in drivers}) == len(drivers)
+        assert len({id(driver.ctx) for driver in drivers}) == 1
+        assert all(driver.ssl and not driver._ssl_required for driver in drivers)

@@ -17,6 +17,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql, postgresql
+from sqlalchemy.engine.reflection import ObjectKind, ObjectScope, _ReflectionInfo
 
 from sync_pipeline.errors import SchemaError
 
@@ -147,12 +148,47 @@ class TableName:
 
 
 def reflect(conn: sa.Connection, name: TableName) -> sa.Table | None:
-    """The live table, or ``None`` when it does not exist."""
-    if not sa.inspect(conn).has_table(name.table, schema=name.schema):
+    """The live table, or ``None`` when it does not exist.
+
+    Only what a sync reads of a table is reflected: its columns, primary key, indexes and unique
+    constraints. ``Table(autoload_with=)`` would also read foreign keys, check constraints, the
+    comment and the table options, which nothing here uses: on PostgreSQL four more catalogue
+    queries, about a third of the reflection, paid by both tables of every plan.
+    """
+    inspector = sa.inspect(conn)
+    options: dict[str, Any] = {
+        "schema": name.schema,
+        "filter_names": [name.table],
+        "kind": ObjectKind.ANY,  # what Table(autoload_with=) reflects: views too
+        "scope": ObjectScope.ANY,
+        "unreflectable": {},
+    }
+    columns = inspector.get_multi_columns(**options)
+    if not columns:
         return None
+
+    def optional(method: Callable[..., dict[Any, Any]]) -> dict[Any, Any]:
+        try:
+            return method(**options)
+        except NotImplementedError:
+            return {}
+
+    # SQLAlchemy's own container for reflection already done (what Table(autoload_with=) gathers
+    # before building the table), here without the parts left out.
+    info = _ReflectionInfo(
+        columns=columns,
+        pk_constraint=dict(inspector.get_multi_pk_constraint(**options)),
+        foreign_keys={},
+        indexes=inspector.get_multi_indexes(**options),
+        unique_constraints=optional(inspector.get_multi_unique_constraints),
+        table_comment={},
+        check_constraints={},
+        table_options={},
+        unreflectable=options["unreflectable"],
+    )
     metadata = sa.MetaData()
     sa.event.listen(metadata, "column_reflect", _reflected_column)
-    return sa.Table(name.table, metadata, schema=name.schema, autoload_with=conn)
+    return sa.Table(name.table, metadata, schema=name.schema, autoload_with=conn, _reflect_info=info)
 
 
 def _reflected_column(inspector: sa.Inspector, _table: sa.Table, column: dict[str, Any]) -> None:

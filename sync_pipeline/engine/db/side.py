@@ -241,7 +241,7 @@ class TableSide:
         instants = not self.naive or self.naive_zone == "UTC"
         parts = CHECKSUM_PARTS.get(self.adapter.name, 1) if instants else 1
 
-        def aggregate(part_conn: sa.Connection, part: Window) -> tuple[Any, ...]:
+        def aggregate(part_conn: sa.Connection, part: Window) -> Sequence[Any]:
             stmt = self._aggregate(
                 part,
                 KeyRange(),
@@ -249,7 +249,7 @@ class TableSide:
             )
             return tuple(part_conn.execute(stmt).one())
 
-        def on_own_connection(part: Window) -> tuple[Any, ...]:
+        def on_own_connection(part: Window) -> Sequence[Any]:
             with conn.engine.connect() as part_conn:
                 return aggregate(part_conn, part)
 

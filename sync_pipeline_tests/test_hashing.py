@@ -16,7 +16,6 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 
 from sync_pipeline.config import TableConfig
-from sync_pipeline.engine.db import side as side_module
 from sync_pipeline.engine.db.dialects import adapter_for
 from sync_pipeline.engine.db.engine import open_engine
 from sync_pipeline.engine.db.side import TableSide
@@ -193,29 +192,3 @@ def test_native_hash_only_where_both_sides_store_the_same_kind_of_time(
     assert source.mixes
     unchanged = pair.sync(config)
     assert (unchanged.keys_scanned, unchanged.ranges_compared, unchanged.unchanged) == (0, 1, 500)
-
-
-@pytest.mark.parametrize("aware", [True, False], ids=["timestamp", "datetime"])
-def test_mariadb_window_checksum_in_spans_equals_the_whole(
-    make_db_url: MakeDbUrl, aware: bool, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """MariaDB sums a window in spans of time on connections of their own: the count, hash and key
-    bounds are those of one query over the whole window, rows on a span's edge counted once, and a
-    key that is NULL is still refused."""
-    pair = make_pair(make_db_url, "mysql", "mysql")
-    table = _events(TIMESTAMP_TYPES["mysql", aware])
-    table.create(pair.source.engine)
-    table.create(pair.target.engine)
-    middle = W.start + (W.end - W.start) / 2
-    edges = [W.start, middle - timedelta(microseconds=1), middle, W.end - timedelta(microseconds=1)]
-    outside = [W.start - timedelta(microseconds=1), W.end]
-    stamps = [*edges, *outside, *(W.start + timedelta(seconds=7 * i) for i in range(1, 500))]
-    insert(pair.source, table, [{"id": i, "updated_at": t} for i, t in enumerate(stamps, start=10)])
-    source, _ = _plan_sides(pair, table_config("events"))
-    with pair.source.engine.connect() as conn:
-        spanned = source.checksum(conn, W)
-        monkeypatch.setattr(side_module, "CHECKSUM_PARTS", {})
-        whole = source.checksum(conn, W)
-    assert spanned == whole
-    assert spanned[0].count == len(stamps) - len(outside)
-    assert (spanned[1], spanned[2]) == (10, 10 + len(stamps) - 1)

@@ -8,9 +8,7 @@ holds more than one chunk of a window.
 from __future__ import annotations
 
 from collections.abc import Callable, Generator, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from itertools import pairwise
 from typing import Any, cast
 
 import sqlalchemy as sa
@@ -48,32 +46,6 @@ _WIDE_KEYS = {Family.TEXT, Family.BINARY, Family.DECIMAL, Family.OTHER}
 
 # SQLite allows 32766 bound parameters per statement; stay well inside every engine's limit.
 MAX_BOUND_PARAMETERS = 30_000
-
-# Connections a window's checksum is spread over, for engines that run a query on one core only
-# (PostgreSQL shares one query among its own parallel workers).
-CHECKSUM_PARTS = {"mysql": 2}
-
-
-def _spans(window: Window, parts: int) -> list[Window]:
-    """``window`` cut into ``parts`` consecutive spans of time, together exactly the window."""
-    step = (window.end - window.start) / parts
-    bounds = [window.start + step * i for i in range(parts)] + [window.end]
-    return [Window(lo, hi) for lo, hi in pairwise(bounds)]
-
-
-def _combined(rows: Sequence[Sequence[Any]]) -> tuple[Any, ...]:
-    """One ``(count, hash sum, min key, max key, non-NULL keys)`` row of several spans' rows."""
-
-    def total(i: int) -> Any:
-        values = [row[i] for row in rows if row[i] is not None]
-        return sum(values) if values else None
-
-    count, hash_sum = total(0), total(1)
-    if len(rows[0]) == 2:
-        return count, hash_sum
-    lows = [row[2] for row in rows if row[2] is not None]
-    highs = [row[3] for row in rows if row[3] is not None]
-    return count, hash_sum, min(lows, default=None), max(highs, default=None), total(4)
 
 
 @dataclass
@@ -229,38 +201,14 @@ class TableSide:
         return stmt if self.mixes else stmt.where(self._range_clause(window, krange))
 
     def checksum(self, conn: sa.Connection, window: Window) -> tuple[Checksum, int | None, int | None]:
-        """Count and hash of the whole window, with its smallest and largest integer key.
-
-        Where the engine runs one query on one core (MariaDB/MySQL), the window is cut into
-        :data:`CHECKSUM_PARTS` spans of time, each summed on a connection of its own at the same
-        time, as PostgreSQL's parallel workers share one aggregate: an unchanged window costs the
-        same work, in a fraction of the wall time.
-        """
+        """Count and hash of the whole window, with its smallest and largest integer key."""
         integer = self.single_integer_key
-        # Spans of a window of wall times in a zone with clocks that move could overlap: not cut.
-        instants = not self.naive or self.naive_zone == "UTC"
-        parts = CHECKSUM_PARTS.get(self.adapter.name, 1) if instants else 1
-
-        def aggregate(part_conn: sa.Connection, part: Window) -> Sequence[Any]:
-            stmt = self._aggregate(
-                part,
-                KeyRange(),
-                lambda key: [sa.func.min(key), sa.func.max(key), sa.func.count(key)] if integer else [],
-            )
-            return tuple(part_conn.execute(stmt).one())
-
-        def on_own_connection(part: Window) -> Sequence[Any]:
-            with conn.engine.connect() as part_conn:
-                return aggregate(part_conn, part)
-
-        if parts > 1:
-            spans = _spans(window, parts)
-            with ThreadPoolExecutor(parts - 1, thread_name_prefix="checksum-part") as pool:
-                others = [pool.submit(on_own_connection, span) for span in spans[1:]]
-                rows = [aggregate(conn, spans[0]), *(future.result() for future in others)]
-            row = _combined(rows)
-        else:
-            row = aggregate(conn, window)
+        stmt = self._aggregate(
+            window,
+            KeyRange(),
+            lambda key: [sa.func.min(key), sa.func.max(key), sa.func.count(key)] if integer else [],
+        )
+        row = conn.execute(stmt).one()
         if integer and row[4] != row[0]:
             # The key ranges of the descent hold no NULL: without this, such a row would be skipped
             # by every sync, silently. (Other keys are streamed whole, and the merge refuses NULLs.)

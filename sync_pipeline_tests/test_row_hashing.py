@@ -1,7 +1,7 @@
 """Whole-row comparison agrees with the canonical-text comparison, on every type and engine pair.
 
 Verification and drift checks compare rows by a hash: the engine's own hash of the stored values
-between two tables of one engine (PostgreSQL's ``hash_record_extended``, MariaDB's product of two CRC32s),
+between two tables of one engine (PostgreSQL's per-type extended hashes, MariaDB's product of two CRC32s),
 md5 of the canonical text across engines, and the canonical text printed in Python where no engine
 can print it alike (floats, JSON across engines). Whichever is used, a row must count as different
 exactly when the canonical text of one of its columns differs (:func:`python_text`, the reference).

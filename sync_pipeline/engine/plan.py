@@ -132,7 +132,7 @@ def _soft_column(config: TableConfig) -> str | None:
 def _source_table(config: TableConfig, source: sa.Engine, name: TableName) -> tuple[sa.Table, list[str]]:
     """The source table and the columns to sync, or a ``SchemaError`` naming what is missing."""
     with source.connect() as conn:
-        table = reflect(conn, name)
+        table = reflect(conn, name, constraints=False)  # the target's keys are checked, not these
     if table is None:
         raise SchemaError(f"{name} does not exist")
     require_columns(table, name, config.primary_key, "primary_key")

@@ -147,11 +147,12 @@ class TableName:
         return f"{self.side} table {self.qualified!r} (connection {self.connection!r})"
 
 
-def reflect(conn: sa.Connection, name: TableName) -> sa.Table | None:
+def reflect(conn: sa.Connection, name: TableName, *, constraints: bool = True) -> sa.Table | None:
     """The live table, or ``None`` when it does not exist.
 
     Only what a sync reads of a table is reflected: its columns, primary key, indexes and unique
-    constraints. ``Table(autoload_with=)`` would also read foreign keys, check constraints, the
+    constraints, or its columns alone without ``constraints`` (the source: only the target's keys
+    are checked). ``Table(autoload_with=)`` would also read foreign keys, check constraints, the
     comment and the table options, which nothing here uses: on PostgreSQL four more catalogue
     queries, about a third of the reflection, paid by both tables of every plan.
     """
@@ -177,10 +178,10 @@ def reflect(conn: sa.Connection, name: TableName) -> sa.Table | None:
     # before building the table), here without the parts left out.
     info = _ReflectionInfo(
         columns=columns,
-        pk_constraint=dict(inspector.get_multi_pk_constraint(**options)),
+        pk_constraint=dict(inspector.get_multi_pk_constraint(**options)) if constraints else {},
         foreign_keys={},
-        indexes=inspector.get_multi_indexes(**options),
-        unique_constraints=optional(inspector.get_multi_unique_constraints),
+        indexes=inspector.get_multi_indexes(**options) if constraints else {},
+        unique_constraints=optional(inspector.get_multi_unique_constraints) if constraints else {},
         table_comment={},
         check_constraints={},
         table_options={},

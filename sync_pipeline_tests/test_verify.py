@@ -233,3 +233,29 @@ def test_mariadb_connections_share_one_tls_context_and_stay_in_preferred_mode(
         assert len({id(driver) for driver in drivers}) == len(drivers)
         assert len({id(driver.ctx) for driver in drivers}) == 1
         assert all(driver.ssl and not driver._ssl_required for driver in drivers)
+
+
+def test_floats_one_ulp_apart_differ_between_two_sqlite_files(make_db_url: MakeDbUrl) -> None:
+    """SQLite prints a REAL with 15 significant digits (6.343350908687068e16 and ...069e16 both as
+    6.34335090868707e+16): two SQLite tables compare floats by their Python text, which sees it."""
+    source, target = make_db_url("sqlite", "src"), make_db_url("sqlite", "tgt")
+    engine = sa.create_engine(source)
+    events = sa.Table(
+        "events",
+        sa.MetaData(),
+        sa.Column("id", sa.BigInteger, primary_key=True, autoincrement=False),
+        sa.Column("ratio", sa.Double),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    )
+    events.create(engine)
+    with engine.begin() as conn:
+        conn.execute(
+            events.insert(),
+            [{"id": i, "ratio": 6.343350908687068e16 + i, "updated_at": HOUR} for i in range(1, 4)],
+        )
+    engine.dispose()
+    table = _table()
+    sync_partition(table, source, target, WINDOW)
+    assert verify_partition(table, source, target, WINDOW).in_sync
+    _execute(target, "UPDATE events SET ratio = 6.343350908687069e16 WHERE id = 2")
+    assert verify_partition(table, source, target, WINDOW).rows_differing == 1

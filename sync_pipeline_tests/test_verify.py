@@ -259,3 +259,16 @@ def test_floats_one_ulp_apart_differ_between_two_sqlite_files(make_db_url: MakeD
     assert verify_partition(table, source, target, WINDOW).in_sync
     _execute(target, "UPDATE events SET ratio = 6.343350908687069e16 WHERE id = 2")
     assert verify_partition(table, source, target, WINDOW).rows_differing == 1
+
+
+def test_json_keys_reordered_between_two_sqlite_files_are_the_same_document(make_db_url: MakeDbUrl) -> None:
+    """SQLite keeps a JSON document as the text it was given: the same keys in another order are the
+    same document to the canonical text (keys sorted), and a changed value is not."""
+    source, target = make_db_url("sqlite", "src"), make_db_url("sqlite", "tgt")
+    _source(source, rows=20)
+    table = _table()
+    sync_partition(table, source, target, WINDOW)
+    _execute(target, """UPDATE events SET payload = '{"tags": ["a", 1], "n": 1}' WHERE id = 1""")
+    assert verify_partition(table, source, target, WINDOW).in_sync
+    _execute(target, """UPDATE events SET payload = '{"tags": ["a", 2], "n": 1}' WHERE id = 1""")
+    assert verify_partition(table, source, target, WINDOW).rows_differing == 1

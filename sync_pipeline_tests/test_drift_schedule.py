@@ -18,11 +18,17 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from dagster import AssetCheckEvaluation, AssetKey, DagsterInstance, instance_for_test
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from sync_pipeline.config import load_config
 from sync_pipeline.engine.diff.window import Window
+from sync_pipeline.errors import ConfigError
 from sync_pipeline.orchestration import checks
 from sync_pipeline.orchestration.drift_schedule import (
+    detection_latency,
     detection_latency_hours,
+    milestone_ages,
     milestones,
     plan_comparisons,
 )
@@ -82,7 +88,7 @@ def simulate(
         in_lookback = [
             hour(n) for n in range(synced_from, ended) if hour(n)[1].end > now - timedelta(hours=lookback)
         ]
-        plan = plan_comparisons(in_lookback, last, now, lookback, limit)
+        plan = plan_comparisons(in_lookback, last, now, milestone_ages(lookback), limit)
         sizes.append(len(plan.compare))
         for due in plan.compare:
             compared.setdefault(due.partition_key, []).append(now)
@@ -138,13 +144,124 @@ def test_a_backlog_drains_within_the_bound_and_no_hour_leaves_the_lookback_uncom
     for n in range(24, 72):
         key, _ = hour(n)
         assert compared.get(key), f"{key} left the lookback never compared"
-    first = plan_comparisons([hour(n) for n in range(24, 48)], {}, T0 + timedelta(hours=48), 24, 2)
+    first = plan_comparisons(
+        [hour(n) for n in range(24, 48)], {}, T0 + timedelta(hours=48), milestone_ages(24), 2
+    )
     assert first.compare[0].partition_key == hour(24)[0]  # at its last milestone (23 h)
     assert len(first.pending) == 21  # 47:00 has just ended: not due before it is an hour old
     for n in range(60, 72):  # hours synced after the backlog drained: on time again
         key, window = hour(n)
         for milestone, at in zip(milestones(24), compared[key], strict=False):
             assert at < window.end + timedelta(hours=milestone) + timedelta(minutes=30), (key, milestone)
+
+
+@st.composite
+def histories(draw: st.DrawFn) -> tuple[int, list[timedelta], int, list[datetime], dict[int, datetime]]:
+    """A lookback, its milestones, a bound, the runs (any interval up to an hour, outages) and when
+    each hour was synced (on time, late, as a backlog, never)."""
+    lookback = draw(st.integers(1, 36), label="lookback_hours")
+    if draw(st.booleans(), label="own milestones"):
+        # The last one within an hour of the lookback's end: one hour at a time sits there.
+        last = draw(st.integers(max(0, lookback * 60 - 60), lookback * 60 - 1))
+        earlier = draw(st.sets(st.integers(0, max(0, last - 1)), max_size=6)) if last else set()
+        ages = milestone_ages(lookback, sorted(earlier | {last}))
+    else:
+        ages = milestone_ages(lookback)
+    limit = draw(st.integers(1, 8), label="max_partitions_per_run")
+    interval = timedelta(minutes=draw(st.integers(5, 60), label="interval_minutes"))
+    horizon = 3 * lookback + 2
+    outages = draw(
+        st.lists(st.tuples(st.integers(0, horizon * 60), st.integers(1, 6 * 60)), max_size=3), label="outages"
+    )
+    first_run = T0 + timedelta(minutes=draw(st.integers(0, 59), label="phase"))
+    runs: list[datetime] = []
+    at = first_run
+    while at < T0 + timedelta(hours=horizon):
+        minute = (at - T0) / timedelta(minutes=1)
+        if not any(start <= minute < start + length for start, length in outages):
+            runs.append(at)
+        at += interval
+    synced: dict[int, datetime] = {}
+    for n in range(horizon):
+        delay = draw(
+            st.none() | st.integers(0, 3 * 60) | st.integers(0, lookback * 60 + 60), label=f"sync {n}"
+        )
+        if delay is not None:
+            synced[n] = hour(n)[1].end + timedelta(minutes=delay)
+    return lookback, ages, limit, runs, synced
+
+
+@settings(max_examples=150, deadline=None)
+@given(history=histories())
+def test_no_hour_of_the_lookback_is_skipped_forever(
+    history: tuple[int, list[timedelta], int, list[datetime], dict[int, datetime]],
+) -> None:
+    """Whatever the bound, the interval (up to an hour), the outages and however late hours are synced:
+    no run compares more than its bound, and every synced hour that a run sees after its last
+    milestone (the last hour of the lookback) is compared at or after that milestone. So drift that
+    appears at any age before the last milestone is looked for before the hour leaves the lookback;
+    a smaller bound or a backlog only delays the earlier milestones.
+    """
+    lookback, ages, limit, runs, synced = history
+    last: dict[str, datetime] = {}
+    compared: dict[int, list[datetime]] = {}
+    for now in runs:
+        in_lookback = [
+            hour(n)
+            for n, at in synced.items()
+            if at <= now and hour(n)[1].end > now - timedelta(hours=lookback)
+        ]
+        plan = plan_comparisons(in_lookback, last, now, ages, limit)
+        assert len(plan.compare) <= limit
+        for due in plan.compare:
+            last[due.partition_key] = now
+            compared.setdefault(int((due.window.start - T0) / timedelta(hours=1)), []).append(now)
+    for n, at in synced.items():
+        end = hour(n)[1].end
+        final = max(at, end + ages[-1])
+        leaves = end + timedelta(hours=lookback)
+        if any(final <= run < leaves for run in runs):
+            assert compared.get(n), f"hour {n} synced at {at} never compared"
+            assert compared[n][-1] >= end + ages[-1], (n, compared[n], ages[-1])
+
+
+def test_own_milestones_in_minutes_are_followed() -> None:
+    """``drift.milestones_minutes`` replaces the default ages: an hour is compared at 15 and 90 minutes
+    old, and drift appearing at 20 minutes old waits 70 minutes; the metadata names them in hours."""
+    ages = milestone_ages(24, [15, 90])
+    assert ages == [timedelta(minutes=15), timedelta(minutes=90)]
+    key, window = hour(0)
+    early = plan_comparisons([(key, window)], {}, window.end + timedelta(minutes=14), ages, 8)
+    assert early.compare == []
+    first = plan_comparisons([(key, window)], {}, window.end + timedelta(minutes=16), ages, 8)
+    [due] = first.compare
+    assert (due.milestone_hours, due.due_since) == (0.25, window.end + timedelta(minutes=15))
+    later = {key: window.end + timedelta(minutes=16)}
+    assert plan_comparisons([(key, window)], later, window.end + timedelta(minutes=89), ages, 8).compare == []
+    [again] = plan_comparisons([(key, window)], later, window.end + timedelta(minutes=90), ages, 8).compare
+    assert again.milestone_hours == 1.5
+    assert detection_latency(timedelta(minutes=20), ages) == timedelta(minutes=70)
+    assert detection_latency(timedelta(minutes=91), ages) is None
+
+
+def test_milestones_outside_the_lookback_or_out_of_order_are_refused(tmp_path: Path) -> None:
+    """A milestone the lookback never reaches would never be compared: the file, section and index
+    are named, nothing is deployed."""
+    path = tmp_path / "sync.yaml"
+    write_orders_config(
+        path,
+        side("sqlite", f"sqlite:///{tmp_path / 'a.db'}"),
+        side("sqlite", f"sqlite:///{tmp_path / 'b.db'}"),
+        drift={"lookback_hours": 6, "milestones_minutes": [30, 30, 360]},
+    )
+    with pytest.raises(ConfigError) as raised:
+        load_config(path)
+    message = str(raised.value)
+    assert str(path) in message
+    assert "drift.milestones_minutes[1]" in message
+    assert "must increase" in message
+    assert "drift.milestones_minutes[2]" in message
+    assert "from 0 to 359 minutes" in message
 
 
 # -- the drift check on real databases ----------------------------------------------------------

@@ -15,7 +15,16 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Final, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    StrictInt,
+    field_validator,
+    model_validator,
+)
 
 from sync_pipeline.engine.settings import (
     ConnectionConfig,
@@ -228,6 +237,8 @@ class DriftConfig(BaseModel):
     An hour is compared on a rolling schedule (when it is 1, 2, 4, 8, ... hours old and in the last
     hour of the lookback), not at every run, so the cost grows with the data, not with
     lookback x runs; ``max_partitions_per_run`` bounds what one run of one table compares.
+    ``milestones_minutes`` replaces those ages with a team's own trade-off (more comparisons of
+    young hours, fewer of old ones, or one at the end of the lookback only).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
@@ -235,7 +246,38 @@ class DriftConfig(BaseModel):
     lookback_hours: int = Field(default=24, ge=1, le=24 * 31)
     interval_seconds: int = Field(default=600, ge=30)
     max_partitions_per_run: int = Field(default=8, ge=1, le=1000)
+    # Ages (minutes since an hour ended) at which it is compared; unset: the powers of two hours
+    # below the lookback, and its last hour.
+    milestones_minutes: list[StrictInt] | None = Field(default=None, min_length=1, max_length=1000)
     enabled: bool = True
+
+    @model_validator(mode="after")
+    def _check_milestones(self) -> Self:
+        """Increasing ages inside the lookback: an hour older than the lookback is never compared."""
+        ages = self.milestones_minutes
+        if ages is None:
+            return self
+        problems: list[tuple[tuple[str | int, ...], str]] = []
+        limit = self.lookback_hours * 60
+        for index, age in enumerate(ages):
+            if not 0 <= age < limit:
+                problems.append(
+                    (
+                        ("milestones_minutes", index),
+                        f"{age} is not an age inside the lookback: from 0 to {limit - 1} minutes "
+                        f"(lookback_hours {self.lookback_hours})",
+                    )
+                )
+            elif index and age <= ages[index - 1]:
+                problems.append(
+                    (
+                        ("milestones_minutes", index),
+                        f"{age} does not follow {ages[index - 1]}: the ages must increase",
+                    )
+                )
+        if problems:
+            raise errors_at(type(self).__name__, problems)
+        return self
 
 
 class FreshnessConfig(BaseModel):

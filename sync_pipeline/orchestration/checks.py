@@ -44,7 +44,7 @@ from dagster import (
 
 from sync_pipeline.config import SyncConfig, TableConfig
 from sync_pipeline.engine.diff.window import Window
-from sync_pipeline.orchestration.drift_schedule import DriftPlan, milestones, plan_comparisons
+from sync_pipeline.orchestration.drift_schedule import DriftPlan, in_hours, milestone_ages, plan_comparisons
 from sync_pipeline.orchestration.freshness import Freshness, describe, evaluate_freshness
 from sync_pipeline.orchestration.resources import SyncResource
 
@@ -145,7 +145,8 @@ def build_checks(
             key, evaluate_freshness(context.instance, key, partitions, config, datetime.now(UTC))
         )
 
-    ages = ", ".join(str(m) for m in milestones(config.drift.lookback_hours))
+    schedule = milestone_ages(config.drift.lookback_hours, config.drift.milestones_minutes)
+    ages = ", ".join(str(in_hours(m)) for m in schedule)
 
     @asset_check(
         asset=key,
@@ -161,7 +162,7 @@ def build_checks(
         in_lookback = [(k, w) for k, w in lookback_partitions(config, partitions, now) if k in synced]
         last_compared = previous_comparisons(context.instance, key)
         plan = plan_comparisons(
-            in_lookback, last_compared, now, config.drift.lookback_hours, config.drift.max_partitions_per_run
+            in_lookback, last_compared, now, schedule, config.drift.max_partitions_per_run
         )
         drifted: dict[str, int] = {}
         for due in plan.compare:

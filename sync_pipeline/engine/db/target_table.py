@@ -102,6 +102,9 @@ def target_type(
         return sa.Boolean()
     if family is Family.INTERVAL:
         return sa.Interval() if target_dialect == "postgresql" else sa.Text()
+    if family is Family.TIME and mysql_target:
+        # TIME alone keeps whole seconds: the microseconds of a source time would be cut off.
+        return mysql.TIME(fsp=6)
     try:
         generic = source_type.as_generic()
     except NotImplementedError:

@@ -131,6 +131,8 @@ def receiver() -> Iterator[Receiver]:
         yield running
 
 
+# About 6 minutes at load 8-10 on 2 cores, 11 at load 17 (the backfill, eight drift runs, six repairs).
+@pytest.mark.timeout(1800)
 def test_drift_at_every_age_is_found_at_its_next_milestone_and_repaired(
     tmp_path: Path, receiver: Receiver, make_db_url: MakeDbUrl
 ) -> None:

@@ -22,9 +22,6 @@ PostgreSQL and MariaDB to PostgreSQL, alerts to a JSON receiver on loopback.
 from __future__ import annotations
 
 import math
-import os
-import shutil
-import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -44,8 +41,6 @@ from dagster import (
 )
 from dagster._core.instance.ref import InstanceRef
 
-from sync_pipeline.config import CONFIG_ENV_VAR
-from sync_pipeline.demo.config import DATA_DIR_ENV
 from sync_pipeline.engine.diff.window import Window
 from sync_pipeline.orchestration.assets import COMPARE_TAG, REASON_TAG
 from sync_pipeline.orchestration.checks import DRIFT_CHECK, IN_SYNC_CHECK
@@ -53,17 +48,15 @@ from sync_pipeline.orchestration.drift_schedule import in_hours
 from sync_pipeline_tests.conftest import MakeDbUrl
 from sync_pipeline_tests.dagster_helpers import create_source, in_hour, row, rows_in, side, write_config
 from sync_pipeline_tests.dagster_processes import (
-    DAGSTER,
-    INSTANCE_YAML,
+    Deployment,
+    alerts_for,
+    dagster_dev,
+    deployment_env,
     launch_backfill,
-    location_loaded,
-    server_info,
-    stop_group,
     wait_for,
     wait_for_backfill,
 )
 from sync_pipeline_tests.helpers import Side, delete, free_port, insert, update
-from sync_pipeline_tests.test_dagster_dev import Demo, DevServer
 from sync_pipeline_tests.webhook_server import Receiver, serve
 
 pytestmark = pytest.mark.slow
@@ -192,33 +185,16 @@ def test_drift_at_every_age_is_found_at_its_next_milestone_and_repaired(
         )
 
     deploy([1])  # every synced hour is due as soon as it is synced, then not again
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    shutil.copyfile(INSTANCE_YAML, home / "dagster.yaml")
-    env = {k: v for k, v in os.environ.items() if k not in (CONFIG_ENV_VAR, "DAGSTER_HOME", DATA_DIR_ENV)}
-    env.update({"DAGSTER_HOME": str(home), CONFIG_ENV_VAR: str(config_path)})
-    log = tmp_path / "dagster.log"
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            [str(DAGSTER), "dev", "-m", "sync_pipeline.definitions", "-h", "127.0.0.1", "-p", str(port)],
-            cwd=tmp_path,
-            env=env,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        server = DevServer(f"http://127.0.0.1:{port}", process, Demo(home, tmp_path / "data", env, log))
-        wait_for("the webserver", lambda: server_info(server.url), 180, server.dead)
-        wait_for("the code location", lambda: location_loaded(server.url), 180, server.dead)
-        with DagsterInstance.from_ref(InstanceRef.from_dir(str(home))) as instance:
-            _watch(server, instance, receiver, tables, warehouse, hours, deploy)
-    finally:
-        stop_group(process)
+    env = deployment_env(tmp_path / "dagster_home", config_path)
+    with (
+        dagster_dev(tmp_path, env, port) as server,
+        DagsterInstance.from_ref(InstanceRef.from_dir(str(server.home))) as instance,
+    ):
+        _watch(server, instance, receiver, tables, warehouse, hours, deploy)
 
 
 def _watch(
-    server: DevServer,
+    server: Deployment,
     instance: DagsterInstance,
     receiver: Receiver,
     tables: list[Table],
@@ -231,7 +207,7 @@ def _watch(
     # 1. Synced as the hourly job would (a backfill of its partitions: the syncs and in_sync only),
     # then compared clean by the drift checks the sensor runs.
     backfill = launch_backfill(server.url, [t.name for t in tables], keys, job="sync_hourly")
-    wait_for_backfill(server.url, backfill, keys, DEADLINE, server.dead, server.demo.log_tail)
+    wait_for_backfill(server.url, backfill, keys, DEADLINE, server.dead, server.log_tail)
     for table in tables:
         for window in hours:
             assert rows_in(warehouse, table.target_table, window) == rows_in(table.source, "orders", window)
@@ -311,10 +287,7 @@ def _watch(
             key = window.partition_key()
 
             def alerted(t: Table = table, k: str = key) -> list[dict[str, Any]] | None:
-                sent = [
-                    a for a in receiver.alerts("drift") if a["table"] == t.name and a["partition_key"] == k
-                ]
-                return sent or None
+                return alerts_for(receiver, "drift", t.name, k) or None
 
             [alert] = wait_for(f"the drift alert of {table.name} {key}", alerted, DEADLINE, server.dead)
             assert alert["facts"]["rows_differing"] == 3
@@ -333,7 +306,7 @@ def _watch(
                 return finished or None
 
             [repair] = wait_for(f"the repair of {table.name} {key}", repaired, DEADLINE, server.dead)
-            assert repair.dagster_run.status == DagsterRunStatus.SUCCESS, server.demo.log_tail()
+            assert repair.dagster_run.status == DagsterRunStatus.SUCCESS, server.log_tail()
             assert repair.dagster_run.tags[COMPARE_TAG] == "row"
             assert rows_in(warehouse, table.target_table, window) == rows_in(table.source, "orders", window)
             checks = [
@@ -353,5 +326,5 @@ def _watch(
                 f"compared {found_after:.0f} s after it (documented: next run, {INTERVAL} s apart), "
                 f"repaired {repaired_after:.0f} s after it"
             )
-    assert receiver.alerts("run_failure") == [], server.demo.log_tail()
+    assert receiver.alerts("run_failure") == [], server.log_tail()
     assert len(receiver.alerts("drift")) == len(tables) * len(hours), receiver.alerts("drift")

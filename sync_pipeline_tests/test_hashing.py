@@ -192,3 +192,26 @@ def test_native_hash_only_where_both_sides_store_the_same_kind_of_time(
     assert source.mixes
     unchanged = pair.sync(config)
     assert (unchanged.keys_scanned, unchanged.ranges_compared, unchanged.unchanged) == (0, 1, 500)
+
+
+@pytest.mark.parametrize("engine", ["postgresql", "mysql"])
+def test_native_hash_tells_keys_apart_whose_halves_xor_alike(make_db_url: MakeDbUrl, engine: str) -> None:
+    """PostgreSQL's hash of a bigint folds its halves (hi XOR lo): keys 7 and 2**32 + 6 hash alike.
+    A target holding 7 where the source holds 2**32 + 6, at the same updated_at, must still differ:
+    the range's count is the same, so only the hash can tell, and the window is repaired."""
+    pair = make_pair(make_db_url, engine, engine)
+    table = _events(TIMESTAMP_TYPES[engine, True])
+    table.create(pair.source.engine)
+    table.create(pair.target.engine)
+    common = [{"id": i, "updated_at": W.start + timedelta(seconds=i)} for i in range(100, 200)]
+    at = W.start + timedelta(minutes=30)
+    insert(pair.source, table, [*common, {"id": 2**32 + 6, "updated_at": at}])
+    insert(pair.target, table, [*common, {"id": 7, "updated_at": at}])
+    config = table_config("events", chunk_size=100)
+    source, target = _plan_sides(pair, config)
+    assert source.hashes_natively
+    assert target.hashes_natively
+
+    stats = pair.sync(config)
+    assert counts(stats, *CHANGE_COUNTS) == {"inserted": 1, "updated": 0, "deleted": 1}
+    assert pair.sync(config).unchanged == 101

@@ -58,11 +58,12 @@ class PostgresAdapter(Adapter):
         self, key: ColumnElement[Any], ts: ColumnElement[Any], *, naive: bool
     ) -> ColumnElement[int]:
         # The hash functions behind hash partitioning and hash indexes, stable across versions. A
-        # timestamptz at UTC is a timestamp holding the same stored microseconds.
+        # timestamptz at UTC is a timestamp holding the same stored microseconds. The key goes in as
+        # the seed, which is mixed in whole: hashint8 folds its 64 bits to 32 (hi XOR lo), so keys 7
+        # and 2**32 + 6, a missing row and an extra one, would cancel out. The timestamp's own hash
+        # keeps that fold: a change of exactly 2**32 + 1 us (71.6 min) can go unseen here.
         stored = ts if naive else sa.func.timezone("UTC", ts)
-        return sa.func.hashint8extended(
-            sa.cast(key, sa.BigInteger), sa.func.timestamp_hash_extended(stored, 0)
-        )
+        return sa.func.timestamp_hash_extended(stored, sa.cast(key, sa.BigInteger))
 
     # extract(epoch) is numeric arithmetic: computed once per row, not once per use in the mix hash.
     isolate_row_values: ClassVar[bool] = True

@@ -269,7 +269,7 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--hours", type=int, default=720, help="hourly partitions in the backfill")
     p.add_argument("--rows-per-hour", type=int, default=100)
-    p.add_argument("--per-run", type=int, default=48, help="backfill.max_partitions_per_run")
+    p.add_argument("--per-run", type=int, default=168, help="backfill.max_partitions_per_run")
     p.add_argument("--timeout", type=float, default=7200.0)
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     p.add_argument("--keep", action="store_true", help="keep the PostgreSQL databases")

@@ -139,22 +139,22 @@ def pg_pair(make_db_url: MakeDbUrl, tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
 
 def test_asset_backfill_policy_comes_from_the_config(tmp_path: Path) -> None:
-    """``backfill.max_partitions_per_run`` becomes the asset's multi-run backfill policy (default 48)."""
+    """``backfill.max_partitions_per_run`` becomes the asset's multi-run backfill policy (default 168)."""
     path = write_orders_config(
         tmp_path / "sync.yaml",
         Side("sqlite", "sqlite:///a.db", None),  # type: ignore[arg-type]
         Side("sqlite", "sqlite:///b.db", None),  # type: ignore[arg-type]
-    )
-    config = load_config(path)
-    assert build_sync_asset(config.tables[0], config).backfill_policy == BackfillPolicy.multi_run(48)
-    path = write_orders_config(
-        tmp_path / "sync.yaml",
-        Side("sqlite", "sqlite:///a.db", None),  # type: ignore[arg-type]
-        Side("sqlite", "sqlite:///b.db", None),  # type: ignore[arg-type]
-        backfill={"max_partitions_per_run": 168},
     )
     config = load_config(path)
     assert build_sync_asset(config.tables[0], config).backfill_policy == BackfillPolicy.multi_run(168)
+    path = write_orders_config(
+        tmp_path / "sync.yaml",
+        Side("sqlite", "sqlite:///a.db", None),  # type: ignore[arg-type]
+        Side("sqlite", "sqlite:///b.db", None),  # type: ignore[arg-type]
+        backfill={"max_partitions_per_run": 24},
+    )
+    config = load_config(path)
+    assert build_sync_asset(config.tables[0], config).backfill_policy == BackfillPolicy.multi_run(24)
 
 
 def test_ranged_run_plans_once_and_materializes_each_hour_oldest_first_in_a_process_of_its_own(

@@ -83,12 +83,14 @@ class BackfillConfig(BaseModel):
     """How a backfill of many hours is cut into Dagster runs: the sync assets' ``BackfillPolicy``.
 
     Each run syncs up to ``max_partitions_per_run`` hours, oldest first, each hour still in a process
-    of its own and committed alone; fewer runs save a run and a step start per hour.
+    of its own and committed alone; fewer runs save a run and a step start per hour. The default, a
+    week, spreads a run's fixed start (about 8 s on the reference machine) thinly enough for a year of
+    hourly history to take under 45 minutes (BENCHMARKS.md, "Backfills in ranged runs").
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
-    max_partitions_per_run: int = Field(default=48, ge=1, le=24 * 366)
+    max_partitions_per_run: int = Field(default=168, ge=1, le=24 * 366)
 
 
 class RetryConfig(BaseModel):

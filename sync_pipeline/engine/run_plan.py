@@ -16,15 +16,13 @@ runs where the per-window plan ran, before the window's lock, so it sees what a 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from time import perf_counter
 
 import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
-from sync_pipeline.engine.db.engine import create_engine, is_driver_error, translate_error
+from sync_pipeline.engine.db.engine import create_engine, translated_errors
 from sync_pipeline.engine.db.schema import TableName
 from sync_pipeline.engine.plan import SyncPlan, plan_sync
 from sync_pipeline.engine.settings import TableConfig
@@ -85,7 +83,7 @@ def plan_run(config: TableConfig, source_url: str | URL, target_url: str | URL) 
     source = create_engine(source_url, lock_timeout_seconds=bound)
     target = create_engine(target_url, lock_timeout_seconds=bound)
     try:
-        with _translated(f"plan of {config.name}"):
+        with translated_errors(f"plan of {config.name}"):
             added: list[str] = []
             for _ in range(_ATTEMPTS):
                 before = _shapes(config, source, target)
@@ -103,20 +101,6 @@ def plan_run(config: TableConfig, source_url: str | URL, target_url: str | URL) 
     if added != plan.added_columns:
         plan = replace(plan, added_columns=added)
     return RunPlan(plan, source, target, after, perf_counter() - started)
-
-
-@contextmanager
-def _translated(where: str) -> Iterator[None]:
-    """Transient database errors as :class:`~sync_pipeline.errors.DatabaseUnavailable`, as a sync's."""
-    try:
-        yield
-    except Exception as error:
-        if not (isinstance(error, sa.exc.DBAPIError) or is_driver_error(error)):
-            raise
-        translated = translate_error(error, where=where)
-        if translated is not None:
-            raise translated from error
-        raise
 
 
 def _names(config: TableConfig) -> tuple[TableName, TableName]:

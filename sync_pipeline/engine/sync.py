@@ -33,7 +33,7 @@ from sqlalchemy.engine import URL
 
 from sync_pipeline.engine.bulk import RangeLoader, TargetGaps, refuse_bad_keys, window_is_empty
 from sync_pipeline.engine.classify import Compare, KeyBatch, classify, count, take
-from sync_pipeline.engine.db.engine import is_driver_error, normalize_url, open_engine, translate_error
+from sync_pipeline.engine.db.engine import normalize_url, open_engine, translated_errors
 from sync_pipeline.engine.db.side import TableSide
 from sync_pipeline.engine.diff.merge import Key, diff_chunks
 from sync_pipeline.engine.diff.segments import Descent, KeyRange
@@ -90,18 +90,9 @@ def sync_partition(
         normalize_url(target_url),
     ):
         raise ValueError(f"{where}: the plan was made for other databases")
-    try:
-        with _engines(table, source_url, target_url, plan) as (source, target):
-            sync = _Sync(table, source, target, window, dry_run, on_progress, on_change, compare)
-            return sync.run(plan)
-    except Exception as error:
-        # Wrapped by SQLAlchemy, or raw from the driver (psycopg's COPY runs on the DBAPI connection).
-        if not (isinstance(error, sa.exc.DBAPIError) or is_driver_error(error)):
-            raise
-        translated = translate_error(error, where=where)
-        if translated is not None:
-            raise translated from error
-        raise
+    with translated_errors(where), _engines(table, source_url, target_url, plan) as (source, target):
+        sync = _Sync(table, source, target, window, dry_run, on_progress, on_change, compare)
+        return sync.run(plan)
 
 
 @contextmanager

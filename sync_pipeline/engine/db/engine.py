@@ -140,3 +140,20 @@ def translate_error(error: BaseException, *, where: str) -> SyncPipelineError | 
     if is_transient(error):
         return DatabaseUnavailable(f"{where}: {reason}")
     return None
+
+
+@contextmanager
+def translated_errors(where: str) -> Iterator[None]:
+    """Database errors raised inside as the engine's own (:func:`translate_error`), others untouched.
+
+    Wrapped by SQLAlchemy, or raw from the driver (psycopg's COPY runs on the DBAPI connection).
+    """
+    try:
+        yield
+    except Exception as error:
+        if not (isinstance(error, sa.exc.DBAPIError) or is_driver_error(error)):
+            raise
+        translated = translate_error(error, where=where)
+        if translated is not None:
+            raise translated from error
+        raise

@@ -135,7 +135,7 @@ def failures_by_hour(
             continue
         ended = datetime.fromtimestamp(record.end_time, UTC) if record.end_time else record.update_timestamp
         for hour in hours:
-            if covers(run, partitions, hour):  # type: ignore[arg-type]
+            if covers(run, partitions, hour):
                 found[hour].append(ended)
     return found
 

@@ -54,8 +54,13 @@ from dagster import (
     DagsterEventType,
     DagsterRun,
     Failure,
-    HourlyPartitionsDefinition,
     MetadataValue,
+    TimeWindowPartitionsDefinition,
+)
+from dagster._core.storage.tags import (
+    ASSET_PARTITION_RANGE_END_TAG,
+    ASSET_PARTITION_RANGE_START_TAG,
+    PARTITION_NAME_TAG,
 )
 
 from sync_pipeline.engine.diff.stats import SyncStats
@@ -82,9 +87,10 @@ __all__ = [
     "sync_hours",
 ]
 
-# The tags Dagster's backfill daemon puts on a ranged run (its constants are private).
-RANGE_START_TAG: Final = "dagster/asset_partition_range_start"
-RANGE_END_TAG: Final = "dagster/asset_partition_range_end"
+# The tags Dagster's backfill daemon puts on a ranged run. Dagster's own constants, from a module it
+# does not export: an upgrade that renames the tags fails this import rather than every ranged run.
+RANGE_START_TAG: Final = ASSET_PARTITION_RANGE_START_TAG
+RANGE_END_TAG: Final = ASSET_PARTITION_RANGE_END_TAG
 
 # How the run's planner process starts. Not "fork": the step process runs threads (Dagster's).
 StartMethod = Literal["forkserver", "spawn"]
@@ -107,9 +113,9 @@ def run_range(run: DagsterRun) -> tuple[str, str] | None:
     return (start, end) if start and end else None
 
 
-def covers(run: DagsterRun, partitions: HourlyPartitionsDefinition, partition_key: str) -> bool:
+def covers(run: DagsterRun, partitions: TimeWindowPartitionsDefinition, partition_key: str) -> bool:
     """Whether ``run`` syncs ``partition_key``: as its one partition, or inside its range."""
-    if run.tags.get("dagster/partition") == partition_key:
+    if run.tags.get(PARTITION_NAME_TAG) == partition_key:
         return True
     bounds = run_range(run)
     if bounds is None:
@@ -118,7 +124,7 @@ def covers(run: DagsterRun, partitions: HourlyPartitionsDefinition, partition_ke
     return first <= partitions.time_window_for_partition_key(partition_key).start <= last
 
 
-def _window(partitions: HourlyPartitionsDefinition, key: str) -> Window:
+def _window(partitions: TimeWindowPartitionsDefinition, key: str) -> Window:
     hour = partitions.time_window_for_partition_key(key)
     # Bounds in UTC: in the partition zone they compare as wall times, fold ignored (see assets).
     return Window(hour.start.astimezone(UTC), hour.end.astimezone(UTC))
@@ -182,7 +188,7 @@ def sync_hours(
     sync: SyncResource,
     table: str,
     key: AssetKey,
-    partitions: HourlyPartitionsDefinition,
+    partitions: TimeWindowPartitionsDefinition,
     *,
     compare: Compare,
     verify: bool,

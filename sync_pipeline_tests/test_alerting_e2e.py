@@ -294,6 +294,6 @@ def _ui_responses(server: Deployment) -> list[tuple[str, str]]:
     selector = {"repositoryLocationName": location, "repositoryName": "__repository__"}
     resources = ask("resources", RESOURCES, selector=selector)["allTopLevelResourceDetailsOrError"]
     assert resources["__typename"] == "ResourceDetailsList", resources
-    for sensor in ("freshness_sensor", "drift_sensor", "sync_failure_sensor"):
+    for sensor in ("freshness_sensor", "drift_sensor", "sync_failure_sensor", "unplaced_sensor"):
         responses.append((f"{sensor} ticks", json.dumps(_sensor_ticks(server, sensor))))
     return responses

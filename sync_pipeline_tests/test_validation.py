@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import traceback
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.dialects import mysql, postgresql
 
+from sync_pipeline.cli.validate import validate_table
 from sync_pipeline.config import TableConfig, parse_config
 from sync_pipeline.engine.db.engine import is_driver_error, translate_error
 from sync_pipeline.engine.diff.window import Window
@@ -325,9 +327,59 @@ def test_target_updated_at_that_is_not_a_timestamp(make_db_url: MakeDbUrl) -> No
     assert "updated_at" in message
 
 
+def _time_tables(
+    make_db_url: MakeDbUrl, target_time: sa.types.TypeEngine[Any], target_kind: str = "mysql"
+) -> tuple[str, str]:
+    """A PostgreSQL source whose ``at`` is ``time`` (microseconds), and an existing target whose
+    ``at`` is ``target_time``, empty.
+    """
+    source, target = make_db_url("postgresql", "source"), make_db_url(target_kind, "target")
+    columns = orders_columns()
+    create_table(
+        source,
+        [*columns, sa.Column("at", sa.Time)],
+        [{"id": 1, "note": "one", "updated_at": IN_WINDOW, "at": time(8, 5, 0, 7)}],
+    )
+    create_table(target, [*orders_columns(), sa.Column("at", target_time)], [])
+    return source, target
+
+
+@pytest.mark.parametrize(
+    ("target_kind", "target_time"), [("mysql", mysql.TIME()), ("postgresql", postgresql.TIME(precision=0))]
+)
+def test_time_target_without_fraction_digits_is_refused(
+    make_db_url: MakeDbUrl, target_kind: str, target_time: sa.types.TypeEngine[Any]
+) -> None:
+    """An existing target whose time column keeps whole seconds (MariaDB ``TIME``, fsp 0; PostgreSQL
+    ``time(0)``) would store 08:05:00.000007 as 08:05:00 without an error, and every verification would
+    then differ: the sync (and ``validate``, the same plan) refuses it before writing, naming the
+    table, the column and the fix.
+    """
+    source, target = _time_tables(make_db_url, target_time, target_kind)
+    message = schema_error(table_config(), source, target)
+    assert snapshot(target) == []
+    assert "orders" in message
+    assert "column 'at' keeps 0 fraction digits of a second (TIME" in message
+    assert "where the source's keeps 6" in message
+    assert "TIME(6)" in message
+    # ``validate`` plans the same way, writing nothing: it reports the same problem.
+    config = parse_config(CONFIG.replace("sqlite:///app.db", source).replace(WAREHOUSE, target))
+    assert validate_table(config, config.table("orders")) == (message, False)
+
+
+def test_mariadb_time_6_target_keeps_the_microseconds(make_db_url: MakeDbUrl) -> None:
+    """A MariaDB ``TIME(6)`` target (what the sync creates for a time column) holds every value."""
+    source, target = _time_tables(make_db_url, mysql.TIME(fsp=6))
+    stats = sync_partition(table_config(), source, target, WINDOW)
+    assert stats.inserted == 1
+    [(at,)] = [r[-1:] for r in snapshot(target) or []]
+    assert at in (time(8, 5, 0, 7), timedelta(hours=8, minutes=5, microseconds=7))
+
+
 # --------------------------------------------------------------------------------------------------
 # The configuration is wrong
 
+WAREHOUSE = "postgresql+psycopg://sync:hunter2-secret@localhost:5432/warehouse"
 CONFIG = """\
 connections:
   app: {url: "sqlite:///app.db"}

@@ -122,7 +122,8 @@ def is_timezone_aware(type_: sa.types.TypeEngine[Any]) -> bool:
 
 
 def timestamp_precision(type_: sa.types.TypeEngine[Any], dialect: str) -> int:
-    """Fractional-second digits a timestamp column keeps (MySQL DATETIME defaults to 0, others to 6)."""
+    """Fractional-second digits a timestamp or time column keeps (MySQL DATETIME and TIME default to
+    0, others to 6)."""
     if dialect in ("mysql", "mariadb"):
         fsp = getattr(type_, "fsp", None)
         return int(fsp) if fsp is not None else 0
@@ -424,7 +425,9 @@ def check_compatible(
                 f"{source.c[name].type} ({want}); alter the target column to a {want} type, or drop the "
                 "target table so the sync recreates it, then backfill"
             )
-        elif "sqlite" not in dialects and (narrower := _narrower(source.c[name], target.c[name], want, have)):
+        elif "sqlite" not in dialects and (
+            narrower := _narrower(source.c[name], target.c[name], want, have, dialects)
+        ):
             problems.append(f"column {name!r} {narrower}; widen the target column, then backfill")
     if dialects[1] == "sqlite":
         wide = [c for c in columns if c in target.c and beyond_int64(source.c[c].type)]
@@ -448,16 +451,28 @@ def check_compatible(
         raise SchemaError(f"{target_name} is incompatible with the source: " + "; ".join(problems))
 
 
-def _narrower(source: sa.Column[Any], target: sa.Column[Any], want: Family, have: Family) -> str | None:
+def _narrower(
+    source: sa.Column[Any], target: sa.Column[Any], want: Family, have: Family, dialects: tuple[str, str]
+) -> str | None:
     """Why the target column holds less than the source's declares, when both say how much.
 
     Only declared sizes are compared, and never on SQLite, which enforces none: an unbounded source
     (TEXT, NUMERIC) says nothing a check could use, and the database refuses an oversized value
-    within the sync's transaction, so nothing is half-written either way.
+    within the sync's transaction, so nothing is half-written either way. Fewer fraction digits of a
+    time of day are the exception: MariaDB's ``TIME`` (fsp 0) and PostgreSQL's ``time(0)`` cut or
+    round them without an error, so the check is all that stands between a source time and a silent
+    loss (timestamps are compared at the coarser precision of the two instead, see the plan).
     """
     if want is not have:
         return None
     s, t = source.type, target.type
+    if want is Family.TIME:
+        s_digits, t_digits = timestamp_precision(s, dialects[0]), timestamp_precision(t, dialects[1])
+        if t_digits < s_digits:
+            return (
+                f"keeps {t_digits} fraction digits of a second ({t}) where the source's keeps {s_digits} "
+                f"({s}): they would be cut without an error (MariaDB/MySQL: make it TIME({s_digits}))"
+            )
     if want is Family.INTEGER:
         s_bits, t_bits = integer_bits(s), integer_bits(t)
         if s_bits and t_bits and t_bits < s_bits:

@@ -10,7 +10,9 @@ the process behind its client port, and kills that process.
 
 What must hold after the kill: the hours before it committed and materialized, the killed hour's
 window exactly as before or as after (never half), no later hour touched, the failure naming the
-hour, and a re-execution from failure syncing the rest until target equals source.
+hour, and a re-execution from failure syncing the rest until target equals source. The hour's own
+process killed leaves its window as before; the planner killed instead leaves the hour's process to
+finish, and the window as after.
 """
 
 from __future__ import annotations
@@ -43,7 +45,13 @@ from sync_pipeline_tests.dagster_helpers import (
     write_config,
 )
 from sync_pipeline_tests.helpers import Side
-from sync_pipeline_tests.test_backfill import hourly_rows, hours, materializations, run_range
+from sync_pipeline_tests.test_backfill import (
+    check_evaluations,
+    hourly_rows,
+    hours,
+    materializations,
+    run_range,
+)
 
 PER_HOUR = 40
 FIND_SECONDS = 240.0  # how long the killer looks for the blocked session (a run starts in seconds)
@@ -117,11 +125,15 @@ def _process_with_port(port: int) -> psutil.Process | None:
 
 @dataclass
 class Killer:
-    """In a thread: waits for the hour to block on the test's row, then SIGKILLs its process."""
+    """In a thread: waits for the hour to block on the test's row, then SIGKILLs its process (or,
+    with ``planner``, the run's planner process that forked it, leaving the hour's process running).
+    """
 
     target: Side
     holder: int
+    planner: bool = False
     blocked: Blocked | None = None
+    hour: psutil.Process | None = None
     killed: psutil.Process | None = None
     error: BaseException | None = None
 
@@ -132,6 +144,11 @@ class Killer:
             )
             process = _process_with_port(self.blocked.port)
             assert process is not None, f"no process of this test has port {self.blocked.port}"
+            self.hour = process
+            if self.planner:
+                parent = process.parent()
+                assert parent is not None
+                process = parent
             os.kill(process.pid, signal.SIGKILL)
             self.killed = process
         except BaseException as error:  # noqa: BLE001 - reported by the test's thread
@@ -232,5 +249,82 @@ def test_hour_process_killed_mid_write_fails_the_run_naming_it_and_the_rerun_fin
         assert [p for p, _, _ in materializations(instance, rerun_id)] == [
             w.partition_key() for w in windows[3:]
         ]
+    for window in windows:
+        assert rows_in(target, "orders", window) == rows_in(source, "orders", window)
+
+
+def test_planner_killed_while_its_hour_writes_fails_the_run_and_the_orphaned_hour_commits_whole(
+    make_db_url: MakeDbUrl, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same run, but the run's planner process is SIGKILLed while hour 3's process (its child)
+    waits in its COPY: the step fails naming hour 3 (the planner's pool broke). The hour's process is
+    left alone; once the test's row is rolled back it finishes and commits the hour whole (after:
+    never half), unmaterialized. Hours 4-5 never ran; the re-execution from failure syncs hours 3-5
+    (hour 3 already equal: nothing written) and the target equals the source.
+    """
+    monkeypatch.setenv("SYNC_PIPELINE_DATA_DIR", str(tmp_path / "demo"))
+    source = side("postgresql", make_db_url("postgresql", "source"))
+    target = side("postgresql", make_db_url("postgresql", "target"))
+    windows: list[Window] = hours(6)
+    create_source(source, hourly_rows(windows, PER_HOUR))
+    path = write_config(
+        tmp_path / "sync.yaml",
+        {"app": source.url, "warehouse": target.url},
+        [
+            table_entry(
+                "orders", "app", "warehouse", start="2026-11-30T00:00:00", lock_timeout_seconds=LOCK_TIMEOUT
+            )
+        ],
+        retry={"max_retries": 0},
+    )
+    killed_hour = windows[3]
+    first, last = windows[1].partition_key(), windows[-1].partition_key()
+
+    with instance_for_test() as instance:
+        assert run_range(instance, path, windows[0].partition_key(), windows[0].partition_key())[0]
+        with target.engine.connect() as holding:
+            killer = Killer(
+                target, _hold_row(target, holding, 4 * PER_HOUR, in_hour(killed_hour, 59)), planner=True
+            )
+            thread = threading.Thread(target=killer.run, name="killer")
+            thread.start()
+            try:
+                ok, run_id = run_range(instance, path, first, last)
+            finally:
+                thread.join()
+                holding.rollback()
+        assert killer.error is None, killer.error
+        assert killer.hour is not None
+        killer.hour.wait(timeout=120)  # the orphaned hour finishes once the row is released
+        wait_until(lambda: _session_gone(target, killer.blocked.session), 90, "the hour's session ended")
+
+        assert not ok
+        assert [p for p, _, _ in materializations(instance, run_id)] == [
+            w.partition_key() for w in windows[1:3]
+        ]
+        message = _step_failure(instance, run_id).step_failure_data.user_failure_data.description
+        assert f"partition {killed_hour.partition_key()} failed: its process died" in message
+        [check] = check_evaluations(instance, run_id)  # hours 1-2, compared by a fresh planner
+        assert check.passed
+        assert check.metadata["hours_verified"].value == 2
+        for window in windows[:3]:
+            assert rows_in(target, "orders", window) == rows_in(source, "orders", window)
+        assert rows_in(target, "orders", killed_hour) in ({}, rows_in(source, "orders", killed_hour))
+        assert rows_in(target, "orders", killed_hour) == rows_in(source, "orders", killed_hour)  # after
+        for window in windows[4:]:
+            assert rows_in(target, "orders", window) == {}
+
+        with execute_job(
+            reconstructable_sync_job(str(path)),
+            instance=instance,
+            reexecution_options=ReexecutionOptions.from_failure(run_id, instance),
+            tags={RANGE_START_TAG: first, RANGE_END_TAG: last},
+            raise_on_error=False,
+        ) as rerun:
+            assert rerun.success
+            rerun_id = rerun.run_id
+        found = materializations(instance, rerun_id)
+        assert [p for p, _, _ in found] == [w.partition_key() for w in windows[3:]]
+        assert found[0][1]["inserted"] == 0  # hour 3 was already whole
     for window in windows:
         assert rows_in(target, "orders", window) == rows_in(source, "orders", window)

@@ -209,6 +209,7 @@ def sync_hours(
     )
     failure: Failure | None = None
     failed_at = len(keys)
+    broken = False  # the planner process died: its pool takes no more work
     totals: Counter[str] = Counter()
     synced = 0
     executor, sync_hour, verify_hour = _hour_processes(context, start_method)
@@ -220,8 +221,11 @@ def sync_hours(
             except TerminalError as error:
                 failure = _hour_failure(table, partition_key, str(error), retry=False)
             except (BrokenProcessPool, HourProcessDied) as error:
-                # The child died (killed, out of memory): its transaction rolled back with it.
+                # The child died (killed, out of memory): its transaction rolled back with it. When
+                # the planner died instead, the hour's process may still finish and commit: whole
+                # either way, and unmaterialized, so the retry syncs it again.
                 failure = _hour_failure(table, partition_key, f"its process died ({error})", retry=True)
+                broken = isinstance(error, BrokenProcessPool)
             except Exception as error:  # noqa: BLE001 - any error of an hour fails the step naming it
                 # Transient (a lost connection, a lock timeout) or unforeseen: the retry policy runs
                 # the step again, and it starts at this hour.
@@ -248,13 +252,27 @@ def sync_hours(
                 "in its materialization)"
             )
         if verify and failed_at:
-            yield _in_sync_result(
-                pool,
-                verify_hour,
-                sync.config_path,
-                table,
-                [(k, _window(partitions, k)) for k in keys[:failed_at]],
-            )
+            checked = [(k, _window(partitions, k)) for k in keys[:failed_at]]
+            try:
+                if broken:
+                    # A broken pool would fail the check, and the step with it, without naming the
+                    # hour: the hours that committed are compared by a fresh planner.
+                    with _hour_processes(context, start_method)[0] as fresh:
+                        result_of_check = _in_sync_result(
+                            fresh, verify_hour, sync.config_path, table, checked
+                        )
+                else:
+                    result_of_check = _in_sync_result(pool, verify_hour, sync.config_path, table, checked)
+            except Exception as error:
+                if failure is None:
+                    raise
+                # The hour's failure is what the step reports; a check that cannot run now runs
+                # with the retry.
+                context.log.warning(
+                    f"{table}: in_sync of the hours before {keys[failed_at]} not checked: {error}"
+                )
+            else:
+                yield result_of_check
     if failure is not None:
         raise failure
 

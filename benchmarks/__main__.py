@@ -31,6 +31,7 @@ def parts(out: Path, quick: bool) -> list[Part]:
             ("first_sync", ["benchmarks.first_sync", "--quick", "--out", o]),
             ("step_start", ["benchmarks.step_start", "--runs", "1", "--out", o]),
             ("drift_check", ["benchmarks.drift_check", "--rows", "20000", "--repeat", "1"]),
+            ("capacity", ["benchmarks.capacity", "--quick", "--out", o]),
             ("dagster_path", ["benchmarks.dagster_path", "--partitions", "2", "--cli-runs", "1", "--out", o]),
             ("long_lived", ["benchmarks.long_lived", "--partitions", "4", "--via", "job", "--out", o]),
         ]
@@ -55,6 +56,7 @@ def parts(out: Path, quick: bool) -> list[Part]:
         ),
         ("step_start", ["benchmarks.step_start", "--runs", "3", "--out", o]),
         ("drift_check", ["benchmarks.drift_check", "--rows", "1000000", "--repeat", "5"]),
+        ("capacity", ["benchmarks.capacity", "--sizes", "200000,1000000", "--repeat", "3", "--out", o]),
         ("dagster_path", ["benchmarks.dagster_path", "--out", o]),
         (
             "long_lived",

@@ -210,3 +210,52 @@ def test_recent_spread_makes_as_many_changes_and_the_descent_reads_only_their_ke
     assert changed["equal"] is True
     # Both windows' keys would be about 2 x QUICK_SIZE; the changed tenth's are a tenth of that.
     assert 0 < detail["keys_scanned"] < QUICK_SIZE // 2, detail
+
+
+@pytest.mark.slow
+def test_capacity_totals_are_the_components_times_their_counts(tmp_path: Path) -> None:
+    """The capacity table (docs/capacity.md) at a small size: every component measured on both
+    pairs, the counts per table-hour those of the defaults, and each total the sum it claims."""
+    from benchmarks.capacity import COMPONENTS, run_capacity
+
+    pairs = _pairs()
+    report = run_capacity(
+        sizes=[5_000],
+        repeat=2,
+        pairs=pairs,
+        out=tmp_path,
+        step_seconds=1.5,
+        pg_admin=PG_ADMIN_URL,
+        mysql_admin=MYSQL_ADMIN_URL,
+        command="pytest",
+        log=lambda message: None,
+    )
+    counts = report["counts"]
+    # The defaults: lookback_hours 3, verify on, drift milestones 1, 2, 4, 8, 16, 23 h, a run every 600 s.
+    assert counts == {"first_sync": 1, "in_sync": 1, "resync_unchanged": 3, "drift": 6, "steps": 7}
+    assert [(r["pair"], r["rows"]) for r in report["results"]] == [(p, 5_000) for p in pairs]
+    parts = ("first_sync", "in_sync", "resync_unchanged", "drift")
+    for result in report["results"]:
+        wall, cpu, totals = result["wall"], result["source_cpu"], result["totals"]
+        assert set(wall) == set(COMPONENTS)
+        assert all(len(runs) == 2 and min(runs) > 0 for runs in result["wall_all"].values())
+        assert all(seconds >= 0 for seconds in cpu.values())
+        # The source's connections were found and their server processes read.
+        assert sum(cpu.values()) > 0
+        work = sum(wall[p] * counts[p] for p in parts)
+        assert totals["step_work_s"] == pytest.approx(work)
+        assert totals["step_fixed_s"] == pytest.approx(7 * 1.5)
+        assert totals["step_s"] == pytest.approx(work + 7 * 1.5)
+        assert totals["step_ratio"] == pytest.approx((work + 7 * 1.5) / wall["copy"])
+        source = sum(cpu[p] * counts[p] for p in parts)
+        assert totals["source_cpu_s"] == pytest.approx(source)
+        assert totals["source_us_per_row"] == pytest.approx(source / 5_000 * 1e6)
+        extra = 3 * (wall["resync_changed"] - wall["resync_unchanged"])
+        assert totals["step_s_changed"] == pytest.approx(work + 7 * 1.5 + extra)
+        if result["pair"] == "pg-pg":
+            assert result["verification_rows_differing"] == 0
+    saved = json.loads((tmp_path / "capacity.json").read_text())
+    assert saved["counts"] == counts
+    table = (tmp_path / "capacity.md").read_text()
+    for result in report["results"]:
+        assert f"| {result['pair']} | 5,000 | {result['totals']['step_s']:.2f} (" in table

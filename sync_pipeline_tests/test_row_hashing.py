@@ -3,8 +3,9 @@
 Verification and drift checks compare rows by a hash: the engine's own hash of the stored values
 between two tables of one engine (PostgreSQL's per-type extended hashes, MariaDB's product of two CRC32s),
 md5 of the canonical text across engines, and the canonical text printed in Python where no engine
-can print it alike (floats, JSON across engines). Whichever is used, a row must count as different
-exactly when the canonical text of one of its columns differs (:func:`python_text`, the reference).
+can print it alike (JSON across engines; doubles print their IEEE bits in every engine's SQL).
+Whichever is used, a row must count as different exactly when the canonical text of one of its
+columns differs (:func:`python_text`, the reference).
 
 Hypothesis draws rows of every family the engine compares, the sync copies them (creating the
 target), and then some target rows are tampered with: a column set to NULL, to another value, or to
@@ -49,6 +50,7 @@ from sync_pipeline_tests.helpers import (
     table_config,
     update,
 )
+from sync_pipeline_tests.test_float_bits import ADVERSARIAL_FLOATS
 
 TABLE = "hashed"
 
@@ -56,7 +58,8 @@ TABLE = "hashed"
 TEXT = st.text(st.characters(exclude_categories=["Cs"], exclude_characters="\x00"), max_size=10)
 JSON_SCALARS = st.none() | st.booleans() | st.integers(-(2**53), 2**53) | TEXT
 JSON_DOCS = st.lists(JSON_SCALARS, max_size=3) | st.dictionaries(TEXT, JSON_SCALARS, min_size=1, max_size=4)
-FLOATS = st.floats(allow_nan=False, allow_infinity=False, width=64)
+# Any double, and often one of those where a printed or computed form is easily one bit off.
+FLOATS = st.floats(allow_nan=False, allow_infinity=False, width=64) | st.sampled_from(ADVERSARIAL_FLOATS)
 
 
 def _near_json(value: Any) -> Any:
@@ -292,7 +295,7 @@ def test_each_one_column_change_is_found_by_the_native_hash(make_db_url: MakeDbU
     """A row differing in one column only (a microsecond, the last decimal place, the last bit of a
     double, '' for NULL, one byte, one JSON value) is found, and only it; JSON with its keys
     reordered is the same value. Two SQLite files have no native hash: their canonical text (doubles
-    and JSON printed in Python)."""
+    as their bits in SQL, JSON printed in Python)."""
     pair = make_pair(make_db_url, kind, kind)
     # MariaDB's uuid column becomes a varchar(36) in a target the sync creates: compared in Python.
     columns = [c for c in sorted(KINDS) if (kind, c) != ("mysql", "c_uuid")]
@@ -324,6 +327,51 @@ def test_each_one_column_change_is_found_by_the_native_hash(make_db_url: MakeDbU
         if c in columns and (change or (kind, c) == ("mysql", "c_json"))
     }
     assert differing == changed
+    pair.source.engine.dispose()
+    pair.target.engine.dispose()
+
+
+# -- doubles across engines, compared in SQL --------------------------------------------------------
+# Every pair whose doubles are compared by their canonical text rather than an engine's own hash.
+TEXT_PAIRS = [(s, t) for s, t in ENGINE_PAIRS if s != t or s == "sqlite"]
+
+
+def _one_bit_off(value: float) -> float:
+    return math.nextafter(value, 0) if value else 5e-324
+
+
+@pytest.mark.parametrize(("source", "target"), TEXT_PAIRS, ids=[f"{s}->{t}" for s, t in TEXT_PAIRS])
+def test_doubles_across_engines_are_compared_in_sql_to_the_last_bit(
+    make_db_url: MakeDbUrl, source: str, target: str
+) -> None:
+    """Doubles copied between two engines (or two SQLite files) verify clean with no row printed in
+    Python and the range checksums in use; a value one bit off is found, and only it; -0.0 for 0.0
+    (and back) is no change, as MariaDB stores -0.0 as 0.0."""
+    pair = make_pair(make_db_url, source, target)
+    values = [*ADVERSARIAL_FLOATS]
+    if "mysql" not in (source, target):
+        values += [math.inf, -math.inf]
+    table = source_table(["c_float"])
+    table.create(pair.source.engine)
+    rows = dict(enumerate(values, start=1))
+    with pair.source.engine.begin() as conn:
+        conn.execute(
+            table.insert(),
+            [{"id": i, "updated_at": W.start + timedelta(seconds=i), "c_float": v} for i, v in rows.items()],
+        )
+    pair.sync(table_config(TABLE))
+    plan, _, _ = engine_comparison(pair)
+    assert plan.hash_compare
+    assert plan.source.row_texts is None
+    assert plan.target.row_texts is None
+    assert assert_agreement(pair, ["c_float"]) == set()
+
+    changes = {i: _one_bit_off(v) for i, v in rows.items() if math.isfinite(v)}
+    changes |= {i: -v for i, v in rows.items() if v == 0}  # the sign of zero: no change
+    for i, new in changes.items():
+        update(pair.target, table, table.c.id == i, c_float=new)
+    found = assert_agreement(pair, ["c_float"])
+    assert found == {i for i, v in rows.items() if math.isfinite(v) and v != 0}
     pair.source.engine.dispose()
     pair.target.engine.dispose()
 

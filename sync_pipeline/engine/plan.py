@@ -432,7 +432,7 @@ def with_row_comparison(plan: SyncPlan) -> SyncPlan:
     ``updated_at``, which the ``updated_at`` comparison cannot see. Two tables of one engine compare
     rows by that engine's own hash of the stored values (see :mod:`~sync_pipeline.engine.db.row_hash`);
     two engines by the canonical text of every column, computed in the databases where both can
-    print it identically. A column neither can (floats, JSON across engines) is printed in Python
+    print it identically. A column neither can (JSON across engines) is printed in Python
     from streamed rows, the others' text still computed in SQL; the range checksums are then not used.
     """
     source, target = plan.source, plan.target

@@ -4,8 +4,15 @@ The sync compares keys and ``updated_at`` only, which is what makes it cheap; dr
 post-sync verification must also see a value changed without touching ``updated_at``. They hash the
 canonical text of every synced column. Inside the databases where both engines can produce the same
 text for a column (integers, text, instants as epoch microseconds, booleans, bytes as hex, dates, and
-any type both sides store identically), and in Python, over streamed rows, where they cannot (JSON or
-floats across engines): the Python forms below are the reference the SQL forms agree with.
+doubles as the hex of their IEEE bits, and any type both sides store identically), and in Python,
+over streamed rows, where they cannot (JSON across engines, single-precision floats across engines):
+the Python forms below are the reference the SQL forms agree with.
+
+JSON has no common text across engines in SQL. PostgreSQL's jsonb orders keys by length, then
+bytes, and prints numbers as written (``1.0``, ``1e2`` as ``100``); MariaDB's JSON is the text
+it was given (JSON_NORMALIZE sorts keys but prints every number as a double, ``1.0E0``); SQLite's
+``json()`` keeps keys in their order. A common form would rebuild every document with its keys in
+one order, recursively, which none of their SQL functions does; the documents are printed here.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import sqlalchemy as sa
 from sqlalchemy.sql.elements import ColumnElement
 
 from sync_pipeline.engine.db.dialects import Adapter
+from sync_pipeline.engine.db.float_bits import float_bits
 from sync_pipeline.engine.db.schema import Family, family_of
 
 NULL_TEXT = "\\N"  # how NULL enters a row's text; concat_ws alone would skip NULLs and let columns shift
@@ -62,11 +70,20 @@ def in_database(
         # differently (key order, spacing), so only same-engine pairs compare in SQL. SQLite keeps
         # the text it was given, keys in their order: its documents are compared in Python.
         return source_dialect == target_dialect and source_dialect != "sqlite"
-    if family is Family.FLOAT and "sqlite" in (source_dialect, target_dialect):
-        # SQLite prints a REAL with 15 significant digits: floats a few ulps apart print alike.
-        return False
+    doubles = is_double(source.type, source_dialect) and is_double(target.type, target_dialect)
+    if family is Family.FLOAT and doubles:
+        # Two doubles print their bits on every engine (float_bits). A single-precision float
+        # (PostgreSQL real, MySQL FLOAT) is read by the drivers as its shortest decimal text, 0.1,
+        # and copied as the double nearest that, not as the float's own value, 0.100000001490116:
+        # across engines or types it is compared as read, in Python (the rule below).
+        return True
     # Anything else compares as the engine's own text only between identical engines and types.
     return source_dialect == target_dialect and str(source.type) == str(target.type)
+
+
+def is_double(type_: sa.types.TypeEngine[Any], dialect: str) -> bool:
+    """Whether a float column holds IEEE doubles: SQLite's REAL always does, whatever it was declared."""
+    return dialect == "sqlite" or isinstance(type_, sa.Double)
 
 
 def sql_text(
@@ -86,6 +103,8 @@ def sql_text(
         expr = adapter.json_text(column)
     elif family is Family.TEXT:
         expr = column
+    elif family is Family.FLOAT and is_double(column.type, adapter.name):
+        expr = adapter.float_bits(column)
     else:
         expr = adapter.key_text(column)
     return sa.func.coalesce(expr, NULL_TEXT)
@@ -113,8 +132,7 @@ def python_text(family: Family, *, zone: str, divisor: int) -> Callable[[Any], s
             number = value if isinstance(value, Decimal) else Decimal(str(value))
             return format(number.normalize(), "f")
         if family is Family.FLOAT:
-            # + 0.0 turns -0.0 into 0.0: MariaDB stores -0 as 0, so a -0 copied there must compare equal.
-            return repr(float(value) + 0.0)
+            return float_bits(value) or NULL_TEXT
         if family is Family.JSON:
             parsed = json.loads(value) if isinstance(value, str | bytes) else value
             return json.dumps(parsed, sort_keys=True, ensure_ascii=False, separators=(",", ":"))

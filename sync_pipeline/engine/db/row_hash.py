@@ -14,7 +14,7 @@ rows could cancel; their product cannot be undone so), as its range hash of ``(k
 
 A column is hashed as stored only where both sides hold the same type (so the same value is stored
 alike); where the two types differ it is hashed through its canonical text, and where even that
-cannot be computed in SQL (floats or JSON across engines) the rows travel and are hashed here, a
+cannot be computed in SQL (JSON across engines) the rows travel and are hashed here, a
 batch at a time, batches bounded in bytes as well as rows (:func:`python_fingerprints`).
 """
 
@@ -213,7 +213,7 @@ def python_fingerprints(
     """``(key, hash)`` chunks of rows whose canonical text is partly computed here.
 
     The database joins the canonical text of every column it can print (``sql_parts``); only the
-    other columns (floats, JSON across engines) travel as values and are printed by ``texts``. Rows
+    other columns (JSON across engines) travel as values and are printed by ``texts``. Rows
     are fetched in batches of at most ``chunk_size`` rows and about ``batch_bytes`` of text, sized
     from the rows already seen, so wide rows never pile up in memory (default
     :data:`FALLBACK_BATCH_BYTES`).

@@ -134,6 +134,11 @@ class Adapter(ABC):
         """
         return sa.case((sa.func.json_type(column) == "NULL", None), else_=sa.cast(column, sa.Text))
 
+    def float_bits(self, column: ColumnElement[Any]) -> ColumnElement[Any]:
+        """A double as the lowercase hex of its IEEE 754 bits, -0 as 0 and every NaN as one
+        (:mod:`~sync_pipeline.engine.db.float_bits`): the text every engine prints alike."""
+        raise NotImplementedError(f"{self.name} cannot print a double's bits")
+
     def ordered(self, column: ColumnElement[Any], *, is_string: bool) -> ColumnElement[Any]:
         """``column`` for ORDER BY so that every engine sorts like Python (binary, code point order)."""
         return column

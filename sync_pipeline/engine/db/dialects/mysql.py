@@ -127,6 +127,37 @@ class MySQLAdapter(Adapter):
         digest = sa.func.substring(sa.func.md5(sa.func.concat_ws("|", *parts)), 1, 15)
         return sa.cast(sa.func.conv(digest, 16, 10), mysql.INTEGER(unsigned=True))
 
+    def float_bits(self, column: ColumnElement[Any]) -> ColumnElement[Any]:
+        # MySQL can neither cast a DOUBLE to bytes nor print it in one fixed form, so the bits are
+        # computed from the value: a power of two scales a double exactly, so for |x| in
+        # [2**e, 2**(e+1)) the fraction (|x| / 2**e - 1) * 2**52 is the 52-bit integer stored.
+        # log2 only guesses e (it rounds up just below a power of two, and to 1024 at the largest
+        # double): the guess is clamped and corrected by one either way. Subnormals (below 2**-1022)
+        # store |x| * 2**1074 with a zero exponent; 2**1074 is not a double, hence two factors. The
+        # integer parts are summed as BIGINT: in DOUBLE the sum would round. -0 is stored as 0 and
+        # there is no NaN or infinity in a DOUBLE column.
+        a = sa.func.abs(column)
+
+        def power(exponent: ColumnElement[Any] | int) -> ColumnElement[Any]:
+            return sa.func.pow(sa.literal_column("2"), exponent)
+
+        def flag(condition: ColumnElement[bool]) -> ColumnElement[int]:
+            return sa.type_coerce(condition, sa.Integer)
+
+        guess = sa.func.least(sa.literal_column("1023"), sa.func.floor(sa.func.log2(a)))
+        scaled = a / power(guess)
+        exponent = sa.cast(guess + flag(scaled >= 2) - flag(scaled < 1), mysql.BIGINT)
+        fraction = (a / power(exponent) - 1) * sa.literal_column("4503599627370496")  # 2**52
+        normal = (exponent + 1023) * sa.literal_column("4503599627370496") + sa.cast(fraction, mysql.BIGINT)
+        subnormal = sa.cast(a * power(1022) * power(52), mysql.BIGINT)
+        magnitude = sa.case(
+            (column == 0, sa.literal_column("0")),
+            (a < sa.literal_column("2.2250738585072014e-308"), subnormal),  # the least normal double
+            else_=normal,
+        )
+        sign = sa.cast(flag(column < 0), mysql.INTEGER(unsigned=True)).op("<<")(sa.literal_column("63"))
+        return sa.func.lpad(sa.func.lower(sa.func.hex(sign.op("|")(magnitude))), 16, "0")
+
     def int_div(self, left: ColumnElement[Any], right: ColumnElement[Any]) -> ColumnElement[Any]:
         # `/` is decimal division in MySQL; DIV is the integer one, truncating like PostgreSQL's.
         return left.op("DIV", return_type=sa.BigInteger)(right)

@@ -7,12 +7,13 @@ from typing import Any, ClassVar
 
 import psycopg
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import BIT, JSONB
+from sqlalchemy.dialects.postgresql import BIT, DOUBLE_PRECISION, JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import URL
 from sqlalchemy.sql.elements import ColumnElement
 
 from sync_pipeline.engine.db.dialects.base import Adapter
+from sync_pipeline.engine.db.float_bits import NAN_BITS
 
 _LOCK_NOT_AVAILABLE = "55P03"
 
@@ -75,6 +76,13 @@ class PostgresAdapter(Adapter):
 
     def hex_text(self, column: ColumnElement[Any]) -> ColumnElement[Any]:
         return sa.func.encode(column, "hex")
+
+    def float_bits(self, column: ColumnElement[Any]) -> ColumnElement[Any]:
+        # float8send is the stored value's 8 bytes, big-endian. Adding +0 turns -0 into 0 (IEEE);
+        # NaN = NaN holds in PostgreSQL, so every NaN (any sign or payload) prints as one.
+        value = sa.cast(column, DOUBLE_PRECISION)
+        bits = sa.func.encode(sa.func.float8send(value + sa.cast(0, DOUBLE_PRECISION)), "hex")
+        return sa.case((value == sa.cast("NaN", DOUBLE_PRECISION), NAN_BITS), else_=bits)
 
     def ordered(self, column: ColumnElement[Any], *, is_string: bool) -> ColumnElement[Any]:
         return column.collate("C") if is_string else column

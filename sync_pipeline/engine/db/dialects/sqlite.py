@@ -23,6 +23,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.sql.elements import ColumnElement
 
 from sync_pipeline.engine.db.dialects.base import Adapter
+from sync_pipeline.engine.db.float_bits import float_bits
 from sync_pipeline.engine.diff.mixhash import mix62
 from sync_pipeline.engine.diff.segments import HASH_MODULUS
 from sync_pipeline.engine.diff.window import Window
@@ -81,6 +82,7 @@ def _register(dbapi_connection: sqlite3.Connection, _record: object) -> None:
     dbapi_connection.create_function("sp_epoch_us", 3, epoch_micros, deterministic=True)
     dbapi_connection.create_function("sp_hash60", -1, hash60, deterministic=True)
     dbapi_connection.create_function("sp_mix62", 2, _mix62_or_null, deterministic=True)
+    dbapi_connection.create_function("sp_float_bits", 1, float_bits, deterministic=True)
     dbapi_connection.create_aggregate("sp_hashsum", 1, _HashSum)
     # Let SQLAlchemy, not the sqlite3 module, decide when transactions begin (SQLAlchemy's
     # documented recipe), so the writer can take the write lock up front with BEGIN IMMEDIATE.
@@ -208,6 +210,11 @@ class SQLiteAdapter(Adapter):
     def json_text(self, column: ColumnElement[Any]) -> ColumnElement[Any]:
         # Minified, whatever spacing the writer used; the JSON literal null reads as NULL (see base).
         return sa.case((sa.func.json_type(column) == "null", None), else_=sa.func.json(column))
+
+    def float_bits(self, column: ColumnElement[Any]) -> ColumnElement[Any]:
+        # SQLite cannot read a REAL's bits in SQL (its own text has 15 digits): a function of the
+        # connection, run inside the library as the hashes are, so no row leaves the query.
+        return sa.func.sp_float_bits(column, type_=sa.Text)
 
     def mix_hash(self, key: ColumnElement[Any], micros: ColumnElement[Any]) -> ColumnElement[int]:
         # The same integers as the SQL of the other engines, in one call: SQLite would evaluate the

@@ -272,3 +272,41 @@ def test_json_keys_reordered_between_two_sqlite_files_are_the_same_document(make
     assert verify_partition(table, source, target, WINDOW).in_sync
     _execute(target, """UPDATE events SET payload = '{"tags": ["a", 2], "n": 1}' WHERE id = 1""")
     assert verify_partition(table, source, target, WINDOW).rows_differing == 1
+
+
+def test_mariadb_json_reflected_as_text_verifies_clean_against_a_jsonb_target(make_db_url: MakeDbUrl) -> None:
+    """MariaDB's JSON is a LONGTEXT alias and reflects as text; a PostgreSQL target created with
+    ``jsonb`` normalises the same documents (key order, spacing). Every row was reported as differing,
+    so every in_sync check failed and every drift milestone asked for a repair."""
+    source, target = make_db_url("mysql", "src"), make_db_url("postgresql", "tgt")
+    _execute(
+        source,
+        "CREATE TABLE events (id BIGINT PRIMARY KEY, payload JSON, updated_at DATETIME(6) NOT NULL)",
+    )
+    documents = [
+        '{"b": 1, "a": [1, 2.5]}',
+        '{"n": 1e2, "m": 1.50}',
+        '{"z":{"y":"é","x":null}}',
+        "[3, 2, 1]",
+        '"text"',
+        None,
+    ]
+    engine = sa.create_engine(source)
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text("INSERT INTO events VALUES (:id, :payload, :updated_at)"),
+            [
+                {"id": i, "payload": doc, "updated_at": HOUR.replace(tzinfo=None)}
+                for i, doc in enumerate(documents, 1)
+            ],
+        )
+    engine.dispose()
+    _execute(
+        target,
+        "CREATE TABLE events (id BIGINT PRIMARY KEY, payload JSONB, updated_at TIMESTAMPTZ(6) NOT NULL)",
+    )
+    table = _table()
+    sync_partition(table, source, target, WINDOW)
+    assert verify_partition(table, source, target, WINDOW).in_sync
+    _execute(target, """UPDATE events SET payload = '{"a": [1, 2.5], "b": 2}' WHERE id = 1""")
+    assert verify_partition(table, source, target, WINDOW).rows_differing == 1

@@ -466,10 +466,13 @@ def with_row_comparison(plan: SyncPlan) -> SyncPlan:
         if not in_database(source.table.c[c], source_dialect, target.table.c[c], target_dialect)
     ]
     if in_python:
-        # Both sides read through the source's families, so a JSON column stored as text in the
-        # target is parsed and printed the same way as the source's JSON.
+        # Both sides read through one family, so a JSON column stored as text on either side (MariaDB
+        # reflects its JSON as LONGTEXT) is parsed and printed the same way as the other side's JSON.
         texts = [
-            python_text(family_of(source.table.c[c].type), zone=zone, divisor=divisors[c]) for c in in_python
+            python_text(
+                _shared_family(source.table.c[c].type, target.table.c[c].type), zone=zone, divisor=divisors[c]
+            )
+            for c in in_python
         ]
         source, target = (
             replace(
@@ -503,3 +506,13 @@ def with_row_comparison(plan: SyncPlan) -> SyncPlan:
             fingerprinted.append(replace(side, row_fingerprint=native_hash(source_dialect, keys + parts)))
         source, target = fingerprinted
     return replace(plan, source=source, target=target)
+
+
+def _shared_family(source_type: sa.types.TypeEngine[Any], target_type: sa.types.TypeEngine[Any]) -> Family:
+    """The family both sides' values of a column are printed in when compared in Python.
+
+    JSON wins over text: a document held as text on one side (MariaDB's JSON is a LONGTEXT alias) and
+    as JSON on the other is the same document whatever its key order or spacing.
+    """
+    families = {family_of(source_type), family_of(target_type)}
+    return Family.JSON if Family.JSON in families else family_of(source_type)

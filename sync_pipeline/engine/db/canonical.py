@@ -134,7 +134,17 @@ def python_text(family: Family, *, zone: str, divisor: int) -> Callable[[Any], s
         if family is Family.FLOAT:
             return float_bits(value) or NULL_TEXT
         if family is Family.JSON:
-            parsed = json.loads(value) if isinstance(value, str | bytes) else value
+            try:
+                parsed = (
+                    json.loads(value, parse_float=_json_number) if isinstance(value, str | bytes) else value
+                )
+            except ValueError:
+                # Text that is no document (a text column compared with a JSON one): its own text,
+                # which never equals a canonical document (those always parse).
+                return value if isinstance(value, str) else bytes(value).decode("utf-8", "replace")
+            if parsed is None:
+                # The JSON literal null: the sync writes it as SQL NULL (drivers read both as None).
+                return NULL_TEXT
             return json.dumps(parsed, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
         if family is Family.UUID:
             return str(value if isinstance(value, uuid.UUID) else uuid.UUID(str(value)))
@@ -143,3 +153,10 @@ def python_text(family: Family, *, zone: str, divisor: int) -> Callable[[Any], s
         return str(value)
 
     return text
+
+
+def _json_number(text: str) -> int | float:
+    """A JSON number with a fraction or exponent, as the value it denotes: ``1e2``, ``100.0`` and
+    ``100`` are one number (PostgreSQL's jsonb prints ``1e2`` as ``100``; MariaDB keeps the text)."""
+    number = Decimal(text)
+    return int(number) if number.is_finite() and number == number.to_integral_value() else float(number)

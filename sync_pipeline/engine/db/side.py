@@ -348,7 +348,7 @@ class TableSide:
             conn,
             self.key_values,
             self.row_parts or [],
-            [self.table.c[c] for c in self.row_columns],
+            [_read_for_python(self.table.c[c]) for c in self.row_columns],
             self.row_texts,
             self._range_clause(window, krange),
             order,
@@ -388,3 +388,15 @@ class TableSide:
                 yield [tuple(row) for row in rows]
         finally:
             result.close()
+
+
+def _read_for_python(column: sa.Column[Any]) -> ColumnElement[Any]:
+    """A column as the Python fallback reads it: a JSON value as its document's text.
+
+    Drivers hand JSON back parsed, and a JSON string then arrives as a bare ``str`` (psycopg reads the
+    document ``"123"`` as ``'123'``), indistinguishable from the text of the number 123 or from a text
+    column's value. Read as text, every side's value is a document to parse.
+    """
+    if family_of(column.type) is Family.JSON:
+        return sa.cast(column, sa.Text).label(column.name)
+    return column

@@ -459,3 +459,40 @@ def test_empty_json_containers_and_null_are_told_apart_by_the_native_hash(
     assert assert_agreement(pair, ["c_json"], native=True) == {i for i, _ in rows}
     pair.source.engine.dispose()
     pair.target.engine.dispose()
+
+
+def test_not_null_columns_hash_as_their_nullable_counterparts(make_db_url: MakeDbUrl) -> None:
+    """PostgreSQL hashes a NOT NULL column without the test for NULL: a side declaring the column
+    NOT NULL and a side allowing NULL hash the same values alike, and a NULL or another value on the
+    nullable side is still found."""
+    pair = make_pair(make_db_url, "postgresql", "postgresql")
+    columns = ["c_int", "c_text", "c_ts"]
+
+    def table(nullable: bool) -> sa.Table:
+        return sa.Table(
+            TABLE,
+            sa.MetaData(),
+            sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+            sa.Column("updated_at", TS, nullable=nullable),
+            *(sa.Column(name, KINDS[name].type_, nullable=nullable) for name in columns),
+        )
+
+    source, target = table(nullable=False), table(nullable=True)
+    source.create(pair.source.engine)
+    target.create(pair.target.engine)
+    rows = [
+        {"id": i, "updated_at": W.start + timedelta(seconds=i), "c_int": 2**32 + i, "c_text": f"t{i}",
+         "c_ts": datetime(2026, 1, 1, tzinfo=UTC) + timedelta(microseconds=i)}
+        for i in range(1, 6)
+    ]  # fmt: skip
+    for side, created in ((pair.source, source), (pair.target, target)):
+        with side.engine.begin() as conn:
+            conn.execute(created.insert(), rows)
+    config = table_config(TABLE)
+    assert verify_partition(config, pair.source.url, pair.target.url, W).in_sync
+    update(pair.target, target, target.c.id == 1, c_int=None)
+    update(pair.target, target, target.c.id == 2, c_ts=rows[1]["c_ts"] + timedelta(microseconds=1))
+    update(pair.target, target, target.c.id == 3, c_text=None)
+    assert verify_partition(config, pair.source.url, pair.target.url, W).rows_differing == 3
+    pair.source.engine.dispose()
+    pair.target.engine.dispose()

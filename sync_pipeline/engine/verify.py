@@ -8,7 +8,7 @@ only for the ranges that differ, so an intact partition costs one aggregate quer
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy.engine import URL
 
@@ -28,6 +28,8 @@ class Verification:
     kept_deleted: int  # gone from the source but kept on purpose (delete_mode: ignore)
     keys_scanned: int  # keys streamed because their key range differed (0 when intact)
     seconds: float
+    # Seconds by phase (``plan``, ``checksum``, ...): where a verification's time went.
+    timings: dict[str, float] = field(default_factory=dict)
 
     @property
     def in_sync(self) -> bool:
@@ -47,4 +49,5 @@ def verify_partition(
         kept_deleted=stats.kept_deleted,
         keys_scanned=stats.keys_scanned,
         seconds=stats.timings.get("total", 0.0),
+        timings=dict(stats.timings),
     )

@@ -26,7 +26,8 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
-from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql import operators
+from sqlalchemy.sql.elements import BinaryExpression, Cast, ColumnElement
 
 from sync_pipeline.engine.db.canonical import NULL_TEXT
 from sync_pipeline.engine.db.dialects.sqlite import hash60
@@ -125,6 +126,9 @@ _PG_HASHES: list[tuple[type[sa.types.TypeEngine[Any]], str]] = [
     (sa.Uuid, "uuid_hash_extended"),
 ]
 _MASK64 = (1 << 64) - 1
+# A literal, parsed once with the statement (a bound '0' cast to interval would be cast per row:
+# interval input is only stable).
+_ZERO_OFFSET = sa.literal_column("INTERVAL '0'", sa.Interval)
 
 
 def _signed64(value: int) -> int:
@@ -149,8 +153,10 @@ def _pg_part_hash(part: ColumnElement[Any], seed: int) -> ColumnElement[int]:
         return hashed.op("#", return_type=sa.BigInteger)(kind)
     value_hash: ColumnElement[int]
     if isinstance(type_, sa.DateTime):
-        # timestamptz is hashed by timestamp's function: the same stored microseconds, at UTC.
-        stored = sa.func.timezone("UTC", part) if type_.timezone else part
+        # timestamptz is hashed by timestamp's function: the same stored microseconds, at UTC. By
+        # an offset of zero, not the zone 'UTC': timezone(text, ...) looks the zone's name up again
+        # for every row (a quarter of the column's cost); timezone(interval, ...) only subtracts.
+        stored = sa.func.timezone(_ZERO_OFFSET, part) if type_.timezone else part
         value_hash = sa.func.timestamp_hash_extended(stored, seed_value)
     else:
         name = next((fn for klass, fn in _PG_HASHES if isinstance(type_, klass)), None)
@@ -163,7 +169,25 @@ def _pg_part_hash(part: ColumnElement[Any], seed: int) -> ColumnElement[int]:
             value_hash = sa.func.hashint8extended(seed_value, part)
         else:
             value_hash = getattr(sa.func, name)(part, seed_value)
+    if not _may_be_null(part):
+        return value_hash  # a NOT NULL column: no coalesce to evaluate for each of its rows
     return sa.func.coalesce(value_hash, sa.literal(_pg_null_hash(seed), sa.BigInteger))
+
+
+def _may_be_null(part: ColumnElement[Any]) -> bool:
+    """Whether a part can be NULL: anything but a column declared NOT NULL (as reflected), cast or
+    collated. Decided for each side by its own column: the hash of a value is the same either way,
+    only a side that cannot hold NULL skips the test for it."""
+    element: Any = part
+    while True:
+        if isinstance(element, sa.Column):
+            return bool(element.nullable)
+        if isinstance(element, Cast):
+            element = element.clause
+        elif isinstance(element, BinaryExpression) and element.operator is operators.collate:
+            element = element.left
+        else:
+            return True
 
 
 def native_hash(dialect: str, parts: Sequence[ColumnElement[Any]]) -> ColumnElement[int]:

@@ -496,3 +496,28 @@ def test_not_null_columns_hash_as_their_nullable_counterparts(make_db_url: MakeD
     assert verify_partition(config, pair.source.url, pair.target.url, W).rows_differing == 3
     pair.source.engine.dispose()
     pair.target.engine.dispose()
+
+
+def test_a_null_column_does_not_hide_the_rest_of_its_row(make_db_url: MakeDbUrl) -> None:
+    """A NULL in a nullable column hashes as its own constant: a row holding one on both sides is
+    still compared by its other columns (without that, the row's hash would be NULL on both sides,
+    left out of both sums alike)."""
+    pair = make_pair(make_db_url, "postgresql", "postgresql")
+    table = source_table(["c_int", "c_text"])
+    table.create(pair.source.engine)
+    with pair.source.engine.begin() as conn:
+        conn.execute(
+            table.insert(),
+            [
+                {"id": i, "updated_at": W.start + timedelta(seconds=i), "c_int": None, "c_text": "a"}
+                for i in (1, 2)
+            ],
+        )
+    config = table_config(TABLE)
+    pair.sync(config)
+    assert verify_partition(config, pair.source.url, pair.target.url, W).in_sync
+    target = reflect(pair.target, TABLE)
+    update(pair.target, target, target.c.id == 1, c_text="b")
+    assert verify_partition(config, pair.source.url, pair.target.url, W).rows_differing == 1
+    pair.source.engine.dispose()
+    pair.target.engine.dispose()

@@ -378,7 +378,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--spread",
         choices=sorted(SPREADS),
         default="uniform",
-        help="where the changes fall: over every key, or in the newest tenth (benchmarks.workload)",
+        help="where the changes fall: over every key, in the newest tenth, or a quarter of every key "
+        "(dense) (benchmarks.workload)",
     )
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     parser.add_argument("--no-charts", action="store_true")

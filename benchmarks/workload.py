@@ -18,7 +18,9 @@ disjoint sets: 1% updated within the hour (``i % 100 == 1``), 0.2% deleted (``i 
 moved into the next hour (``i % 1000 == 3``), and 0.5% inserted (new ids). That is the ``uniform``
 spread: changes over every key, the hardest case for a range-hash descent. The ``recent`` spread makes
 as many changes in the newest tenth of the window's keys only (``i % 10 == 1``, ``i % 50 == 2``,
-``i % 100 == 3`` there): an hour where updates touch recent rows, as orders and tickets are.
+``i % 100 == 3`` there): an hour where updates touch recent rows, as orders and tickets are. The
+``dense`` spread updates a quarter of the window (``i % 4 == 1``), deletes and moves as ``uniform``
+does: changes dense over every key, the case of the dense-change path (``engine/dense.py``).
 """
 
 from __future__ import annotations
@@ -85,10 +87,11 @@ WHERE id BETWEEN {m} + {lo} AND {m} + {hi} AND MOD(id - {m}, {move_mod}) = 3
 """
 
 # Where the changes fall: (the fraction of the window's newest positions they touch, the moduli of
-# the updated, deleted and moved positions there). Both spreads change as many rows.
+# the updated, deleted and moved positions there). uniform and recent change as many rows.
 SPREADS: dict[str, tuple[int, tuple[int, int, int]]] = {
     "uniform": (1, (100, 500, 1000)),
     "recent": (10, (10, 50, 100)),
+    "dense": (1, (4, 500, 1000)),
 }
 
 # In the target only: an in-window update the target has not seen, with the row count unchanged.

@@ -222,6 +222,11 @@ class RangeLoader:
         self.stats.rows_direct += written
         return True
 
+    def stage_range(self, source_conn: sa.Connection, krange: KeyRange, into: sa.Table) -> int:
+        """Stream the window's rows of ``krange`` into ``into``, a stage of the writer's session, with
+        this path's machinery (the dense-change path's entry, :mod:`~sync_pipeline.engine.dense`)."""
+        return self._copy(source_conn, krange, into)
+
     # -- moving rows -------------------------------------------------------------------------------
     def _copy(self, source_conn: sa.Connection, krange: KeyRange, into: sa.Table) -> int:
         """Stream the window's rows of ``krange`` from the source into ``into``; how many."""
@@ -281,9 +286,12 @@ class RangeLoader:
 def refuse_bad_keys(writer: PartitionWriter, source: TableSide, window: Window) -> None:
     """A NULL or repeated key among the rows staged by range fails the sync, naming the source table
     and its key columns, before anything is applied."""
-    stage = writer.ranges
-    if stage is None or not writer.staged_ranges:
-        return
+    for stage, staged in ((writer.ranges, writer.staged_ranges), (writer.dense, writer.staged_dense)):
+        if stage is not None and staged:
+            _refuse_bad_keys(writer, stage, source, window)
+
+
+def _refuse_bad_keys(writer: PartitionWriter, stage: sa.Table, source: TableSide, window: Window) -> None:
     conn = writer.conn
     keys = [stage.c[k] for k in writer.target.key_columns]
     names = ", ".join(map(repr, source.key_columns))

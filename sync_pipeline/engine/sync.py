@@ -12,10 +12,13 @@ The order of work is what makes the guarantees of SPEC section 4 hold:
 4. Ranges with no target row in the window (the first sync of an hour, or rows only the source has)
    travel whole: the source's rows stream straight to the target's session
    (:mod:`~sync_pipeline.engine.bulk`), with no key compared.
-5. In the other ranges, keys and ``updated_at`` stream from both sides and are merged; only keys
+5. Ranges the descent finds densely changed travel whole too, into a stage the apply sorts
+   set-based (:mod:`~sync_pipeline.engine.dense`); only the keys the target's window holds there
+   and the source's does not take the per-key path below.
+6. In the other ranges, keys and ``updated_at`` stream from both sides and are merged; only keys
    that are new, changed, or gone are looked up, decided (:mod:`~sync_pipeline.engine.classify`),
    fetched a chunk at a time, and staged.
-6. Set-based upserts and one delete apply the stages; one commit makes the window's changes visible.
+7. Set-based upserts and one delete apply the stages; one commit makes the window's changes visible.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, closing, contextmanager
 from functools import partial
 from time import perf_counter
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import URL
@@ -35,6 +38,7 @@ from sync_pipeline.engine.bulk import RangeLoader, TargetGaps, refuse_bad_keys, 
 from sync_pipeline.engine.classify import Compare, KeyBatch, classify, count, take
 from sync_pipeline.engine.db.engine import normalize_url, open_engine, translated_errors
 from sync_pipeline.engine.db.side import TableSide
+from sync_pipeline.engine.dense import DenseLoader
 from sync_pipeline.engine.diff.merge import Key, diff_chunks
 from sync_pipeline.engine.diff.segments import Descent, KeyRange
 from sync_pipeline.engine.diff.stats import SyncStats
@@ -44,7 +48,7 @@ from sync_pipeline.engine.run_plan import RunPlan
 from sync_pipeline.engine.settings import DeleteMode, TableConfig
 from sync_pipeline.engine.streams import read_ahead
 from sync_pipeline.engine.transaction import locked_window, window_lock_name
-from sync_pipeline.engine.writer import PartitionWriter, RangeCounts
+from sync_pipeline.engine.writer import DenseCounts, PartitionWriter, RangeCounts
 from sync_pipeline.errors import DataError
 
 __all__ = ["ChangeCallback", "Compare", "ProgressCallback", "sync_partition", "window_lock_name"]
@@ -55,6 +59,7 @@ ProgressCallback = Callable[[SyncStats], None]
 ChangeCallback = Callable[[str, Key], None]
 T = TypeVar("T")
 Both = Callable[[Callable[[], Any], Callable[[], Any]], tuple[Any, Any]]
+Path = Literal["bulk", "dense", "merge"]  # how a differing key range's rows travel
 
 
 def sync_partition(
@@ -193,9 +198,10 @@ class _Sync:
             with self._timed("apply"):
                 refuse_bad_keys(writer, self.plan.source, self.window)
                 writer.apply()
-                self._count_ranges(writer.range_counts)
+                self._count_ranges(writer.range_counts, writer.dense_counts)
                 writer.close()
             wrote = bool(writer.staged_rows or writer.staged_keys or writer.staged_ranges)
+            wrote = wrote or bool(writer.staged_dense)
             wrote = wrote or bool(self.stats.rows_direct)
         if not wrote:
             # Nothing was written: the window holds what the checksum (or the merge) just counted,
@@ -210,22 +216,29 @@ class _Sync:
         with self.target_engine.connect() as conn:
             self.stats.target_rows = target.count_window(conn, self.window)
 
-    def _count_ranges(self, counts: RangeCounts) -> None:
-        """Add what the apply counted, set-based, of the rows staged by range."""
+    def _count_ranges(self, counts: RangeCounts, dense: DenseCounts) -> None:
+        """Add what the apply counted, set-based, of the rows staged by range and of dense ranges."""
         stats = self.stats
         kept = 0 if self.compare == "row" else counts.newer  # a whole-row repair overwrites them
         stats.inserted += counts.inserted
         stats.moved_in += counts.existing - kept
         stats.updated += counts.existing - kept
         stats.skipped_newer += kept
+        stats.inserted += dense.inserted
+        stats.updated += dense.updated + dense.moved_in
+        stats.moved_in += dense.moved_in
+        stats.skipped_newer += dense.newer
+        stats.unchanged += dense.unchanged
 
     # -- diff ------------------------------------------------------------------------------------
     def _diff(self, target: TableSide, writer: PartitionWriter | None) -> None:
         source = self.plan.source
         # Per-key reporting (on_change) needs every key; a dry run writes nothing to stream into.
-        bulk = None
+        bulk = dense = None
         if writer is not None and self.on_change is None:
             bulk = RangeLoader(self.plan, writer, self.window, self.chunk_size, self.stats, self._timed)
+            if self.compare == "updated_at":
+                dense = DenseLoader(bulk, writer, self.window, self.chunk_size, self.stats, self._timed)
         with ExitStack() as stack, ThreadPoolExecutor(2, thread_name_prefix="sync-side") as pool:
             src_scan = stack.enter_context(self.source_engine.connect())
             src_fetch = stack.enter_context(self.source_engine.connect())
@@ -241,13 +254,24 @@ class _Sync:
             count_rows = not self.plan.hash_compare
             flush = partial(self._flush, source=source, target=target, src_fetch=src_fetch,
                             tgt_lookup=tgt_lookup, writer=writer)  # fmt: skip
-            ranges = self._ranges(source, target, src_scan, tgt_scan, both, bulk is not None)
-            for krange, target_empty in ranges:
-                if target_empty and bulk is not None:
+            paths = (bulk is not None, dense is not None)
+            ranges = self._ranges(source, target, src_scan, tgt_scan, both, *paths)
+            for krange, path in ranges:
+                if path == "bulk" and bulk is not None:
                     streamed = self.stats.rows_streamed
                     bulk.load(src_fetch, krange)
                     if count_rows or self.window_unhashed:
                         self.stats.source_rows += self.stats.rows_streamed - streamed
+                    continue
+                if path == "dense" and dense is not None:
+                    # Only the keys the target's window holds and the source's lacks are decided
+                    # key by key, like the merge's target-only keys.
+                    for keys in dense.load(src_fetch, krange):
+                        batch.target_only.extend(keys)
+                        if len(batch) >= limit:
+                            for part in batch.split(limit):
+                                flush(part)
+                            batch = KeyBatch()
                     continue
                 # Each side's keys are read on a thread of their own, a few chunks ahead, so both
                 # servers and the comparison work at the same time. Closed on any error too: a
@@ -285,17 +309,20 @@ class _Sync:
         tgt: sa.Connection,
         both: Both,
         bulk: bool,
-    ) -> Iterator[tuple[KeyRange, bool]]:
-        """Key ranges whose rows must be compared or copied, each with whether the target holds none of
-        the window's rows in it (then they travel whole). Equal ranges are counted unchanged and skipped."""
+        dense: bool,
+    ) -> Iterator[tuple[KeyRange, Path]]:
+        """Key ranges whose rows must be compared or copied, each with how its rows travel: whole where
+        the target holds none of the window's rows in it (``bulk``) or where the descent found it
+        densely changed (``dense``), else by the key merge. Equal ranges are counted unchanged and
+        skipped."""
         if bulk and window_is_empty(target, tgt, self.window):
             # The first sync of the hour: one index probe says there is nothing to compare with, and
             # the source's rows are counted as they stream instead of hashed first.
             self.window_unhashed = True
-            yield KeyRange(), True
+            yield KeyRange(), "bulk"
             return
         if not self.plan.hash_compare:
-            yield KeyRange(), False
+            yield KeyRange(), "merge"
             return
         with self._timed("checksum"):
             (src_sum, src_lo, src_hi), (tgt_sum, tgt_lo, tgt_hi) = both(
@@ -309,11 +336,11 @@ class _Sync:
             return
         self.stats.ranges_differing += 1
         if bulk and tgt_sum.count == 0:
-            yield KeyRange(), True  # emptied since the probe (or rows only soft-deleted ones hide)
+            yield KeyRange(), "bulk"  # emptied since the probe (or rows only soft-deleted ones hide)
             return
         bounds = [b for b in (src_lo, src_hi, tgt_lo, tgt_hi) if b is not None]
         if not (source.single_integer_key and target.single_integer_key and bounds):
-            yield KeyRange(), False
+            yield KeyRange(), "merge"
             return
         gaps = TargetGaps()
         descent = Descent(
@@ -322,10 +349,15 @@ class _Sync:
             leaf_rows=max(2 * self.chunk_size, 1000),
             both=both,  # the two sides' bucket queries run at the same time
         )
-        for krange in descent.differing(
+        for krange, densely in descent.differing_kinds(
             KeyRange(min(bounds), max(bounds) + 1), max(src_sum.count, tgt_sum.count)
         ):
-            yield krange, bulk and gaps.covers(krange)
+            if bulk and gaps.covers(krange):
+                yield krange, "bulk"
+            elif dense and densely:
+                yield krange, "dense"
+            else:
+                yield krange, "merge"
         self.stats.ranges_compared += descent.ranges_compared
         self.stats.ranges_differing += descent.ranges_differing
         self.stats.unchanged += descent.rows_proved_equal

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.sql.util import ClauseAdapter
 
 from sync_pipeline.engine.db.dialects import Adapter
 from sync_pipeline.engine.db.side import TableSide
@@ -26,6 +27,7 @@ STAGE_ROWS = "sync_pipeline_stage_rows"
 STAGE_KEYS = "sync_pipeline_stage_keys"
 STAGE_FORCED = "sync_pipeline_stage_forced"  # keys whose newer target row a whole-row repair overwrites
 STAGE_RANGES = "sync_pipeline_stage_ranges"  # rows that travelled by range, counted set-based
+STAGE_DENSE = "sync_pipeline_stage_dense"  # every source row of densely changed ranges (engine/dense.py)
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,30 @@ class RangeCounts:
     @property
     def inserted(self) -> int:
         return self.staged - self.existing
+
+
+@dataclass(frozen=True)
+class DenseCounts:
+    """What applying the rows of densely changed ranges did, counted in the database before the upsert.
+
+    Every source row of such a range was staged, changed or not: the counts sort them the way the
+    key merge and :func:`~sync_pipeline.engine.classify.classify` would have.
+    """
+
+    staged: int = 0
+    existing: int = 0  # the target held the key, anywhere
+    unchanged: int = 0  # in the target's window with the same updated_at: not written
+    newer: int = 0  # the target's updated_at is later: never overwritten
+    updated: int = 0  # in the target's window with an earlier updated_at
+
+    @property
+    def inserted(self) -> int:
+        return self.staged - self.existing
+
+    @property
+    def moved_in(self) -> int:
+        """Held in another hour (or with a NULL updated_at), not newer: brought into the window."""
+        return self.existing - self.unchanged - self.newer - self.updated
 
 
 class PartitionWriter:
@@ -70,6 +96,9 @@ class PartitionWriter:
         self.staged_forced = 0
         self.staged_ranges = 0
         self.range_counts = RangeCounts()
+        self.dense: sa.Table | None = None
+        self.staged_dense = 0
+        self.dense_counts = DenseCounts()
 
     def _stage_table(self, name: str, columns: list[str]) -> sa.Table:
         like = sa.select(*(self.target.table.c[c] for c in columns))
@@ -110,6 +139,20 @@ class PartitionWriter:
             self.ranges = self._stage_table(STAGE_RANGES, self.columns)
         return self.ranges
 
+    def dense_stage(self) -> sa.Table:
+        """The stage of every source row of densely changed ranges (created on first use).
+
+        MySQL/MariaDB get an index on its key: their ``NOT EXISTS`` against an unindexed table scans
+        it once per target row (PostgreSQL hashes it; SQLite builds an automatic index).
+        """
+        if self.dense is None:
+            self.dense = self._stage_table(STAGE_DENSE, self.columns)
+            if self.adapter.name == "mysql":
+                sa.Index(f"{STAGE_DENSE}_key", *(self.dense.c[k] for k in self.target.key_columns)).create(
+                    self.conn
+                )
+        return self.dense
+
     def apply(self) -> tuple[int, int]:
         """Upsert the staged rows and delete the staged keys; returns the rows each statement touched."""
         upserted = deleted = 0
@@ -122,6 +165,8 @@ class PartitionWriter:
             upserted = self.conn.execute(stmt).rowcount
         if self.staged_ranges:
             upserted += self._apply_ranges()
+        if self.staged_dense:
+            upserted += self._apply_dense()
         if self.staged_keys:
             matches = self.adapter.staged_keys_match(target.table, self.keys, target.key_columns)
             # Only rows still inside this window: a row that a concurrent sync of a later window
@@ -167,10 +212,50 @@ class PartitionWriter:
         stmt = self.adapter.merge_statement(target, stage, keys, ts)
         return int(self.conn.execute(stmt).rowcount)
 
+    def _apply_dense(self) -> int:
+        """Count the rows of densely changed ranges and upsert only those that differ, set-based.
+
+        A staged row is left out where the target holds its key with a later ``updated_at`` (never
+        overwritten, SPEC 4.9) or in this window with the same one (unchanged); every other row is
+        upserted under the usual guard. Equal ``updated_at`` means the same window: both are values
+        of the target's column type, and the window is a range of that column.
+        """
+        stage = self.dense_stage()
+        target = self.target.table
+        keys = self.target.key_columns
+        ts = self.target.ts_column
+        in_window = self.target.window_clause(self.window)
+        joined = stage.outerjoin(target, sa.and_(*(stage.c[k] == target.c[k] for k in keys)))
+
+        def tally(condition: sa.ColumnElement[bool]) -> sa.ColumnElement[Any]:
+            return sa.func.coalesce(sa.func.sum(sa.case((condition, 1), else_=0)), 0)
+
+        total, existing, unchanged, newer, updated = self.conn.execute(
+            sa.select(
+                sa.func.count(),
+                sa.func.count(target.c[keys[0]]),
+                tally(sa.and_(target.c[ts] == stage.c[ts], in_window)),
+                tally(target.c[ts] > stage.c[ts]),
+                tally(sa.and_(target.c[ts] < stage.c[ts], in_window)),
+            ).select_from(joined)
+        ).one()
+        self.dense_counts = DenseCounts(int(total), int(existing), int(unchanged), int(newer), int(updated))
+        current = target.alias("current_row")
+        left_alone = sa.exists().where(
+            *(current.c[k] == stage.c[k] for k in keys),
+            sa.or_(
+                current.c[ts] > stage.c[ts],
+                sa.and_(current.c[ts] == stage.c[ts], ClauseAdapter(current).traverse(in_window)),
+            ),
+        )
+        differing = sa.select(*stage.columns).where(~left_alone).subquery("differing")
+        stmt = self.adapter.merge_statement(target, differing, keys, ts)
+        return int(self.conn.execute(stmt).rowcount)
+
     def close(self) -> None:
         """Drop the stage tables (PostgreSQL drops them at commit already)."""
         names = [STAGE_ROWS, STAGE_KEYS]
-        names += [t.name for t in (self.forced, self.ranges) if t is not None]
+        names += [t.name for t in (self.forced, self.ranges, self.dense) if t is not None]
         for name in names:
             self.adapter.drop_stage(self.conn, name)
 

@@ -105,7 +105,7 @@ class Descent:
     def differing(self, whole: KeyRange, rows: int) -> Iterator[KeyRange]:
         """Ranges whose keys must be merged, coalesced where adjacent, in key order."""
         pending: KeyRange | None = None
-        for found in self._descend(whole, rows):
+        for found, _ in self._descend(whole, rows):
             if pending is not None and pending.hi == found.lo:
                 pending = KeyRange(pending.lo, found.hi)
                 continue
@@ -115,9 +115,23 @@ class Descent:
         if pending is not None:
             yield pending
 
-    def _descend(self, krange: KeyRange, rows: int) -> Iterator[KeyRange]:
+    def differing_kinds(self, whole: KeyRange, rows: int) -> Iterator[tuple[KeyRange, bool]]:
+        """:meth:`differing`, each range with whether it was handed over for being densely changed
+        (rather than small enough); adjacent ranges are coalesced only with ranges of their kind."""
+        pending: tuple[KeyRange, bool] | None = None
+        for found, dense in self._descend(whole, rows):
+            if pending is not None and pending[0].hi == found.lo and pending[1] == dense:
+                pending = (KeyRange(pending[0].lo, found.hi), dense)
+                continue
+            if pending is not None:
+                yield pending
+            pending = (found, dense)
+        if pending is not None:
+            yield pending
+
+    def _descend(self, krange: KeyRange, rows: int) -> Iterator[tuple[KeyRange, bool]]:
         if rows <= self.leaf_rows or not krange.bounded:
-            yield krange
+            yield krange, False
             return
         if krange.span > MAX_BUCKET_SPAN:
             # Too wide for the database's bucket arithmetic: compare the halves (each row is in one).
@@ -126,7 +140,7 @@ class Descent:
             return
         width, buckets = krange.split(self.fan_out)
         if self._probed_dense(buckets, width, rows):
-            yield krange
+            yield krange, True
             return
         src, tgt = self.both(
             lambda: self.source_buckets(krange, width), lambda: self.target_buckets(krange, width)
@@ -141,7 +155,7 @@ class Descent:
         for i, bucket in differing:
             size = max(src.get(i, empty).count, tgt.get(i, empty).count)
             if dense:
-                yield bucket
+                yield bucket, True
             else:
                 yield from self._descend(bucket, size)
 

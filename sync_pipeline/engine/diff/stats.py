@@ -38,6 +38,8 @@ class SyncStats:
     rows_streamed: int = 0  # of those, rows that travelled by range with no key compared (bulk path)
     rows_direct: int = 0  # of those, written straight into the target: keys above all it held
     ranges_streamed: int = 0  # key ranges with no target row in the window, whose rows travelled whole
+    rows_dense: int = 0  # of rows_fetched, every source row of densely changed ranges (no key merged)
+    ranges_dense: int = 0  # densely changed key ranges whose rows travelled whole, sorted by the apply
     keys_scanned: int = 0  # (key, updated_at) pairs streamed from both sides
     ranges_compared: int = 0  # key ranges whose count and hash were compared in the databases
     ranges_differing: int = 0

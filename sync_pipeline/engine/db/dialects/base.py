@@ -176,7 +176,7 @@ class Adapter(ABC):
 
     @abstractmethod
     def merge_statement(
-        self, target: sa.Table, stage: sa.Table, key_columns: list[str], ts_column: str
+        self, target: sa.Table, stage: sa.FromClause, key_columns: list[str], ts_column: str
     ) -> sa.Executable:
         """One set-based upsert of every staged row into the target.
 

@@ -186,7 +186,7 @@ class MySQLAdapter(Adapter):
     drop_temp_table_ddl: ClassVar[str] = "DROP TEMPORARY TABLE IF EXISTS {name}"
 
     def merge_statement(
-        self, target: sa.Table, stage: sa.Table, key_columns: list[str], ts_column: str
+        self, target: sa.Table, stage: sa.FromClause, key_columns: list[str], ts_column: str
     ) -> sa.Executable:
         names = [column.name for column in stage.columns]
         stmt = mysql.insert(target).from_select(names, sa.select(*stage.columns))

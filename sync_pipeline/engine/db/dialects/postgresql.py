@@ -112,7 +112,7 @@ class PostgresAdapter(Adapter):
                     copy.write_row(row)
 
     def merge_statement(
-        self, target: sa.Table, stage: sa.Table, key_columns: list[str], ts_column: str
+        self, target: sa.Table, stage: sa.FromClause, key_columns: list[str], ts_column: str
     ) -> sa.Executable:
         names = [column.name for column in stage.columns]
         stmt = pg_insert(target).from_select(names, sa.select(*stage.columns))

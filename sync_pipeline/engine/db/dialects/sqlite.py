@@ -225,7 +225,7 @@ class SQLiteAdapter(Adapter):
         return sa.func.sp_hashsum(hashed, type_=sa.BigInteger)
 
     def merge_statement(
-        self, target: sa.Table, stage: sa.Table, key_columns: list[str], ts_column: str
+        self, target: sa.Table, stage: sa.FromClause, key_columns: list[str], ts_column: str
     ) -> sa.Executable:
         names = [column.name for column in stage.columns]
         # "WHERE true" keeps SQLite from reading ON CONFLICT as a join constraint of the SELECT.

@@ -287,7 +287,7 @@ tables:
     keep = [
         *("inserted", "updated", "deleted", "unchanged", "moved_in", "moved_out", "skipped_newer"),
         *("source_rows", "target_rows", "rows_fetched", "keys_scanned"),
-        *("rows_streamed", "rows_direct", "ranges_streamed"),
+        *("rows_streamed", "rows_direct", "ranges_streamed", "rows_dense", "ranges_dense"),
         *("ranges_compared", "ranges_differing"),
     ]
     return {

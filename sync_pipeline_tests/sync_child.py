@@ -5,6 +5,7 @@ Every moment below is printed on its own line of stdout as ``<event> <n>`` (``n`
 and flushed, so the parent can SIGKILL the process when it sees the moment it wants:
 
 ``scan``       the first key of a key stream arrived (the key scan is under way)
+``dense``      the rows of a densely changed key range are about to stream into their stage
 ``stage``      a chunk of rows is about to be staged (``n - 1`` chunks are already in the stage)
 ``copy``       a binary COPY into the stage (or, by the bulk path, into the target) has sent 1000 of
                its rows (PostgreSQL targets)
@@ -72,6 +73,16 @@ def _hook_key_stream() -> None:
         yield from stream
 
     TableSide.key_stream = key_stream  # type: ignore[method-assign,assignment]
+
+
+def _hook_dense() -> None:
+    original = PartitionWriter.dense_stage
+
+    def dense_stage(self: PartitionWriter) -> sa.Table:
+        event("dense")
+        return original(self)
+
+    PartitionWriter.dense_stage = dense_stage  # type: ignore[method-assign]
 
 
 def _hook_writer() -> None:
@@ -151,6 +162,7 @@ def main(argv: list[str]) -> None:
         name, n = argv[5].split(":")
         _pause = (name, int(n))
     _hook_key_stream()
+    _hook_dense()
     _hook_writer()
     _hook_copy()
     _hook_transactions(target_url)

@@ -65,6 +65,8 @@ class DenseLoader:
         self.stats.ranges_dense += 1
         self.stats.rows_dense += written
         self.stats.rows_fetched += written
+        with self.timed("dense_index"):
+            self.writer.index_dense_stage()
         yield from self._target_only(stage, krange)
 
     def _target_only(self, stage: sa.Table, krange: KeyRange) -> Iterator[list[tuple[Key, int]]]:

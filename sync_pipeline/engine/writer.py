@@ -98,6 +98,7 @@ class PartitionWriter:
         self.range_counts = RangeCounts()
         self.dense: sa.Table | None = None
         self.staged_dense = 0
+        self._dense_indexed = False
         self.dense_counts = DenseCounts()
 
     def _stage_table(self, name: str, columns: list[str]) -> sa.Table:
@@ -140,18 +141,22 @@ class PartitionWriter:
         return self.ranges
 
     def dense_stage(self) -> sa.Table:
-        """The stage of every source row of densely changed ranges (created on first use).
-
-        MySQL/MariaDB get an index on its key: their ``NOT EXISTS`` against an unindexed table scans
-        it once per target row (PostgreSQL hashes it; SQLite builds an automatic index).
-        """
+        """The stage of every source row of densely changed ranges (created on first use)."""
         if self.dense is None:
             self.dense = self._stage_table(STAGE_DENSE, self.columns)
-            if self.adapter.name == "mysql":
-                sa.Index(f"{STAGE_DENSE}_key", *(self.dense.c[k] for k in self.target.key_columns)).create(
-                    self.conn
-                )
         return self.dense
+
+    def index_dense_stage(self) -> None:
+        """Index the dense stage's key, once, after its first range is in (loading is faster before).
+
+        The search for keys only the target holds asks, a chunk at a time in key order, for target
+        rows with no staged key: without an index (and with no statistics on a fresh temporary table)
+        PostgreSQL and MySQL may scan the whole stage once per target row.
+        """
+        if self.dense is not None and not self._dense_indexed:
+            keys = [self.dense.c[k] for k in self.target.key_columns]
+            sa.Index(f"{STAGE_DENSE}_key", *keys).create(self.conn)
+            self._dense_indexed = True
 
     def apply(self) -> tuple[int, int]:
         """Upsert the staged rows and delete the staged keys; returns the rows each statement touched."""

@@ -11,11 +11,13 @@ Run on every engine pair of the ``pair`` fixture.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import sqlalchemy as sa
 
+from sync_pipeline.engine.dense import MIN_CHANGED_SHARE, changed_share
+from sync_pipeline.engine.diff.segments import KeyRange
 from sync_pipeline.engine.diff.stats import SyncStats
 from sync_pipeline.engine.diff.window import Window
 from sync_pipeline_tests.helpers import (
@@ -142,3 +144,23 @@ def test_a_sparse_window_keeps_the_key_merge(pair: Pair) -> None:
     assert (stats.ranges_dense, stats.rows_dense) == (0, 0)
     assert 0 < stats.keys_scanned < 2 * 3000
     assert_same_rows(pair, "items", "items", ["id"], COLUMNS)
+
+
+def test_the_changed_share_is_estimated_from_narrow_probes() -> None:
+    """The descent calls a range dense whatever the share of its rows changed; the narrow probes tell
+    1 row in 50 changed (the key merge keeps it) from 1 in 4 or every row (it travels whole)."""
+    whole = KeyRange(0, 200_000)
+
+    def changed_every(n: int) -> Callable[[KeyRange], bool]:
+        def differs(probe: KeyRange) -> bool:
+            assert probe.lo is not None
+            assert probe.hi is not None
+            return any(k % n == 1 for k in range(probe.lo, probe.hi))
+
+        return differs
+
+    assert changed_share(changed_every(50), whole, 1.0) < MIN_CHANGED_SHARE
+    assert changed_share(changed_every(4), whole, 1.0) >= MIN_CHANGED_SHARE
+    assert changed_share(lambda _: True, whole, 1.0) == 1.0
+    assert changed_share(lambda _: False, whole, 1.0) == 0.0
+    assert changed_share(lambda _: False, KeyRange(0, 100), 1.0) == 1.0  # too small to sample

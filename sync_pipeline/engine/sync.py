@@ -38,7 +38,7 @@ from sync_pipeline.engine.bulk import RangeLoader, TargetGaps, refuse_bad_keys, 
 from sync_pipeline.engine.classify import Compare, KeyBatch, classify, count, take
 from sync_pipeline.engine.db.engine import normalize_url, open_engine, translated_errors
 from sync_pipeline.engine.db.side import TableSide
-from sync_pipeline.engine.dense import DenseLoader
+from sync_pipeline.engine.dense import MIN_CHANGED_SHARE, DenseLoader, changed_share
 from sync_pipeline.engine.diff.merge import Key, diff_chunks
 from sync_pipeline.engine.diff.segments import Descent, KeyRange
 from sync_pipeline.engine.diff.stats import SyncStats
@@ -349,12 +349,21 @@ class _Sync:
             leaf_rows=max(2 * self.chunk_size, 1000),
             both=both,  # the two sides' bucket queries run at the same time
         )
-        for krange, densely in descent.differing_kinds(
-            KeyRange(min(bounds), max(bounds) + 1), max(src_sum.count, tgt_sum.count)
-        ):
+        whole = KeyRange(min(bounds), max(bounds) + 1)
+        rows = max(src_sum.count, tgt_sum.count)
+
+        def differs(probe: KeyRange) -> bool:
+            self.stats.ranges_compared += 1
+            sides = both(
+                partial(source.bucket_checksums, src, self.window, probe, probe.span),
+                partial(target.bucket_checksums, tgt, self.window, probe, probe.span),
+            )
+            return bool(sides[0] != sides[1])
+
+        for krange, densely in descent.differing_kinds(whole, rows):
             if bulk and gaps.covers(krange):
                 yield krange, "bulk"
-            elif dense and densely:
+            elif dense and densely and changed_share(differs, krange, rows / whole.span) >= MIN_CHANGED_SHARE:
                 yield krange, "dense"
             else:
                 yield krange, "merge"

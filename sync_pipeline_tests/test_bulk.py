@@ -20,6 +20,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql, postgresql
 
+from sync_pipeline.engine.bulk import stored_alike
 from sync_pipeline.engine.diff.window import Window
 from sync_pipeline.errors import DataError
 from sync_pipeline_tests.conftest import MakeDbUrl
@@ -313,3 +314,75 @@ def test_a_nul_in_mariadb_text_streamed_into_postgresql_fails_naming_the_column(
     with pytest.raises(DataError, match=r"typed.*column 'note'.*NUL"):
         pair.sync(table_config("typed", chunk_size=10))
     assert fingerprint(pair.target, "typed", ["id"]) == before
+
+
+def test_an_hour_streamed_oldest_first_writes_only_its_own_rows(pair: Pair) -> None:
+    """A backfill syncs hours oldest first while the source already holds the later hours, with keys
+    above and between the hour's own: the hour's bulk read is bounded by its window, so it writes and
+    counts only its own rows, and each later hour then finds its own window empty."""
+    table = items_table()
+    table.create(pair.source.engine)
+    insert(pair.source, table, rows(range(1, 101), W_BEFORE))
+    insert(pair.source, table, rows(range(102, 301, 2), W))  # even keys: this hour
+    insert(pair.source, table, rows(range(101, 301, 2), W_AFTER))  # odd keys between them: the next hour
+    insert(pair.source, table, rows(range(301, 501), W_AFTER))  # and every key above
+    config = table_config("items", chunk_size=50)
+    assert pair.sync(config, W_BEFORE).inserted == 100
+
+    stats = pair.sync(config)
+
+    assert counts(stats, *ALL_COUNTS) == all_counts(rows=100, inserted=100)
+    assert (stats.rows_streamed, stats.rows_direct, stats.rows_fetched) == (100, direct(pair, 100), 100)
+    stored = read_rows(pair.target, "items", ["id"], COLUMNS)
+    assert sorted(stored) == [*range(1, 101), *range(102, 301, 2)]
+    assert_same_rows(pair, "items", "items", ["id"], COLUMNS, where=lambda t: t.c.id.in_(stored))
+
+    later = pair.sync(config, W_AFTER)
+
+    assert (later.inserted, later.rows_streamed, later.moved_in) == (300, 300, 0)
+    assert_same_rows(pair, "items", "items", ["id"], COLUMNS)
+
+
+@pytest.mark.parametrize(
+    ("target_type", "alike"),
+    [
+        (postgresql.TIMESTAMP(timezone=True, precision=6), True),
+        (postgresql.TIMESTAMP(timezone=True, precision=3), False),
+    ],
+)
+def test_a_timestamp_of_undeclared_precision_passes_through_as_microseconds(
+    make_db_url: MakeDbUrl, target_type: sa.types.TypeEngine[Any], alike: bool
+) -> None:
+    """PostgreSQL to PostgreSQL, the bulk path passes the source's binary COPY output through unchanged
+    when both tables store the columns alike. A plain ``timestamptz`` keeps microseconds, as the
+    ``timestamptz(6)`` a target is created with does: alike, so no row is converted in Python (that
+    cost an hour of 20,000 rows 0.9 s instead of 0.3 s). A ``timestamptz(3)`` rounds: not alike."""
+    pair = make_pair(make_db_url, "postgresql", "postgresql")
+    columns = ["id", "updated_at"]
+    source = sa.Table(
+        "stamps",
+        sa.MetaData(),
+        sa.Column("id", sa.BigInteger, primary_key=True),
+        sa.Column("updated_at", postgresql.TIMESTAMP(timezone=True)),
+    )
+    target = sa.Table(
+        "stamps",
+        sa.MetaData(),
+        sa.Column("id", sa.BigInteger, primary_key=True),
+        sa.Column("updated_at", target_type),
+    )
+    source.create(pair.source.engine)
+    target.create(pair.target.engine)
+    with pair.source.engine.connect() as src, pair.target.engine.connect() as tgt:
+        assert stored_alike(src, source, tgt, target, columns) is alike
+    insert(pair.source, source, [{"id": i, "updated_at": stamp(W, i)} for i in range(1, 51)])
+
+    stats = pair.sync(table_config("stamps", chunk_size=20))
+
+    assert (stats.inserted, stats.rows_direct) == (50, 50)
+    stored = read_rows(pair.target, "stamps", ["id"], columns)
+    if alike:
+        assert_same_rows(pair, "stamps", "stamps", ["id"], columns)  # every microsecond, byte for byte
+    else:  # converted in Python and rounded by the target to milliseconds
+        assert sorted(stored) == list(range(1, 51))
+        assert all(value.microsecond % 1000 == 0 for _, value in stored.values())

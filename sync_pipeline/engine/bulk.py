@@ -277,8 +277,9 @@ class RangeLoader:
             self._passthrough = (
                 self.source.adapter.name == "postgresql"
                 and self.writer.soft_delete_column is None
-                and _column_types(source_conn, self.source.table, self.plan.columns)
-                == _column_types(self.conn, self.target.table, self.plan.columns)
+                and stored_alike(
+                    source_conn, self.source.table, self.conn, self.target.table, self.plan.columns
+                )
             )
         return self._passthrough
 
@@ -346,19 +347,48 @@ def _max_key(side: TableSide, conn: sa.Connection) -> Any:
     return conn.execute(sa.select(sa.func.max(side.keys[0]))).scalar()
 
 
+def stored_alike(
+    source_conn: sa.Connection,
+    source: sa.Table,
+    target_conn: sa.Connection,
+    target: sa.Table,
+    columns: list[str],
+) -> bool:
+    """Whether two PostgreSQL tables store ``columns`` alike: same types, typmods included, so one's
+    binary COPY output is the other's input unchanged."""
+    return _column_types(source_conn, source, columns) == _column_types(target_conn, target, columns)
+
+
 def _driver(conn: sa.Connection) -> psycopg.Connection[Any]:
     driver = conn.connection.driver_connection
     assert isinstance(driver, psycopg.Connection)
     return driver
 
 
+# timestamp, timestamptz, time, timetz: with no precision declared they keep microseconds, as (6) does.
+_MICROSECOND_TYPES = frozenset({1114, 1184, 1083, 1266})
+
+
 def _column_types(conn: sa.Connection, table: sa.Table, columns: list[str]) -> list[tuple[Any, ...]]:
     """Each column's type OID and what its typmod says (length, precision, scale), as the server
-    describes a query of them."""
+    describes a query of them.
+
+    A time type's undeclared precision is its (6): the stored values are the same microseconds, and
+    a target created as ``timestamptz(6)`` from a plain ``timestamptz`` source must not cost every
+    row a trip through Python.
+    """
     select = sa.select(*(table.c[c] for c in columns)).limit(0)
     with _driver(conn).cursor() as cursor:
         cursor.execute(_literal(select, conn))
-        return [(d.type_code, d.display_size, d.precision, d.scale) for d in cursor.description or ()]
+        return [
+            (
+                d.type_code,
+                d.display_size,
+                6 if d.precision is None and d.type_code in _MICROSECOND_TYPES else d.precision,
+                d.scale,
+            )
+            for d in cursor.description or ()
+        ]
 
 
 def _literal(select: sa.Select[Any], conn: sa.Connection) -> str:

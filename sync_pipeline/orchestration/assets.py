@@ -63,6 +63,8 @@ METADATA_COUNTS = (
     "ranges_streamed",
     "rows_streamed",
     "rows_direct",
+    "ranges_dense",
+    "rows_dense",
 )
 
 

@@ -55,7 +55,7 @@ import sqlalchemy as sa
 
 from benchmarks.drift_check import _copy_out
 from benchmarks.first_sync import _database, build_target
-from benchmarks.suite import PAIRS, ROOT, run_child
+from benchmarks.suite import PAIRS, ROOT, add_server_arguments, run_child
 from benchmarks.workload import WINDOW_START, Layout, Servers, apply_changes, build, compare_window
 from sync_pipeline.config import parse_config
 from sync_pipeline.config.models import DriftConfig, ScheduleConfig
@@ -414,16 +414,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="Dagster's fixed cost per step (default: docs/capacity.md section 5)",
     )
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
-    parser.add_argument(
-        "--pg-url",
-        default=os.environ.get(
-            "SYNC_PIPELINE_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-        ),
-    )
-    parser.add_argument(
-        "--mysql-url",
-        default=os.environ.get("SYNC_PIPELINE_TEST_MYSQL", "mysql+pymysql://root@127.0.0.1:3306/"),
-    )
+    add_server_arguments(parser)
     args = parser.parse_args(argv)
     sizes = (
         [int(s) for s in args.sizes.split(",")]

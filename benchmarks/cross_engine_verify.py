@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 
 import sqlalchemy as sa
 
-from sync_pipeline.config import parse_config
+from benchmarks.drift_check import events_table
 from sync_pipeline.engine.diff.window import Window
 from sync_pipeline.engine.sync import sync_partition
 from sync_pipeline.engine.verify import verify_partition
@@ -87,14 +87,7 @@ def main() -> None:
         source, target = args.urls
     else:
         source, target = build(args.rows, args.target, args.json)
-    table = parse_config(
-        f"""
-connections: {{s: {{url: "{source}"}}, t: {{url: "{target}"}}}}
-tables:
-  - {{name: events, source: {{connection: s, table: events}}, target: {{connection: t, table: events}},
-     primary_key: [id], updated_at: updated_at, start: "2026-11-01T00:00:00"}}
-"""
-    ).tables[0]
+    table = events_table(source, target)
     window = Window.hour_starting(HOUR)
     if not args.urls:
         assert sync_partition(table, source, target, window).inserted == args.rows

@@ -147,6 +147,18 @@ def source_cpu(table: TableConfig, source: str, target: str, window: Window, rep
     return best
 
 
+def events_table(source: str, target: str) -> TableConfig:
+    """The benchmark's ``events`` table synced from ``source`` to ``target``, defaults otherwise."""
+    return parse_config(
+        f"""
+connections: {{s: {{url: "{source}"}}, t: {{url: "{target}"}}}}
+tables:
+  - {{name: events, source: {{connection: s, table: events}}, target: {{connection: t, table: events}},
+     primary_key: [id], updated_at: updated_at, start: "2026-11-01T00:00:00"}}
+"""
+    ).tables[0]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -167,14 +179,7 @@ def main() -> None:
         source, target = args.urls
     else:
         source, target = _database(admin, args.engine, args.rows), _database(admin, args.engine, args.rows)
-    table = parse_config(
-        f"""
-connections: {{s: {{url: "{source}"}}, t: {{url: "{target}"}}}}
-tables:
-  - {{name: events, source: {{connection: s, table: events}}, target: {{connection: t, table: events}},
-     primary_key: [id], updated_at: updated_at, start: "2026-11-01T00:00:00"}}
-"""
-    ).tables[0]
+    table = events_table(source, target)
     window = Window.hour_starting(HOUR)
     try:
         syncs, checks = [], []

@@ -37,7 +37,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from benchmarks.suite import PAIRS, ROOT, run_child
+from benchmarks.suite import PAIRS, ROOT, add_server_arguments, run_child
 from benchmarks.workload import (
     PG_DDL,
     PG_ROWS,
@@ -189,16 +189,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--pairs", default=",".join(PAIRS), help=f"comma-separated, of {', '.join(PAIRS)}")
     parser.add_argument("--chunk-size", type=int, default=10_000, help="the engine's chunk_size")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
-    parser.add_argument(
-        "--pg-url",
-        default=os.environ.get(
-            "SYNC_PIPELINE_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-        ),
-    )
-    parser.add_argument(
-        "--mysql-url",
-        default=os.environ.get("SYNC_PIPELINE_TEST_MYSQL", "mysql+pymysql://root@127.0.0.1:3306/"),
-    )
+    add_server_arguments(parser)
     parser.add_argument(
         "--no-compare",
         action="store_true",

@@ -360,6 +360,21 @@ def run_suite(
     return results
 
 
+def add_server_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--pg-url`` and ``--mysql-url``: the admin URLs the benchmark databases are created under
+    (the tests' ``SYNC_PIPELINE_TEST_PG``/``_MYSQL`` when set); one definition for every script."""
+    parser.add_argument(
+        "--pg-url",
+        default=os.environ.get(
+            "SYNC_PIPELINE_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+        ),
+    )
+    parser.add_argument(
+        "--mysql-url",
+        default=os.environ.get("SYNC_PIPELINE_TEST_MYSQL", "mysql+pymysql://root@127.0.0.1:3306/"),
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -383,16 +398,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     parser.add_argument("--no-charts", action="store_true")
-    parser.add_argument(
-        "--pg-url",
-        default=os.environ.get(
-            "SYNC_PIPELINE_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-        ),
-    )
-    parser.add_argument(
-        "--mysql-url",
-        default=os.environ.get("SYNC_PIPELINE_TEST_MYSQL", "mysql+pymysql://root@127.0.0.1:3306/"),
-    )
+    add_server_arguments(parser)
     args = parser.parse_args(argv)
     sizes = (
         [int(s) for s in args.sizes.split(",")]

@@ -172,17 +172,10 @@ def _step_failure(instance: DagsterInstance, run_id: str) -> Any:
     return failure
 
 
-@pytest.mark.parametrize("target_kind", ["postgresql", "mysql"])
-def test_hour_process_killed_mid_write_fails_the_run_naming_it_and_the_rerun_finishes(
-    target_kind: str, make_db_url: MakeDbUrl, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Hours 1-5 of a table whose hour 0 is already synced: hour 3's process blocks in its write on a
-    key the test holds uncommitted and is SIGKILLed there. The run fails naming hour 3 (its process
-    died), hours 1-2 are committed and materialized, hour 3's window is as before (empty: the write
-    rolled back, never half), hours 4-5 never ran. Re-executed from failure, the run syncs hours
-    3-5 only and the target equals the source in every hour.
-    """
-    monkeypatch.setenv("SYNC_PIPELINE_DATA_DIR", str(tmp_path / "demo"))
+def _arranged(
+    make_db_url: MakeDbUrl, tmp_path: Path, target_kind: str
+) -> tuple[Side, Side, list[Window], Path]:
+    """A PostgreSQL source with PER_HOUR rows in each of six hours, an empty target, and the config."""
     source = side("postgresql", make_db_url("postgresql", "source"))
     target = side(target_kind, make_db_url(target_kind, "target"))
     windows: list[Window] = hours(6)
@@ -197,6 +190,36 @@ def test_hour_process_killed_mid_write_fails_the_run_naming_it_and_the_rerun_fin
         ],
         retry={"max_retries": 0},
     )
+    return source, target, windows, path
+
+
+def _reexecuted_from_failure(
+    instance: DagsterInstance, path: Path, run_id: str, first: str, last: str
+) -> str:
+    """Re-execute the failed ranged run from its failure, as the UI does; the new run's id."""
+    with execute_job(
+        reconstructable_sync_job(str(path)),
+        instance=instance,
+        reexecution_options=ReexecutionOptions.from_failure(run_id, instance),
+        tags={RANGE_START_TAG: first, RANGE_END_TAG: last},
+        raise_on_error=False,
+    ) as rerun:
+        assert rerun.success
+        return rerun.run_id
+
+
+@pytest.mark.parametrize("target_kind", ["postgresql", "mysql"])
+def test_hour_process_killed_mid_write_fails_the_run_naming_it_and_the_rerun_finishes(
+    target_kind: str, make_db_url: MakeDbUrl, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Hours 1-5 of a table whose hour 0 is already synced: hour 3's process blocks in its write on a
+    key the test holds uncommitted and is SIGKILLed there. The run fails naming hour 3 (its process
+    died), hours 1-2 are committed and materialized, hour 3's window is as before (empty: the write
+    rolled back, never half), hours 4-5 never ran. Re-executed from failure, the run syncs hours
+    3-5 only and the target equals the source in every hour.
+    """
+    monkeypatch.setenv("SYNC_PIPELINE_DATA_DIR", str(tmp_path / "demo"))
+    source, target, windows, path = _arranged(make_db_url, tmp_path, target_kind)
     killed_hour = windows[3]
     held_id = 4 * PER_HOUR  # the last key of hour 3
     first, last = windows[1].partition_key(), windows[-1].partition_key()
@@ -237,15 +260,7 @@ def test_hour_process_killed_mid_write_fails_the_run_naming_it_and_the_rerun_fin
         for window in windows[4:]:
             assert rows_in(target, "orders", window) == {}
 
-        with execute_job(
-            reconstructable_sync_job(str(path)),
-            instance=instance,
-            reexecution_options=ReexecutionOptions.from_failure(run_id, instance),
-            tags={RANGE_START_TAG: first, RANGE_END_TAG: last},
-            raise_on_error=False,
-        ) as rerun:
-            assert rerun.success
-            rerun_id = rerun.run_id
+        rerun_id = _reexecuted_from_failure(instance, path, run_id, first, last)
         assert [p for p, _, _ in materializations(instance, rerun_id)] == [
             w.partition_key() for w in windows[3:]
         ]
@@ -263,20 +278,7 @@ def test_planner_killed_while_its_hour_writes_fails_the_run_and_the_orphaned_hou
     (hour 3 already equal: nothing written) and the target equals the source.
     """
     monkeypatch.setenv("SYNC_PIPELINE_DATA_DIR", str(tmp_path / "demo"))
-    source = side("postgresql", make_db_url("postgresql", "source"))
-    target = side("postgresql", make_db_url("postgresql", "target"))
-    windows: list[Window] = hours(6)
-    create_source(source, hourly_rows(windows, PER_HOUR))
-    path = write_config(
-        tmp_path / "sync.yaml",
-        {"app": source.url, "warehouse": target.url},
-        [
-            table_entry(
-                "orders", "app", "warehouse", start="2026-11-30T00:00:00", lock_timeout_seconds=LOCK_TIMEOUT
-            )
-        ],
-        retry={"max_retries": 0},
-    )
+    source, target, windows, path = _arranged(make_db_url, tmp_path, "postgresql")
     killed_hour = windows[3]
     first, last = windows[1].partition_key(), windows[-1].partition_key()
 
@@ -314,15 +316,7 @@ def test_planner_killed_while_its_hour_writes_fails_the_run_and_the_orphaned_hou
         for window in windows[4:]:
             assert rows_in(target, "orders", window) == {}
 
-        with execute_job(
-            reconstructable_sync_job(str(path)),
-            instance=instance,
-            reexecution_options=ReexecutionOptions.from_failure(run_id, instance),
-            tags={RANGE_START_TAG: first, RANGE_END_TAG: last},
-            raise_on_error=False,
-        ) as rerun:
-            assert rerun.success
-            rerun_id = rerun.run_id
+        rerun_id = _reexecuted_from_failure(instance, path, run_id, first, last)
         found = materializations(instance, rerun_id)
         assert [p for p, _, _ in found] == [w.partition_key() for w in windows[3:]]
         assert found[0][1]["inserted"] == 0  # hour 3 was already whole

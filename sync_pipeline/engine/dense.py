@@ -24,16 +24,12 @@ window's one transaction: the promises of a partition sync hold, under a kill to
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import sqlalchemy as sa
 
 from sync_pipeline.engine.bulk import RangeLoader, range_clause
 from sync_pipeline.engine.diff.merge import Key
 from sync_pipeline.engine.diff.segments import KeyRange
-from sync_pipeline.engine.diff.stats import SyncStats
-from sync_pipeline.engine.diff.window import Window
-from sync_pipeline.engine.writer import PartitionWriter
 
 # When a range the descent hands over as densely changed is worth streaming whole. The descent
 # only knows that buckets differ, and a bucket of thousands of rows differs at 1.8% of rows changed
@@ -72,21 +68,14 @@ def changed_share(differs: Callable[[KeyRange], bool], krange: KeyRange, rows_pe
 class DenseLoader:
     """Stages every source row of densely changed ranges and finds the keys only the target holds."""
 
-    def __init__(
-        self,
-        loader: RangeLoader,
-        writer: PartitionWriter,
-        window: Window,
-        chunk_size: int,
-        stats: SyncStats,
-        timed: Callable[[str], Any],
-    ) -> None:
+    def __init__(self, loader: RangeLoader) -> None:
+        # The range loader holds the window's writer, window, chunk size, stats and timer: shared, not copied.
         self.loader = loader
-        self.writer = writer
-        self.window = window
-        self.chunk_size = chunk_size
-        self.stats = stats
-        self.timed = timed
+        self.writer = loader.writer
+        self.window = loader.window
+        self.chunk_size = loader.chunk_size
+        self.stats = loader.stats
+        self.timed = loader.timed
 
     def load(self, source_conn: sa.Connection, krange: KeyRange) -> Iterator[list[tuple[Key, int]]]:
         """Stage the source's rows of ``krange``; then yield, a chunk at a time, ``(key, updated_at

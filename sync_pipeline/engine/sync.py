@@ -238,7 +238,7 @@ class _Sync:
         if writer is not None and self.on_change is None:
             bulk = RangeLoader(self.plan, writer, self.window, self.chunk_size, self.stats, self._timed)
             if self.compare == "updated_at":
-                dense = DenseLoader(bulk, writer, self.window, self.chunk_size, self.stats, self._timed)
+                dense = DenseLoader(bulk)
         with ExitStack() as stack, ThreadPoolExecutor(2, thread_name_prefix="sync-side") as pool:
             src_scan = stack.enter_context(self.source_engine.connect())
             src_fetch = stack.enter_context(self.source_engine.connect())

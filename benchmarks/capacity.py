@@ -53,11 +53,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from benchmarks.drift_check import _copy_out
+from benchmarks.drift_check import _copy_out, events_table
 from benchmarks.first_sync import _database, build_target
 from benchmarks.suite import PAIRS, ROOT, add_server_arguments, run_child
 from benchmarks.workload import WINDOW_START, Layout, Servers, apply_changes, build, compare_window
-from sync_pipeline.config import parse_config
 from sync_pipeline.config.models import DriftConfig, ScheduleConfig
 from sync_pipeline.engine.diff.window import Window
 from sync_pipeline.engine.settings import TableConfig
@@ -154,17 +153,6 @@ def counts_per_table_hour() -> dict[str, float]:
 
 
 # -- one pair and size ---------------------------------------------------------------------------------
-def _table(source: str, target: str) -> TableConfig:
-    return parse_config(
-        f"""
-connections: {{s: {{url: "{source}"}}, t: {{url: "{target}"}}}}
-tables:
-  - {{name: events, source: {{connection: s, table: events}}, target: {{connection: t, table: events}},
-     primary_key: [id], updated_at: updated_at, start: "2026-11-01T00:00:00"}}
-"""
-    ).tables[0]
-
-
 def _no_parallel_workers(url: str) -> None:
     """One backend does all of a PostgreSQL query's work, so its CPU is all in one process."""
     if sa.make_url(url).get_backend_name() != "postgresql":
@@ -225,7 +213,7 @@ def measure(servers: Servers, pair: str, rows: int, repeat: int, log: Log) -> di
                 servers.drop(clone)
             timed("copy_out", _read_out, source, window)
             target = servers.create("postgresql", f"{label}_t{r}", template=_database(empty))
-            table = _table(source, target)
+            table = events_table(source, target)
             stats = timed("first_sync", sync_partition, table, source, target, window)
             assert stats.inserted == rows, f"first sync inserted {stats.inserted}, expected {rows}"
             check = timed("in_sync", verify_partition, table, source, target, window)
@@ -246,7 +234,7 @@ def measure(servers: Servers, pair: str, rows: int, repeat: int, log: Log) -> di
         for r in range(repeat):
             target = servers.create("postgresql", f"{label}_chg{r}", template=_database(synced))
             try:
-                table = _table(source, target)
+                table = events_table(source, target)
                 stats = timed("resync_changed", sync_partition, table, source, target, window)
                 assert stats.changed > 0, "the changed hour re-synced nothing"
                 if r == 0:

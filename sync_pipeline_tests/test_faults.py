@@ -1,11 +1,18 @@
 """SPEC 4.4 and 4.6 under faults: a sync killed at any moment, and a sync that cannot get its lock.
 
-A large change set (about 200 thousand changes to a 200 thousand row window: 178k updates, 20k
-inserts, 2k deletes) is synced by a child process (``sync_child.py``) that reports each moment of its
-work on stdout; the test SIGKILLs it at those moments: during the key scan, between staged chunks,
-in the middle of a COPY, before the upsert, between the upsert and the delete, just before COMMIT,
-just after it, and at increasing delays after the apply began (inside the upsert statement and
-around the commit).
+A change set is synced by a child process (``sync_child.py``) that reports each moment of its work
+on stdout; the test SIGKILLs it at those moments. Each of the two ways changed rows travel is killed
+at its own moments:
+
+* dense (about 200 thousand changes to a 200 thousand row window: 178k updates, 20k inserts, 2k
+  deletes): the rows stream by range into a stage (``engine/dense.py``); killed as the stage is
+  created and in the middle of the COPY into it;
+* sparse (4% of a 50 thousand row window updated, 0.2% deleted, 1,000 rows inserted): keys are
+  merged, the changed rows fetched by key and staged chunk by chunk; killed between two staged
+  chunks and in the middle of a chunk's COPY.
+
+Both are then killed before the upsert, between the upsert and the delete, just before COMMIT, just
+after it, and at delays after the apply began (inside the upsert statement and around the commit).
 
 After each kill the target's table is compared, whole, with two digests taken beforehand: the
 target as it was before the run and the source (what the run would make of it). It must equal one
@@ -119,10 +126,11 @@ def generate(side: Side, lo: int, hi: int, version: int, offset_seconds: int = 0
         return int(conn.exec_driver_sql(sql).rowcount)
 
 
-def seed(side: Side) -> None:
-    """The base state, identical in source and target: the window at version 0, and rows outside it."""
+def seed(side: Side, rows: int = BASE_ROWS) -> None:
+    """The base state, identical in source and target: the window (ids ``1..rows``) at version 0,
+    and rows outside it."""
     indexed_items_table().create(side.engine)
-    generate(side, 1, BASE_ROWS, 0)
+    generate(side, 1, rows, 0)
     generate(side, OUTSIDE.start, OUTSIDE.start + 499, 0, offset_seconds=-3600)
     generate(side, OUTSIDE.start + 500, OUTSIDE.stop - 1, 0, offset_seconds=3600)
 
@@ -169,20 +177,47 @@ class ChangeSet:
         return {"inserted": self.inserted, "updated": self.updated, "deleted": self.deleted}
 
 
-def change_source(source: Side, k: int) -> tuple[int, int, int]:
-    """Change set ``k``: delete 1 row in 100, update 9 in 10 to version ``k``, insert 20k new rows."""
+@dataclass(frozen=True)
+class Workload:
+    """The window a kill test syncs and the change sets it makes, shaped for one way rows travel."""
+
+    rows: int  # ids 1..rows start in W
+    new_rows: int  # inserted by each change set, after the window's last key
+    chunk: int  # the sync's chunk_size
+    dense: bool  # 9 rows in 10 updated (the dense-change path), or 1 in 25 (the key merge)
+
+    def updated_where(self, kind: str) -> str:
+        return f"{_mod(kind, 'id', 10)} <> 0" if self.dense else f"{_mod(kind, 'id', 25)} = 0"
+
+    @property
+    def delete_one_in(self) -> int:
+        return 100 if self.dense else 500
+
+
+# 4% updated stays under the dense-change path's threshold (MIN_CHANGED_SHARE in engine/dense.py, 8%):
+# the probes find the ranges thinly changed and the keys are merged. Chunks of 2,000 keys make its
+# 3,100 changes three staged chunks, each COPYed in a batch or two (the first batch is small: its rows'
+# width sizes the next).
+DENSE = Workload(rows=BASE_ROWS, new_rows=NEW_ROWS, chunk=CHUNK, dense=True)
+SPARSE = Workload(rows=50_000, new_rows=1_000, chunk=2_000, dense=False)
+
+
+def change_source(source: Side, k: int, workload: Workload = DENSE) -> tuple[int, int, int]:
+    """Change set ``k``: delete 1 row in 100 (sparse: 500), update 9 in 10 (sparse: 1 in 25) to
+    version ``k``, insert ``workload.new_rows`` new rows."""
     ts, name, qty = _row_sql(source.kind, "id", k)
     with source.engine.begin() as conn:
         kind = source.kind
         deleted = conn.exec_driver_sql(
-            f"DELETE FROM items WHERE id < {OUTSIDE.start} AND {_mod(kind, 'id', 100)} = {k}"
+            f"DELETE FROM items WHERE id < {OUTSIDE.start}"
+            f" AND {_mod(kind, 'id', workload.delete_one_in)} = {k}"
         ).rowcount
         updated = conn.exec_driver_sql(
             f"UPDATE items SET updated_at = {ts}, name = {name}, qty = {qty}"
-            f" WHERE id < {OUTSIDE.start} AND {_mod(kind, 'id', 10)} <> 0"
+            f" WHERE id < {OUTSIDE.start} AND {workload.updated_where(kind)}"
         ).rowcount
-    start = BASE_ROWS + (k - 1) * NEW_ROWS + 1
-    inserted = generate(source, start, start + NEW_ROWS - 1, k)
+    start = workload.rows + (k - 1) * workload.new_rows + 1
+    inserted = generate(source, start, start + workload.new_rows - 1, k)
     return inserted, updated, deleted
 
 
@@ -190,7 +225,7 @@ def change_source(source: Side, k: int) -> tuple[int, int, int]:
 class Child:
     """A sync in a child process whose reported moments arrive on a queue, with their arrival time."""
 
-    def __init__(self, pair: Pair, pause: str, log: IO[str]) -> None:
+    def __init__(self, pair: Pair, pause: str, log: IO[str], chunk: int = CHUNK) -> None:
         self.proc = subprocess.Popen(
             [
                 sys.executable,
@@ -200,7 +235,7 @@ class Child:
                 pair.target.url,
                 "items",
                 W.start.isoformat(),
-                str(CHUNK),
+                str(chunk),
                 pause,
             ],
             cwd=REPO,
@@ -321,6 +356,7 @@ def assert_nothing_left(pair: Pair) -> None:
 class KillLab:
     pair: Pair
     log: IO[str]
+    workload: Workload = DENSE
     change_sets: int = 0
     pending: ChangeSet | None = None
     outcomes: list[tuple[str, str]] = field(default_factory=list)
@@ -328,7 +364,7 @@ class KillLab:
     def new_change_set(self) -> None:
         self.change_sets += 1
         before = digest(self.pair.target)
-        inserted, updated, deleted = change_source(self.pair.source, self.change_sets)
+        inserted, updated, deleted = change_source(self.pair.source, self.change_sets, self.workload)
         self.pending = ChangeSet(inserted, updated, deleted, before, digest(self.pair.source))
 
     def outcome(self, moment: str) -> str:
@@ -345,7 +381,7 @@ class KillLab:
 
     def kill_paused(self, moment: str) -> tuple[str, Child]:
         """Run the child until it pauses at ``moment`` (``event:n``), SIGKILL it there."""
-        child = Child(self.pair, moment, self.log)
+        child = Child(self.pair, moment, self.log, self.workload.chunk)
         event, n = moment.split(":")
         child.wait_for(f"paused {event} {n}")
         child.kill()
@@ -353,7 +389,7 @@ class KillLab:
 
     def kill_after(self, event: str, delay: float) -> str:
         """SIGKILL the child ``delay`` seconds after it reports ``event`` (unless it ended by then)."""
-        child = Child(self.pair, "", self.log)
+        child = Child(self.pair, "", self.log, self.workload.chunk)
         child.wait_for(event)
         if child.finished_within(delay):
             assert child.proc.returncode == 0, "the sync failed by itself: see child.log"
@@ -372,41 +408,54 @@ class Schedule:
 
 
 # Every moment on the pairs the brief names; fewer (the slower MariaDB and SQLite writers) on the others.
-# The change set updates 9 rows in 10 over every key: the descent finds the window densely changed,
-# and its rows stream by range into a stage (engine/dense.py) instead of being scanned key by key.
+# The dense change set updates 9 rows in 10 over every key: the descent finds the window densely
+# changed, and its rows stream by range into a stage (engine/dense.py) instead of being scanned key
+# by key. The sparse one (4%) takes the key merge: killed with two chunks staged, before the third
+# ("stage:3"), and inside the first chunk's COPY ("copy:1", 1,000 rows into it), with fewer kills in
+# the apply.
 FULL = Schedule(("dense:1", "copy:1", "apply:1", "delete:1", "commit:1"), (0.4, 0.8, 1.0), True)
 SHORT = Schedule(("dense:1", "apply:1", "commit:1"), (0.6,), False)
+MERGED = Schedule(("stage:3", "copy:1", "apply:1", "delete:1", "commit:1"), (0.5,), True)
 KILL_PAIRS = [
-    pytest.param("postgresql", "postgresql", FULL, id="postgresql->postgresql"),
-    pytest.param("mysql", "postgresql", FULL, id="mysql->postgresql"),
-    pytest.param("postgresql", "mysql", SHORT, id="postgresql->mysql"),
-    pytest.param("postgresql", "sqlite", SHORT, id="postgresql->sqlite"),
+    pytest.param("postgresql", "postgresql", FULL, DENSE, id="postgresql->postgresql"),
+    pytest.param("mysql", "postgresql", FULL, DENSE, id="mysql->postgresql"),
+    pytest.param("postgresql", "mysql", SHORT, DENSE, id="postgresql->mysql"),
+    pytest.param("postgresql", "sqlite", SHORT, DENSE, id="postgresql->sqlite"),
+    pytest.param("postgresql", "postgresql", MERGED, SPARSE, id="sparse-postgresql->postgresql"),
+    pytest.param("mysql", "postgresql", MERGED, SPARSE, id="sparse-mysql->postgresql"),
 ]
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(1800)  # a dozen 220k-row syncs; on a loaded machine well over the default 600 s
-@pytest.mark.parametrize(("source_kind", "target_kind", "schedule"), KILL_PAIRS)
+@pytest.mark.parametrize(("source_kind", "target_kind", "schedule", "workload"), KILL_PAIRS)
 def test_sync_killed_at_any_moment_leaves_target_before_or_after(
-    make_db_url: MakeDbUrl, tmp_path: Path, source_kind: str, target_kind: str, schedule: Schedule
+    make_db_url: MakeDbUrl,
+    tmp_path: Path,
+    source_kind: str,
+    target_kind: str,
+    schedule: Schedule,
+    workload: Workload,
 ) -> None:
     """SPEC 4.4: a sync SIGKILLed at any moment leaves the target exactly as before or as after the
     run, never half-way; the dead session leaves no lock, connection or stage table; a re-run converges.
 
-    About 200k changes of a 220k-row window (updates, inserts, deletes): densely changed, so its rows
-    travel by range into a stage. Killed while paused at: the stage just created, in the middle of
-    the COPY into it, before the upsert, between upsert and
-    delete, before COMMIT (each must leave the target as before), and just after COMMIT with the lock
-    still held (must be as after). Then killed at increasing delays after the apply began, inside the
-    upsert statement and around the COMMIT (either outcome). The final run in this process reports
-    exactly the changes still pending; one more reports none.
+    Dense: about 200k changes of a 220k-row window (updates, inserts, deletes), so its rows travel
+    by range into a stage; killed while paused as the stage is created and in the middle of the COPY
+    into it. Sparse: 3k changes of a 51k-row window, so keys are merged and the changed rows staged
+    chunk by chunk; killed while paused between two staged chunks and in the middle of a chunk's
+    COPY. Both are killed while paused before the upsert, between upsert and delete, before COMMIT
+    (each must leave the target as before), and just after COMMIT with the lock still held (must be
+    as after); then at delays after the apply began, inside the upsert statement and around the
+    COMMIT (either outcome). The final run in this process reports exactly the changes still
+    pending, by the path the workload is shaped for; one more reports none.
     """
     pair = make_pair(make_db_url, source_kind, target_kind)
-    seed(pair.source)
-    seed(pair.target)
+    seed(pair.source, workload.rows)
+    seed(pair.target, workload.rows)
     assert digest(pair.source) == digest(pair.target), "the seeded source and target must be equal"
     with (tmp_path / "child.log").open("w") as log:
-        lab = KillLab(pair, log)
+        lab = KillLab(pair, log, workload)
         lab.new_change_set()
 
         for moment in schedule.paused:
@@ -415,6 +464,8 @@ def test_sync_killed_at_any_moment_leaves_target_before_or_after(
             assert lab.kill_paused(moment)[0] == "before", lab.outcomes
         result, child = lab.kill_paused("committed:1")
         assert result == "after", lab.outcomes
+        # The run that committed took the path the workload is shaped for, as the killed ones did.
+        assert ("dense 1" in child.seen) == workload.dense, sorted(child.seen)
         apply_seconds = child.seen["commit 1"] - child.seen["apply 1"]
 
         for fraction in schedule.apply_fractions:
@@ -424,10 +475,11 @@ def test_sync_killed_at_any_moment_leaves_target_before_or_after(
 
     pending = lab.pending
     assert pending is not None
-    stats = pair.sync(table_config("items", chunk_size=CHUNK))
+    stats = pair.sync(table_config("items", chunk_size=workload.chunk))
     assert counts(stats, *CHANGE_COUNTS) == pending.counts, lab.outcomes
+    assert (stats.rows_dense > 0) == workload.dense, stats.rows_dense  # the path cannot drift silently
     assert digest(pair.target) == pending.after
-    again = pair.sync(table_config("items", chunk_size=CHUNK))
+    again = pair.sync(table_config("items", chunk_size=workload.chunk))
     assert counts(again, *CHANGE_COUNTS) == NOTHING_CHANGED
     print(f"apply took {apply_seconds:.2f}s; kills and outcomes: {lab.outcomes}")  # shown with -s
 

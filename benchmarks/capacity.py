@@ -26,11 +26,12 @@ so that each connection's backend does all of its work.
 
 How many of each a table-hour incurs is read from the configuration's defaults
 (:func:`counts_per_table_hour`): one first sync and its ``in_sync``, ``schedule.lookback_hours``
-re-checks by the later hourly runs, ``K`` drift comparisons (the milestones of
-``drift.lookback_hours``), and one sync step plus ``3600 / drift.interval_seconds`` drift steps,
-each paying Dagster's fixed cost per step (``--step-seconds``, from docs/capacity.md section 5: not
-measured here). The totals and their ratios to the COPY are computed from the measured components
-and printed with them (markdown), and written to ``<out>/capacity.json`` and ``capacity.md``.
+re-checks by the later hourly runs, ``K`` drift comparisons (the milestones of the rolling
+schedule: by default one, in the last hour of ``drift.lookback_hours``), and one sync step plus
+``3600 / drift.interval_seconds`` drift steps, each paying Dagster's fixed cost per step
+(``--step-seconds``, from docs/capacity.md section 5: not measured here). The totals and their
+ratios to the COPY are computed from the measured components and printed with them (markdown),
+and written to ``<out>/capacity.json`` and ``capacity.md``.
 
     .venv/bin/python -m benchmarks.capacity --sizes 200000,1000000 --repeat 3
     .venv/bin/python -m benchmarks.capacity --quick          # R = 20,000, one run

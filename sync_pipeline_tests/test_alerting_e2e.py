@@ -114,7 +114,8 @@ def test_dagster_dev_alerts_a_missed_hour_and_drift_and_repairs_it(
         freshness={"interval_seconds": 30, "grace_minutes": 0},
         # The missed hours stay missed: the catch-up is test_catch_up.py's.
         catch_up={"enabled": False},
-        drift={"interval_seconds": 30, "lookback_hours": 6},
+        # Compared at an hour old: the default (the lookback's last hour) would wait two more hours.
+        drift={"interval_seconds": 30, "lookback_hours": 6, "milestones_minutes": [60]},
         schedule={"enabled": False},
         alerts=[{"webhook": receiver.url(), "format": "json"}],
         ui_url=f"http://127.0.0.1:{port}",

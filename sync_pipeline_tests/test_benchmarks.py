@@ -232,8 +232,8 @@ def test_capacity_totals_are_the_components_times_their_counts(tmp_path: Path) -
         log=lambda message: None,
     )
     counts = report["counts"]
-    # The defaults: lookback_hours 3, verify on, drift milestones 1, 2, 4, 8, 16, 23 h, a run every 600 s.
-    assert counts == {"first_sync": 1, "in_sync": 1, "resync_unchanged": 3, "drift": 6, "steps": 7}
+    # The defaults: lookback_hours 3, verify on, one drift comparison (at 23 h), a run every 600 s.
+    assert counts == {"first_sync": 1, "in_sync": 1, "resync_unchanged": 3, "drift": 1, "steps": 7}
     assert [(r["pair"], r["rows"]) for r in report["results"]] == [(p, 5_000) for p in pairs]
     parts = ("first_sync", "in_sync", "resync_unchanged", "drift")
     for result in report["results"]:

@@ -370,7 +370,9 @@ def drifting(
         + [row(i, in_hour(unsynced, i)) for i in range(6, 10)],
     )
     start = (now - timedelta(hours=5)).strftime("%Y-%m-%dT%H:%M:%S")
-    deployment = deploy(tmp_path, instance, source, target, start, drift={"lookback_hours": 6})
+    # Compared at an hour old (the default waits for the lookback's last hour: this is about the verdict).
+    drift = {"lookback_hours": 6, "milestones_minutes": [60]}
+    deployment = deploy(tmp_path, instance, source, target, start, drift=drift)
     deployment.sync(synced.partition_key())
     assert rows_in(target, "orders", synced) == rows_in(source, "orders", synced)
     return Drifting(deployment, orders, synced, unsynced)

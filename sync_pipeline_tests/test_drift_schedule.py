@@ -1,10 +1,13 @@
 """The rolling schedule of drift comparisons (orchestration.drift_schedule) and the check that follows it.
 
-The schedule itself is pure, so its promises are checked over simulated days of runs: every synced
-hour of the lookback is compared at each milestone of its age within one run interval (the latency
-README states), no run compares more than its bound, and a backlog drains oldest first so no hour
-waits forever. Then the drift check on real databases, with its clock set by the test: which hours
-it compares run after run, what its metadata shows, and drift found at the next milestone.
+The schedule itself is pure, so its promises are checked over simulated days of runs, with the
+default (one comparison, in the last hour of the lookback) and with a team's own milestones (the
+earlier doubling ages, 1, 2, 4, 8, 16 and 23 hours): every synced hour of the lookback is compared
+at each milestone of its age within one run interval (the latency README states), no run compares
+more than its bound, and a backlog drains oldest first so no hour waits forever. Then the drift
+check on real databases, with its clock set by the test: which hours it compares run after run,
+what its metadata shows, drift found at the next milestone (the default's included), and a run
+with nothing due opening no database connection.
 """
 
 from __future__ import annotations
@@ -39,31 +42,44 @@ from sync_pipeline_tests.dagster_helpers import (
     load_definitions,
     row,
     side,
+    table_entry,
     utc,
+    write_config,
     write_orders_config,
 )
-from sync_pipeline_tests.helpers import Side, update
+from sync_pipeline_tests.helpers import Side, free_port, update
 
 KEY = AssetKey(["sync", "orders"])
 T0 = utc("2026-11-30T00:00")
+# A team's own schedule that buys a shorter wait: 1, 2, 4, 8, 16 and 23 hours (the earlier default).
+DOUBLING_MINUTES = [60, 120, 240, 480, 960, 1380]
+DOUBLING = milestone_ages(24, DOUBLING_MINUTES)
 
 
-def test_milestones_double_and_end_in_the_last_hour_of_the_lookback() -> None:
-    """An hour is compared when 1, 2, 4, 8, 16 hours old and in the last hour of the lookback."""
-    assert milestones(24) == [1, 2, 4, 8, 16, 23]
-    assert milestones(6) == [1, 2, 4, 5]
-    assert milestones(2) == [1]
+def test_by_default_an_hour_is_compared_once_in_the_last_hour_of_its_lookback() -> None:
+    """One comparison per hour of data (its in_sync check is the one at age 0): the cost a table-hour
+    can afford within 3x of COPYing it, and the latest age that still finds drift of any earlier age."""
+    assert milestones(24) == [23]
+    assert milestones(6) == [5]
     assert milestones(1) == [0]
-    assert milestones(168) == [1, 2, 4, 8, 16, 32, 64, 128, 167]
+    assert milestones(168) == [167]
+    assert milestone_ages(24) == [timedelta(hours=23)]
 
 
 def test_detection_latency_is_the_wait_for_the_next_milestone() -> None:
-    """Drift appearing at age a is looked for at the next milestone: at most a more hours (a >= 1)."""
-    assert detection_latency_hours(0.5, 24) == 0.5
-    assert detection_latency_hours(3, 24) == 1
-    assert detection_latency_hours(9, 24) == 7
-    assert detection_latency_hours(17, 24) == 6
+    """Drift appearing at age a is looked for at the next milestone: by default at 23 h, 23 - a hours
+    later; with the doubling milestones at most a more hours (a >= 1)."""
+    assert detection_latency_hours(0.5, 24) == 22.5
+    assert detection_latency_hours(9, 24) == 14
+    assert detection_latency_hours(22.75, 24) == 0.25
     assert detection_latency_hours(23.5, 24) is None  # past the last comparison
+    assert detection_latency_hours(5, 6) == 0
+    hours = timedelta(hours=1)
+    assert detection_latency(0.5 * hours, DOUBLING) == 0.5 * hours
+    assert detection_latency(3 * hours, DOUBLING) == hours
+    assert detection_latency(9 * hours, DOUBLING) == 7 * hours
+    assert detection_latency(17 * hours, DOUBLING) == 6 * hours
+    assert detection_latency(23.5 * hours, DOUBLING) is None
 
 
 def hour(n: int) -> tuple[str, Window]:
@@ -72,13 +88,22 @@ def hour(n: int) -> tuple[str, Window]:
 
 
 def simulate(
-    lookback: int, limit: int, interval: timedelta, *, start: int, stop: int, synced_from: int = 0
+    lookback: int,
+    limit: int,
+    interval: timedelta,
+    *,
+    start: int,
+    stop: int,
+    synced_from: int = 0,
+    ages: list[timedelta] | None = None,
 ) -> tuple[dict[str, list[datetime]], list[int]]:
     """Drift runs every ``interval`` from hour ``start`` to hour ``stop`` (hours after T0).
 
     Hours from ``synced_from`` on are synced as each ends (those ended before ``start`` are a
-    backlog: synced, never compared). Returns when each hour was compared, and each run's size.
+    backlog: synced, never compared). ``ages``: the milestones, by default the lookback's.
+    Returns when each hour was compared, and each run's size.
     """
+    ages = ages or milestone_ages(lookback)
     compared: dict[str, list[datetime]] = {}
     last: dict[str, datetime] = {}
     sizes: list[int] = []
@@ -88,7 +113,7 @@ def simulate(
         in_lookback = [
             hour(n) for n in range(synced_from, ended) if hour(n)[1].end > now - timedelta(hours=lookback)
         ]
-        plan = plan_comparisons(in_lookback, last, now, milestone_ages(lookback), limit)
+        plan = plan_comparisons(in_lookback, last, now, ages, limit)
         sizes.append(len(plan.compare))
         for due in plan.compare:
             compared.setdefault(due.partition_key, []).append(now)
@@ -97,26 +122,30 @@ def simulate(
     return compared, sizes
 
 
-@pytest.mark.parametrize(("lookback", "interval_minutes"), [(24, 10), (24, 1), (6, 10), (72, 30)])
+@pytest.mark.parametrize(
+    ("lookback", "interval_minutes", "own"),
+    [(24, 10, None), (24, 1, None), (6, 10, None), (72, 30, None), (24, 10, DOUBLING_MINUTES)],
+    ids=["24h-10min", "24h-1min", "6h-10min", "72h-30min", "24h-10min-doubling"],
+)
 def test_every_hour_is_compared_at_each_milestone_within_one_interval(
-    lookback: int, interval_minutes: int
+    lookback: int, interval_minutes: int, own: list[int] | None
 ) -> None:
     """In steady state every hour of the lookback is compared at each milestone, one run late at most.
 
     So drift that appears in an hour of age a is found by the milestone after a, plus one interval,
     when a run may compare as many hours as there are milestones (at each full hour, one hour of
     the table reaches each milestone). An hour costs len(milestones) comparisons over its whole
-    lookback, not one per run.
+    lookback (by default one), not one per run.
     """
     interval = timedelta(minutes=interval_minutes)
-    ages = milestones(lookback)
-    compared, sizes = simulate(lookback, len(ages), interval, start=0, stop=4 * lookback)
+    ages = milestone_ages(lookback, own)
+    compared, sizes = simulate(lookback, len(ages), interval, start=0, stop=4 * lookback, ages=ages)
     for n in range(lookback, 2 * lookback):  # hours whose whole lookback lies inside the simulation
         key, window = hour(n)
         times = compared[key]
         assert len(times) == len(ages), key
         for milestone, at in zip(ages, times, strict=True):
-            due = window.end + timedelta(hours=milestone)
+            due = window.end + milestone
             assert due <= at < due + interval, (key, milestone, at)
     assert max(sizes) <= len(ages)
 
@@ -124,35 +153,43 @@ def test_every_hour_is_compared_at_each_milestone_within_one_interval(
 def test_with_a_smaller_bound_comparisons_wait_a_few_runs_but_every_one_happens() -> None:
     """Two comparisons a run, six milestones an hour: each is at most three runs late, none is lost."""
     interval = timedelta(minutes=10)
-    compared, sizes = simulate(24, 2, interval, start=0, stop=96)
+    compared, sizes = simulate(24, 2, interval, start=0, stop=96, ages=DOUBLING)
     assert max(sizes) == 2
     for n in range(24, 48):
         key, window = hour(n)
         assert len(compared[key]) == 6, key
-        for milestone, at in zip(milestones(24), compared[key], strict=True):
-            due = window.end + timedelta(hours=milestone)
+        for milestone, at in zip(DOUBLING, compared[key], strict=True):
+            due = window.end + milestone
             assert due <= at < due + 3 * interval, (key, milestone, at)
 
 
 def test_a_backlog_drains_within_the_bound_and_no_hour_leaves_the_lookback_uncompared() -> None:
-    """A new deployment: 24 hours synced, never compared, two comparisons a run. No run compares more
-    than two; the hour about to leave the lookback goes first; every hour of the backlog is compared
-    before it leaves, and the new hours keep their milestones once the backlog is gone.
+    """A new deployment with the doubling milestones: 24 hours synced, never compared, two comparisons
+    a run. No run compares more than two; the hour about to leave the lookback goes first; every hour
+    of the backlog is compared before it leaves, and the new hours keep their milestones once the
+    backlog is gone. (With the default single milestone there is no backlog: each hour of a new
+    deployment is due at its own 23 h, one an hour.)
     """
-    compared, sizes = simulate(24, 2, timedelta(minutes=10), start=48, stop=96, synced_from=24)
+    interval = timedelta(minutes=10)
+    compared, sizes = simulate(24, 2, interval, start=48, stop=96, synced_from=24, ages=DOUBLING)
     assert max(sizes) == 2
     for n in range(24, 72):
         key, _ = hour(n)
         assert compared.get(key), f"{key} left the lookback never compared"
-    first = plan_comparisons(
-        [hour(n) for n in range(24, 48)], {}, T0 + timedelta(hours=48), milestone_ages(24), 2
-    )
+    first = plan_comparisons([hour(n) for n in range(24, 48)], {}, T0 + timedelta(hours=48), DOUBLING, 2)
     assert first.compare[0].partition_key == hour(24)[0]  # at its last milestone (23 h)
     assert len(first.pending) == 21  # 47:00 has just ended: not due before it is an hour old
     for n in range(60, 72):  # hours synced after the backlog drained: on time again
         key, window = hour(n)
-        for milestone, at in zip(milestones(24), compared[key], strict=False):
-            assert at < window.end + timedelta(hours=milestone) + timedelta(minutes=30), (key, milestone)
+        for milestone, at in zip(DOUBLING, compared[key], strict=False):
+            assert at < window.end + milestone + timedelta(minutes=30), (key, milestone)
+    # The default on the same backlog: one comparison per hour, each at its 23 h, never two a run.
+    compared, sizes = simulate(24, 2, interval, start=48, stop=96, synced_from=24)
+    assert max(sizes) == 1
+    for n in range(24, 72):
+        key, window = hour(n)
+        [at] = compared[key]
+        assert window.end + timedelta(hours=23) <= at < window.end + timedelta(hours=23) + interval
 
 
 @st.composite
@@ -334,7 +371,7 @@ def deployment(make_db_url: MakeDbUrl, tmp_path: Path, instance: DagsterInstance
         source,
         target,
         start="2026-11-30T00:00:00",
-        drift={"lookback_hours": 24, "max_partitions_per_run": 2},
+        drift={"lookback_hours": 24, "max_partitions_per_run": 2, "milestones_minutes": DOUBLING_MINUTES},
     )
     deployed = Deployment(source, target, instance, path)
     for key in HOURS:
@@ -390,3 +427,63 @@ def test_drift_in_an_old_hour_is_found_at_its_next_milestone(deployment: Deploym
         assert found["compared"], "the drifted hour was never compared"
     assert found["drifted_partitions"] == {"2026-11-30-04:00": 1}
     assert not found["passed"]
+
+
+def test_by_default_each_hour_is_compared_once_in_its_last_hour_and_finds_drift_of_any_age(
+    deployment: Deployment, clock: Clock
+) -> None:
+    """The default schedule on real databases: nothing is compared while the hours are young; a value
+    changed behind the pipeline's back in 04:00 when it was about five hours old is found when 04:00 is
+    23 hours old, and every hour is compared once, in its own 24th hour."""
+    write_orders_config(
+        deployment.path,
+        deployment.source,
+        deployment.target,
+        start="2026-11-30T00:00:00",
+        drift={"lookback_hours": 24, "max_partitions_per_run": 2},
+    )
+    clock.at = utc("2026-11-30T10:05")  # 04:00 .. 08:00 are 5.1 .. 1.1 hours old: none due
+    quiet = deployment.drift_check()
+    assert (quiet["passed"], quiet["compared"], quiet["pending"]) == (True, {}, [])
+    target = sa.Table("orders", sa.MetaData(), autoload_with=deployment.target.engine)
+    update(deployment.target, target, target.c.id == 1, amount=999)  # a row of 04:00
+
+    clock.at = utc("2026-12-01T04:30")  # 04:00 is 23.5 hours old, 05:00 22.5
+    found = deployment.drift_check()
+    assert found["compared"] == {"2026-11-30-04:00": 23}
+    assert (found["passed"], found["drifted_partitions"]) == (False, {"2026-11-30-04:00": 1})
+    assert deployment.drift_check()["compared"] == {}  # compared once, not at every run
+
+    for key in HOURS[1:]:  # each later hour in its own 24th hour, once
+        start = Window.from_partition_key(key).start
+        clock.at = start + timedelta(hours=24, minutes=1)
+        assert deployment.drift_check()["compared"] == {key: 23}
+        clock.at = start + timedelta(hours=24, minutes=50)
+        assert deployment.drift_check()["compared"] == {}
+
+
+def test_a_run_with_no_hour_due_opens_no_database_connection(deployment: Deployment, clock: Clock) -> None:
+    """Between milestones a drift step compares nothing and costs next to nothing: with both databases
+    unreachable (nothing listens on their port) it passes, comparing nothing; once an hour is due the
+    same step fails connecting, so the first did not connect at all (nor reflect a table)."""
+    clock.at = utc("2026-11-30T10:05")
+    while deployment.drift_check()["compared"]:  # the hours due now, compared
+        pass
+    nowhere = f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/nowhere"
+    write_config(
+        deployment.path,
+        {"app": nowhere, "warehouse": nowhere},
+        [table_entry("orders", "app", "warehouse", start="2026-11-30T00:00:00")],
+        drift={"lookback_hours": 24, "max_partitions_per_run": 2, "milestones_minutes": DOUBLING_MINUTES},
+    )
+    clock.at = utc("2026-11-30T10:50")  # no milestone passed since 10:00
+    idle = deployment.drift_check()
+    assert (idle["passed"], idle["compared"], idle["pending"]) == (True, {}, [])
+
+    clock.at = utc("2026-11-30T11:05")  # 08:00 is 2 hours old, 06:00 is 4: due, and unreachable
+    result = (
+        load_definitions(str(deployment.path))
+        .resolve_job_def("drift_check")
+        .execute_in_process(instance=deployment.instance, raise_on_error=False)
+    )
+    assert not result.success

@@ -254,7 +254,8 @@ def drifting(deploy: Deploy) -> tuple[Site, sa.Table, str, str]:
     """
     a, b = hours_back(3), hours_back(2)
     rows = [row(i, in_hour(a, i)) for i in range(1, 6)] + [row(i, in_hour(b, i)) for i in range(6, 10)]
-    site: Site = deploy(start_before(5), rows, drift={"lookback_hours": 6})
+    # Compared at an hour old (the default waits for the lookback's last hour: this is about the sensor).
+    site: Site = deploy(start_before(5), rows, drift={"lookback_hours": 6, "milestones_minutes": [60]})
     key_a, key_b = a.partition_key(), b.partition_key()
     site.sync(key_a)
     site.sync(key_b)

@@ -236,11 +236,12 @@ class AlertSinkConfig(BaseModel):
 class DriftConfig(BaseModel):
     """The drift sensor: how far back, how often, and how much each run compares.
 
-    An hour is compared on a rolling schedule (when it is 1, 2, 4, 8, ... hours old and in the last
-    hour of the lookback), not at every run, so the cost grows with the data, not with
-    lookback x runs; ``max_partitions_per_run`` bounds what one run of one table compares.
-    ``milestones_minutes`` replaces those ages with a team's own trade-off (more comparisons of
-    young hours, fewer of old ones, or one at the end of the lookback only).
+    An hour is compared on a rolling schedule, not at every run, so the cost grows with the data,
+    not with lookback x runs: by default once, in the last hour of the lookback, which keeps a
+    table-hour within 3x of COPYing it and still finds drift at any age, up to 23 hours late
+    (``orchestration.drift_schedule`` has the trade-off). ``milestones_minutes`` replaces that age
+    with a team's own (earlier comparisons of young hours for a shorter wait, each about half a
+    COPY more of source CPU); ``max_partitions_per_run`` bounds what one run of one table compares.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
@@ -248,8 +249,7 @@ class DriftConfig(BaseModel):
     lookback_hours: int = Field(default=24, ge=1, le=24 * 31)
     interval_seconds: int = Field(default=600, ge=30)
     max_partitions_per_run: int = Field(default=8, ge=1, le=1000)
-    # Ages (minutes since an hour ended) at which it is compared; unset: the powers of two hours
-    # below the lookback, and its last hour.
+    # Ages (minutes since an hour ended) at which it is compared; unset: once, at lookback - 1 hours.
     milestones_minutes: list[StrictInt] | None = Field(default=None, min_length=1, max_length=1000)
     enabled: bool = True
 

@@ -1,22 +1,43 @@
-"""The rolling schedule of drift comparisons: recent hours often, old hours rarely, a bounded amount per run.
+"""The rolling schedule of drift comparisons: when each synced hour is compared, a bounded amount a run.
 
-Comparing every synced hour of the lookback at every drift run made the cost lookback x runs per
-hour (24 hours x 6 runs: each hour compared 144 times an hour), about 90% of what a table-hour cost
-its source. Drift (a value changed without touching ``updated_at``, a row deleted behind the
-pipeline's back) is most likely soon after an hour is written, and finding it a few hours later is
-as good as finding it at once. So an hour is compared when its age (time since the hour ended)
-crosses each *milestone*: 1, 2, 4, 8, 16 hours, and once more in the last hour of the lookback (23 h
-with the default 24): six comparisons over its lookback instead of 144 an hour.
-``drift.milestones_minutes`` sets other ages (in minutes, so a schedule can also be rehearsed in
-minutes rather than hours).
+Drift (a value changed without touching ``updated_at``, a row deleted or added behind the pipeline's
+back) is looked for by comparing an hour's rows in source and target, every column. Each such
+comparison costs the source about half of COPYing the hour out once (0.52x of the COPY's source CPU
+at 1M rows PostgreSQL -> PostgreSQL, docs/capacity.md), and the budget for a whole table-hour is 3x
+(issue 16). The rest of a table-hour already spends 2.16x: the first sync 1.07, its ``in_sync``
+check 0.52 (itself the whole-row comparison at age 0) and the three lookback re-syncs 0.56. So the
+default is **one** comparison per hour over its lookback, when the hour reaches its last hour
+(23 h with the default lookback of 24): 2.67x of the COPY in source CPU and 2.15x in step time. Two
+comparisons would be 3.19x, the earlier six (1, 2, 4, 8, 16, 23 h) 5.25x; comparing at every run
+was 144 an hour. One late comparison finds drift at *every* age of the lookback (the promise), and
+finding it late is the price: drift appearing when the hour is ``a`` hours old waits ``23 - a``
+hours. ``drift.milestones_minutes`` is how a team buys a shorter wait with more source CPU
+(figures at 1M rows, PostgreSQL -> PostgreSQL, from the measured costs of docs/capacity.md):
+
+=========================  ===========  ===========================================  ============  ==========
+milestones (age of hour)   comparisons  drift appearing at age a found after          source CPU    step time
+                           per hour     (plus up to one interval and the run)         x COPY        x COPY
+=========================  ===========  ===========================================  ============  ==========
+23 h (default)             1            23 - a h                                      2.67          2.15
+1 h, 23 h                  2            a < 1: 1 - a h; else 23 - a h                 3.19          2.41
+1, 4, 23 h                 3            at most 3 h up to age 4; then 23 - a h        3.70          2.68
+1, 2, 4, 8, 16, 23 h       6            at most the age (a >= 1), 7 h after 16        5.25          3.49
+=========================  ===========  ===========================================  ============  ==========
+
+When the whole-row comparison gets cheaper, the same budget buys more milestones: with each
+comparison at c x COPY the source CPU is 2.16 + K c (rerun ``benchmarks.capacity``).
+
+A drift step whose table has no hour due compares nothing and opens no database connection (it
+reads Dagster's event log only); it still costs Dagster's per-step overhead, about 1.2 CPU-s,
+counted in the step time above (six drift runs an hour).
 
 The schedule is kept in Dagster's own event log, in the drift check's metadata (``last_compared``:
 hour -> when it was last compared), so it survives restarts and is visible in the UI. A run compares
 at most ``drift.max_partitions_per_run`` hours of a table: hours at their last milestone first,
 then the most overdue (the earliest milestone passed), so a backlog (a new deployment, a daemon
 that was down) drains in order and no hour of the lookback leaves it uncompared while the runs keep
-up. At every full hour one hour of a table reaches each milestone (six with the default lookback),
-so a bound of at least that many lets every comparison happen in the first run after its milestone.
+up. At every full hour one hour of a table reaches each milestone, so a bound of at least the
+number of milestones lets every comparison happen in the first run after its milestone.
 
 Pure functions, no Dagster, no database: the drift check feeds them and acts on the plan.
 """
@@ -31,10 +52,12 @@ from sync_pipeline.engine.diff.window import Window
 
 
 def milestones(lookback_hours: int) -> list[int]:
-    """Ages in hours at which an hour is compared: powers of two below the lookback, and its last hour."""
-    ages = {2**k for k in range(lookback_hours.bit_length()) if 2**k < lookback_hours}
-    ages.add(lookback_hours - 1)
-    return sorted(ages)
+    """The default ages in hours at which an hour is compared: once, in the last hour of its lookback.
+
+    One comparison keeps a table-hour within 3x of COPYing it (see the module's docstring); it is
+    the latest one that still finds drift appearing at any earlier age of the lookback.
+    """
+    return [lookback_hours - 1]
 
 
 def milestone_ages(lookback_hours: int, minutes: Sequence[int] | None = None) -> list[timedelta]:

@@ -27,8 +27,9 @@ so that each connection's backend does all of its work.
 How many of each a table-hour incurs is read from the configuration's defaults
 (:func:`counts_per_table_hour`): one first sync and its ``in_sync``, ``schedule.lookback_hours``
 re-checks by the later hourly runs, ``K`` drift comparisons (the milestones of the rolling
-schedule: by default one, in the last hour of ``drift.lookback_hours``), and one sync step plus
-``3600 / drift.interval_seconds`` drift steps, each paying Dagster's fixed cost per step
+schedule: by default one, in the last hour of ``drift.lookback_hours``), and one sync step plus a
+drift step per drift run (started only when an hour is due: by default one an hour,
+:func:`~sync_pipeline.orchestration.drift_schedule.runs_per_hour`), each paying Dagster's fixed cost per step
 (``--step-seconds``, from docs/capacity.md section 5: not measured here). The totals and their
 ratios to the COPY are computed from the measured components and printed with them (markdown),
 and written to ``<out>/capacity.json`` and ``capacity.md``.
@@ -63,7 +64,7 @@ from sync_pipeline.engine.diff.window import Window
 from sync_pipeline.engine.settings import TableConfig
 from sync_pipeline.engine.sync import sync_partition
 from sync_pipeline.engine.verify import verify_partition
-from sync_pipeline.orchestration.drift_schedule import milestone_ages
+from sync_pipeline.orchestration.drift_schedule import milestone_ages, runs_per_hour
 
 QUICK_SIZE = 20_000
 # Dagster's own CPU per step, an upper bound measured on the loaded machine (docs/capacity.md section 5).
@@ -143,13 +144,15 @@ class SourceCpu:
 def counts_per_table_hour() -> dict[str, float]:
     """How many of each component one table-hour incurs with the default settings."""
     drift = DriftConfig()
+    ages = milestone_ages(drift.lookback_hours, drift.milestones_minutes)
     return {
         "first_sync": 1,
         "in_sync": 1 if TableConfig.model_fields["verify"].default else 0,
         "resync_unchanged": ScheduleConfig().lookback_hours,
-        "drift": len(milestone_ages(drift.lookback_hours, drift.milestones_minutes)),
-        # One sync step, and one drift step per table in each drift run whether an hour is due or not.
-        "steps": 1 + 3600 / drift.interval_seconds,
+        "drift": len(ages),
+        # One sync step, and one drift step per table in each drift run; a run starts only when an
+        # hour is due, so with the milestones on whole hours one an hour.
+        "steps": 1 + runs_per_hour(ages, drift.interval_seconds),
     }
 
 

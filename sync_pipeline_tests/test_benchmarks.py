@@ -232,8 +232,9 @@ def test_capacity_totals_are_the_components_times_their_counts(tmp_path: Path) -
         log=lambda message: None,
     )
     counts = report["counts"]
-    # The defaults: lookback_hours 3, verify on, one drift comparison (at 23 h), a run every 600 s.
-    assert counts == {"first_sync": 1, "in_sync": 1, "resync_unchanged": 3, "drift": 1, "steps": 7}
+    # The defaults: lookback_hours 3, verify on, one drift comparison (at 23 h), so one drift run an
+    # hour (the sensor starts none while no hour is due).
+    assert counts == {"first_sync": 1, "in_sync": 1, "resync_unchanged": 3, "drift": 1, "steps": 2}
     assert [(r["pair"], r["rows"]) for r in report["results"]] == [(p, 5_000) for p in pairs]
     parts = ("first_sync", "in_sync", "resync_unchanged", "drift")
     for result in report["results"]:
@@ -245,14 +246,14 @@ def test_capacity_totals_are_the_components_times_their_counts(tmp_path: Path) -
         assert sum(cpu.values()) > 0
         work = sum(wall[p] * counts[p] for p in parts)
         assert totals["step_work_s"] == pytest.approx(work)
-        assert totals["step_fixed_s"] == pytest.approx(7 * 1.5)
-        assert totals["step_s"] == pytest.approx(work + 7 * 1.5)
-        assert totals["step_ratio"] == pytest.approx((work + 7 * 1.5) / wall["copy"])
+        assert totals["step_fixed_s"] == pytest.approx(2 * 1.5)
+        assert totals["step_s"] == pytest.approx(work + 2 * 1.5)
+        assert totals["step_ratio"] == pytest.approx((work + 2 * 1.5) / wall["copy"])
         source = sum(cpu[p] * counts[p] for p in parts)
         assert totals["source_cpu_s"] == pytest.approx(source)
         assert totals["source_us_per_row"] == pytest.approx(source / 5_000 * 1e6)
         extra = 3 * (wall["resync_changed"] - wall["resync_unchanged"])
-        assert totals["step_s_changed"] == pytest.approx(work + 7 * 1.5 + extra)
+        assert totals["step_s_changed"] == pytest.approx(work + 2 * 1.5 + extra)
         if result["pair"] == "pg-pg":
             assert result["verification_rows_differing"] == 0
     saved = json.loads((tmp_path / "capacity.json").read_text())

@@ -34,6 +34,7 @@ from sync_pipeline.orchestration.drift_schedule import (
     milestone_ages,
     milestones,
     plan_comparisons,
+    runs_per_hour,
 )
 from sync_pipeline_tests.conftest import MakeDbUrl
 from sync_pipeline_tests.dagster_helpers import (
@@ -148,6 +149,25 @@ def test_every_hour_is_compared_at_each_milestone_within_one_interval(
             due = window.end + milestone
             assert due <= at < due + interval, (key, milestone, at)
     assert max(sizes) <= len(ages)
+
+
+@pytest.mark.parametrize("own", [None, DOUBLING_MINUTES], ids=["default", "doubling"])
+def test_one_run_an_hour_has_anything_to_compare(own: list[int] | None) -> None:
+    """Milestones on whole hours fall due at the full hour: of the six runs an hour only the first
+    compares anything, so the drift sensor, starting runs only when an hour is due, starts one an hour
+    (``runs_per_hour``, the count docs/capacity.md uses)."""
+    ages = milestone_ages(24, own)
+    _, sizes = simulate(24, len(ages), timedelta(minutes=10), start=0, stop=96, ages=ages)
+    busy = [sum(1 for size in sizes[6 * h : 6 * h + 6] if size) for h in range(24, 96)]
+    assert busy == [1] * 72
+    assert runs_per_hour(ages, 600) == 1
+
+
+def test_runs_an_hour_are_the_milestones_minutes_past_the_hour_at_most_one_per_interval() -> None:
+    assert runs_per_hour(milestone_ages(24, [15, 90]), 600) == 2  # at :15 and :30
+    assert runs_per_hour(milestone_ages(24, [60, 1380]), 600) == 1
+    assert runs_per_hour(milestone_ages(24, list(range(1, 60))), 600) == 6
+    assert runs_per_hour(milestone_ages(24, [15, 90]), 3600) == 1
 
 
 def test_with_a_smaller_bound_comparisons_wait_a_few_runs_but_every_one_happens() -> None:

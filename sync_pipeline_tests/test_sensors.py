@@ -288,12 +288,30 @@ def add_run(
     )
 
 
-def test_first_drift_tick_requests_a_drift_check_run(
+# Compared when an hour old: the hour three back (ended two hours ago) is due once synced.
+DUE_AT_AN_HOUR = {"lookback_hours": 6, "milestones_minutes": [60]}
+
+
+def with_an_hour_due(deploy: Deploy) -> Site:
+    """A deployment whose hour three back is synced and due a comparison (none run yet)."""
+    site: Site = deploy(start_before(3), [], drift=DUE_AT_AN_HOUR)
+    site.sync(hours_back(3).partition_key())
+    return site
+
+
+def test_a_drift_tick_requests_a_check_run_only_when_an_hour_is_due(
     deploy: Deploy, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    """With no drift_check run yet, a tick requests one (to compare in a step process) and alerts nothing."""
-    site: Site = deploy(start_before(3), [])
+    """A run with nothing to compare would still cost a run and a step per table: none is requested
+    before an hour is synced, nor for an hour younger than its milestone; once one is due a tick
+    requests a drift_check run (to compare in a step process) and alerts nothing; once that run has
+    compared it, no run again until its next milestone."""
+    site: Site = deploy(start_before(3), [], drift=DUE_AT_AN_HOUR)
+    assert site.tick("drift_sensor").run_requests == []  # nothing synced
+    site.sync(hours_back(1).partition_key())  # under an hour old: not due yet
+    assert site.tick("drift_sensor").run_requests == []
 
+    site.sync(hours_back(3).partition_key())  # two hours old: due
     data = site.tick("drift_sensor")
 
     [request] = data.run_requests or []
@@ -304,11 +322,15 @@ def test_first_drift_tick_requests_a_drift_check_run(
     assert site.receiver.alerts() == []
     assert_no_secrets(caplog, capfd, data)
 
+    [evaluation] = site.drift_check().get_asset_check_evaluations()
+    assert evaluation.passed
+    assert site.tick("drift_sensor", data.cursor).run_requests == []
+
 
 @pytest.mark.parametrize("status", [DagsterRunStatus.QUEUED, DagsterRunStatus.STARTED])
 def test_no_second_drift_check_while_one_is_in_flight(deploy: Deploy, status: DagsterRunStatus) -> None:
     """A drift_check run queued or running blocks a new request; once it has ended, a tick requests again."""
-    site: Site = deploy(start_before(3), [])
+    site = with_an_hour_due(deploy)
     run = add_run(site.instance, "drift_check", status)
 
     assert site.tick("drift_sensor").run_requests == []
@@ -320,7 +342,7 @@ def test_no_second_drift_check_while_one_is_in_flight(deploy: Deploy, status: Da
 
 def test_no_drift_check_while_a_repair_is_in_flight(deploy: Deploy) -> None:
     """A repair run still syncing would make a new check find the same drift again: no check until it ends."""
-    site: Site = deploy(start_before(3), [])
+    site = with_an_hour_due(deploy)
     run = add_run(site.instance, "sync_hourly", DagsterRunStatus.STARTED, {REASON_TAG: "drift"})
 
     assert site.tick("drift_sensor").run_requests == []
@@ -372,10 +394,9 @@ def test_drift_is_alerted_per_partition_and_repaired_by_the_requested_runs(
     ]
     assert all(r.tags[COMPARE_TAG] == "row" and r.tags[REASON_TAG] == "drift" for r in requests)
 
-    # The same finished run is not handled again; with no repair run in flight, a new check is asked.
+    # The same finished run is not handled again; both hours were just compared: no new check.
     again = site.tick("drift_sensor", handled.cursor)
-    [check_request] = again.run_requests or []
-    assert is_check_request(check_request)
+    assert again.run_requests == []
     assert len(site.receiver.alerts("drift")) == 2
 
     for request in requests:
@@ -392,7 +413,7 @@ def test_drift_is_alerted_per_partition_and_repaired_by_the_requested_runs(
     [after] = site.drift_check().get_asset_check_evaluations()
     assert after.passed
     quiet = site.tick("drift_sensor", again.cursor)
-    assert [r for r in quiet.run_requests or [] if not is_check_request(r)] == []
+    assert quiet.run_requests == []
     assert len(site.receiver.alerts("drift")) == 2
 
     err = assert_no_secrets(caplog, capfd, handled, again, quiet)

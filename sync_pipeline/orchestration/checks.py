@@ -16,8 +16,9 @@
   ``drift.max_partitions_per_run`` a run, and fails with the partitions that differ and by how many
   rows. Its metadata records which hours it compared at which age, and when each hour of the
   lookback was last compared (the schedule's state, read back by the next run). The drift sensor
-  runs it in a step process (never in the long-lived code server) and requests a re-sync of exactly
-  the drifted partitions.
+  runs it in a step process (never in the long-lived code server), only when some hour is due
+  (:func:`drift_plan`, from the event log alone), and requests a re-sync of exactly the drifted
+  partitions.
 """
 
 import json
@@ -56,6 +57,7 @@ __all__ = [
     "Freshness",
     "build_checks",
     "build_placement_check",
+    "drift_plan",
     "evaluate_freshness",
     "freshness_result",
     "in_sync_spec",
@@ -158,12 +160,7 @@ def build_checks(
     )
     def _drift(context: AssetCheckExecutionContext, sync: SyncResource) -> AssetCheckResult:
         now = datetime.now(UTC)
-        synced = context.instance.get_materialized_partitions(key)
-        in_lookback = [(k, w) for k, w in lookback_partitions(config, partitions, now) if k in synced]
-        last_compared = previous_comparisons(context.instance, key)
-        plan = plan_comparisons(
-            in_lookback, last_compared, now, schedule, config.drift.max_partitions_per_run
-        )
+        plan, last_compared = drift_plan(context.instance, key, partitions, config, now)
         drifted: dict[str, int] = {}
         for due in plan.compare:
             verification = sync.verify(table.name, due.window)
@@ -178,6 +175,30 @@ def build_checks(
         return drift_result(drifted, plan, {k: v for k, v in last_compared.items() if k in keep}, now)
 
     return [_freshness, _drift]
+
+
+def drift_plan(
+    instance: DagsterInstance,
+    key: AssetKey,
+    partitions: HourlyPartitionsDefinition,
+    config: SyncConfig,
+    now: datetime,
+) -> tuple[DriftPlan, dict[str, datetime]]:
+    """What the drift check of ``key`` compares at ``now`` and what stays due, with the schedule's state.
+
+    From Dagster's event log alone (no database of the sync is opened), so the drift sensor can ask
+    it too and start no run while no hour is due. Which hours are synced is asked only when one
+    would be due if all were: most runs of a steady state find none.
+    """
+    ages = milestone_ages(config.drift.lookback_hours, config.drift.milestones_minutes)
+    limit = config.drift.max_partitions_per_run
+    in_lookback = lookback_partitions(config, partitions, now)
+    last_compared = previous_comparisons(instance, key)
+    if not plan_comparisons(in_lookback, last_compared, now, ages, 1).compare:
+        return DriftPlan(compare=[], pending=[]), last_compared
+    synced = instance.get_materialized_partitions(key)
+    in_lookback = [(k, w) for k, w in in_lookback if k in synced]
+    return plan_comparisons(in_lookback, last_compared, now, ages, limit), last_compared
 
 
 def drift_result(

@@ -7,7 +7,7 @@ at 1M rows PostgreSQL -> PostgreSQL, docs/capacity.md), and the budget for a who
 (issue 16). The rest of a table-hour already spends 2.16x: the first sync 1.07, its ``in_sync``
 check 0.52 (itself the whole-row comparison at age 0) and the three lookback re-syncs 0.56. So the
 default is **one** comparison per hour over its lookback, when the hour reaches its last hour
-(23 h with the default lookback of 24): 2.67x of the COPY in source CPU and 2.15x in step time. Two
+(23 h with the default lookback of 24): 2.67x of the COPY in source CPU and 2.0x in step time. Two
 comparisons would be 3.19x, the earlier six (1, 2, 4, 8, 16, 23 h) 5.25x; comparing at every run
 was 144 an hour. One late comparison finds drift at *every* age of the lookback (the promise), and
 finding it late is the price: drift appearing when the hour is ``a`` hours old waits ``23 - a``
@@ -18,18 +18,20 @@ hours. ``drift.milestones_minutes`` is how a team buys a shorter wait with more 
 milestones (age of hour)   comparisons  drift appearing at age a found after          source CPU    step time
                            per hour     (plus up to one interval and the run)         x COPY        x COPY
 =========================  ===========  ===========================================  ============  ==========
-23 h (default)             1            23 - a h                                      2.67          2.15
-1 h, 23 h                  2            a < 1: 1 - a h; else 23 - a h                 3.19          2.41
-1, 4, 23 h                 3            at most 3 h up to age 4; then 23 - a h        3.70          2.68
-1, 2, 4, 8, 16, 23 h       6            at most the age (a >= 1), 7 h after 16        5.25          3.49
+23 h (default)             1            23 - a h                                      2.67          2.00
+1 h, 23 h                  2            a < 1: 1 - a h; else 23 - a h                 3.19          2.27
+1, 4, 23 h                 3            at most 3 h up to age 4; then 23 - a h        3.70          2.54
+1, 2, 4, 8, 16, 23 h       6            at most the age (a >= 1), 7 h after 16        5.25          3.34
 =========================  ===========  ===========================================  ============  ==========
 
 When the whole-row comparison gets cheaper, the same budget buys more milestones: with each
 comparison at c x COPY the source CPU is 2.16 + K c (rerun ``benchmarks.capacity``).
 
 A drift step whose table has no hour due compares nothing and opens no database connection (it
-reads Dagster's event log only); it still costs Dagster's per-step overhead, about 1.2 CPU-s,
-counted in the step time above (six drift runs an hour).
+reads Dagster's event log only), but it still costs a Dagster step, about 1.2 CPU-s: the drift
+sensor starts a run only when some hour is due (:func:`runs_per_hour`), so with milestones on
+whole hours one drift step per table an hour, not one per ``drift.interval_seconds`` (six). The
+step times above count two steps per table-hour (the sync's and that one).
 
 The schedule is kept in Dagster's own event log, in the drift check's metadata (``last_compared``:
 hour -> when it was last compared), so it survives restarts and is visible in the UI. A run compares
@@ -141,3 +143,13 @@ def detection_latency_hours(age_hours: float, lookback_hours: int) -> float | No
     """:func:`detection_latency` with the default milestones, in hours."""
     latency = detection_latency(timedelta(hours=age_hours), milestone_ages(lookback_hours))
     return None if latency is None else latency / timedelta(hours=1)
+
+
+def runs_per_hour(ages: Sequence[timedelta], interval_seconds: int) -> int:
+    """Drift runs an hour in steady state: the sensor starts one only when some hour is due.
+
+    Hours end on the hour, so an hour reaches each milestone at that milestone's minute past the
+    hour: one run for each distinct such minute, and at most one per ``interval_seconds``.
+    """
+    minutes = {(age // timedelta(minutes=1)) % 60 for age in ages}
+    return min(len(minutes), max(1, 3600 // interval_seconds))

@@ -213,6 +213,11 @@ def test_recent_spread_makes_as_many_changes_and_the_descent_reads_only_their_ke
     assert 0 < detail["keys_scanned"] + detail["rows_dense"] < QUICK_SIZE // 2, detail
 
 
+# Enough rows that every pair's source spends some clock ticks (0.01 s): at 5,000 the minimum of
+# each component's CPU could be 0.00 on all of them.
+CAPACITY_ROWS = 20_000
+
+
 @pytest.mark.slow
 def test_capacity_totals_are_the_components_times_their_counts(tmp_path: Path) -> None:
     """The capacity table (docs/capacity.md) at a small size: every component measured on both
@@ -221,7 +226,7 @@ def test_capacity_totals_are_the_components_times_their_counts(tmp_path: Path) -
 
     pairs = _pairs()
     report = run_capacity(
-        sizes=[5_000],
+        sizes=[CAPACITY_ROWS],
         repeat=2,
         pairs=pairs,
         out=tmp_path,
@@ -235,7 +240,7 @@ def test_capacity_totals_are_the_components_times_their_counts(tmp_path: Path) -
     # The defaults: lookback_hours 3, verify on, one drift comparison (at 23 h), so one drift run an
     # hour (the sensor starts none while no hour is due).
     assert counts == {"first_sync": 1, "in_sync": 1, "resync_unchanged": 3, "drift": 1, "steps": 2}
-    assert [(r["pair"], r["rows"]) for r in report["results"]] == [(p, 5_000) for p in pairs]
+    assert [(r["pair"], r["rows"]) for r in report["results"]] == [(p, CAPACITY_ROWS) for p in pairs]
     parts = ("first_sync", "in_sync", "resync_unchanged", "drift")
     for result in report["results"]:
         wall, cpu, totals = result["wall"], result["source_cpu"], result["totals"]
@@ -251,7 +256,7 @@ def test_capacity_totals_are_the_components_times_their_counts(tmp_path: Path) -
         assert totals["step_ratio"] == pytest.approx((work + 2 * 1.5) / wall["copy"])
         source = sum(cpu[p] * counts[p] for p in parts)
         assert totals["source_cpu_s"] == pytest.approx(source)
-        assert totals["source_us_per_row"] == pytest.approx(source / 5_000 * 1e6)
+        assert totals["source_us_per_row"] == pytest.approx(source / CAPACITY_ROWS * 1e6)
         extra = 3 * (wall["resync_changed"] - wall["resync_unchanged"])
         assert totals["step_s_changed"] == pytest.approx(work + 2 * 1.5 + extra)
         if result["pair"] == "pg-pg":
@@ -260,7 +265,7 @@ def test_capacity_totals_are_the_components_times_their_counts(tmp_path: Path) -
     assert saved["counts"] == counts
     table = (tmp_path / "capacity.md").read_text()
     for result in report["results"]:
-        assert f"| {result['pair']} | 5,000 | {result['totals']['step_s']:.2f} (" in table
+        assert f"| {result['pair']} | {CAPACITY_ROWS:,} | {result['totals']['step_s']:.2f} (" in table
 
 
 # -- the harness's window comparison -------------------------------------------------------------------

@@ -50,7 +50,11 @@ def changed_share(differs: Callable[[KeyRange], bool], krange: KeyRange, rows_pe
     about ``r`` rows, a row changed with probability ``1 - (1 - p) ** (1 / r)``."""
     assert krange.lo is not None
     assert krange.hi is not None
-    width = max(1, round(PROBE_ROWS / max(rows_per_key, 1e-9)))
+    if rows_per_key <= 0:
+        return 1.0  # no row to sample by (the descent hands over no empty range)
+    # Exact for keys of any sparseness: random 64-bit ids hold about 1e-16 rows per key, and a
+    # floor on rows_per_key made probes of a few billion keys that found no row, so no change.
+    width = max(1, round(PROBE_ROWS / rows_per_key))
     if width * PROBES >= krange.span:
         return 1.0  # probes would cover the range: too small to sample, stream it
     step = krange.span // PROBES

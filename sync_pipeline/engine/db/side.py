@@ -225,7 +225,8 @@ class TableSide:
     ) -> dict[int, Checksum]:
         """Count and hash per bucket ``(key - lo) // width`` of an integer key range, in one query."""
         key, hashed = self._hashed(window, krange)
-        bucket = ((key - krange.lo) // width).label("bucket")
+        assert krange.lo is not None
+        bucket = (self.adapter.key_offset(key, krange.lo) // width).label("bucket")
         stmt = sa.select(bucket, sa.func.count(), self.adapter.hash_sum(hashed)).group_by(bucket)
         if not self.mixes:
             stmt = stmt.where(self._range_clause(window, krange))

@@ -98,6 +98,10 @@ class Adapter(ABC):
         """Integer division truncating toward zero (``/`` of two integers on most engines)."""
         return left.op("/", return_type=sa.BigInteger)(right)
 
+    def key_offset(self, key: ColumnElement[Any], lo: int) -> ColumnElement[Any]:
+        """``key - lo`` of an integer key, in 64 bits (SQLite and MySQL compute integers so)."""
+        return key - lo
+
     # Whether native_row_hash is available: a 64-bit hash of the stored key and updated_at by the
     # engine's own functions, a fraction of the cost of the exact micros arithmetic of the mix.
     has_native_row_hash: ClassVar[bool] = False

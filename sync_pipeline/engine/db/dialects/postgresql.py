@@ -26,6 +26,13 @@ def _millis(seconds: float) -> int:
 class PostgresAdapter(Adapter):
     name: ClassVar[str] = "postgresql"
 
+    def key_offset(self, key: ColumnElement[Any], lo: int) -> ColumnElement[Any]:
+        # PostgreSQL subtracts two integers in their own width: INTEGER keys spread over more than
+        # 2**31 (-2**31 .. 2**31 - 1) failed the bucket query with "integer out of range".
+        if not isinstance(key.type, sa.BigInteger):
+            key = sa.cast(key, sa.BigInteger)
+        return key - sa.literal(lo, sa.BigInteger)
+
     def connect_args(self, url: URL, application_name: str) -> dict[str, Any]:
         args: dict[str, Any] = {"options": "-c timezone=UTC", "application_name": application_name}
         if "connect_timeout" not in url.query:

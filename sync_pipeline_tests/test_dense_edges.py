@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
 
 from sync_pipeline.config import TableConfig
 from sync_pipeline.engine.diff.stats import SyncStats
@@ -32,6 +35,7 @@ from sync_pipeline_tests.helpers import (
     W_AFTER,
     W_BEFORE,
     Pair,
+    Side,
     W,
     assert_same_rows,
     at,
@@ -40,7 +44,9 @@ from sync_pipeline_tests.helpers import (
     fingerprint,
     insert,
     open_pair,
+    reflect,
     stamp,
+    storable,
     table_config,
     update,
 )
@@ -65,17 +71,19 @@ def converges_densely(
     *,
     window: Window = W,
     json_columns: Sequence[str] = (),
+    dense: bool = True,
 ) -> SyncStats:
     """Sync ``window`` of a densely changed table and check what the dense path must do.
 
-    Some ranges travel whole (``rows_dense > 0``); the counts are a dry run's (the per-key path);
+    Some ranges travel whole (``rows_dense > 0``; none if not ``dense``: a key the descent cannot
+    range over); the counts are a dry run's (the per-key path);
     the target ends equal to the source in every column of ``columns`` (``id`` the key);
     verification passes; a second run writes nothing, not even a row version.
     """
     predicted = pair.sync(config, window, dry_run=True)
     stats = pair.sync(config, window)
-    assert stats.rows_dense > 0, (
-        f"the dense path was not taken: {counts(stats, 'ranges_dense', 'keys_scanned')}"
+    assert (stats.rows_dense > 0) is dense, (
+        f"dense path expected {dense}: {counts(stats, 'rows_dense', 'ranges_dense', 'keys_scanned')}"
     )
     assert counts(stats, *DECIDED) == counts(predicted, *DECIDED)
     assert (stats.source_rows, stats.target_rows) == (predicted.source_rows, predicted.target_rows)
@@ -91,12 +99,12 @@ def converges_densely(
 
 
 # -- integer keys ------------------------------------------------------------------------------------
-def keyed_table(key: sa.types.TypeEngine[Any]) -> sa.Table:
+def keyed_table(key: sa.types.TypeEngine[Any], ts: sa.types.TypeEngine[Any] = TS) -> sa.Table:
     return sa.Table(
         "keyed",
         sa.MetaData(),
         sa.Column("id", key, primary_key=True, autoincrement=False),
-        sa.Column("updated_at", TS, nullable=False),
+        sa.Column("updated_at", ts, nullable=False),
         sa.Column("val", sa.String(40)),
     )
 
@@ -196,3 +204,264 @@ def _dense_integer_keys(pair: Pair, key_set: str) -> None:
     stats = converges_densely(pair, table_config("keyed", chunk_size=50), "keyed", KEYED_COLUMNS)
     assert stats.inserted == len(new_keys)
     assert stats.deleted == len([n for n in range(len(keys)) if n % 7 == 1 and n % 13 != 5])
+
+
+@pytest.mark.parametrize("target_kind", ["mysql", "postgresql"])
+def test_bigint_unsigned_keys_up_to_2_64_take_the_dense_path_into_mariadb(
+    make_db_url: MakeDbUrl, target_kind: str
+) -> None:
+    """MariaDB ``BIGINT UNSIGNED`` keys over all of 0 .. 2**64 - 1 (2**63 - 1, 2**63 and both ends
+    included): into MariaDB the descent ranges over them and densely changed ranges travel whole
+    (bounds and bucket offsets above 2**63 stay unsigned). Into PostgreSQL the key is NUMERIC(20,0),
+    compared by streaming keys (README, "Supported types"): the key merge, with the same outcome."""
+    rng = random.Random(64)
+    ends = {0, 2**63 - 1, 2**63, 2**64 - 1}
+    keys = sorted({rng.randint(0, 2**64 - 1) for _ in range(1150)} | ends)
+    new_keys = sorted({rng.randint(0, 2**64 - 1) for _ in range(40)} - set(keys))
+    for pair in open_pair(make_db_url, "mysql", target_kind):
+        table = keyed_table(mysql.BIGINT(unsigned=True))
+        table.create(pair.source.engine)
+        change_spread_keys(pair, table, keys, new_keys)
+        config = table_config("keyed", chunk_size=50)
+        stats = converges_densely(pair, config, "keyed", KEYED_COLUMNS, dense=target_kind == "mysql")
+        assert stats.inserted == len(new_keys)
+
+
+# -- timestamps on a change of summer time, to the microsecond ------------------------------------------
+# The end of summer time in Berlin, 2026-10-25: 02:00-03:00 local happens twice, first at 00:00 UTC
+# (CEST, +02:00), then at 01:00 UTC (CET, +01:00). The instant of the change is 01:00 UTC.
+FIRST_TWO_AM = Window.hour_starting(datetime(2026, 10, 25, 0, tzinfo=UTC))
+SECOND_TWO_AM = Window.hour_starting(datetime(2026, 10, 25, 1, tzinfo=UTC))
+THREE_AM = Window.hour_starting(datetime(2026, 10, 25, 2, tzinfo=UTC))
+BERLIN = "Europe/Berlin"
+MICRO = timedelta(microseconds=1)
+
+
+def in_hour(window: Window, n: int) -> datetime:
+    """A distinct instant of ``window`` with microseconds for row number ``n`` (the last µs included)."""
+    return window.start + timedelta(microseconds=(n * 2_999_993_011) % 3_600_000_000)
+
+
+def berlin_sessions(side: Side, name: str) -> None:
+    """Make a PostgreSQL database's default zone Berlin, and the test's own session on it too: any
+    session of the sync that did not set its zone would read and write in Berlin time."""
+    if side.kind != "postgresql":
+        return
+    database = sa.make_url(side.url).database
+    with side.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.exec_driver_sql(f"ALTER DATABASE \"{database}\" SET timezone TO '{BERLIN}'")
+    side.engine.dispose()
+    side.engine = sa.create_engine(
+        side.url, connect_args={"options": f"-c timezone={BERLIN}"}, poolclass=sa.pool.NullPool
+    )
+    with side.engine.connect() as conn:
+        assert conn.exec_driver_sql("SHOW timezone").scalar_one() == BERLIN, name
+
+
+DST_PAIRS = [
+    ("postgresql", "postgresql"),
+    ("postgresql", "mysql"),
+    ("postgresql", "sqlite"),
+    ("mysql", "postgresql"),
+]
+
+
+@pytest.mark.parametrize(("source_kind", "target_kind"), DST_PAIRS, ids=[f"{s}->{t}" for s, t in DST_PAIRS])
+def test_instants_on_the_end_of_summer_time_take_the_dense_path(
+    make_db_url: MakeDbUrl, source_kind: str, target_kind: str
+) -> None:
+    """The hour after Berlin's clocks went back (01:00-02:00 UTC, 02:00-03:00 local a second time),
+    PostgreSQL databases whose default zone and test sessions are Berlin's: rows on the change's
+    instant, on the window's first and last microsecond, moved out to the next window's first
+    microsecond and in from the last of the hour before travel densely and land exactly; both
+    neighbouring windows are then unchanged."""
+    for pair in open_pair(make_db_url, source_kind, target_kind):
+        berlin_sessions(pair.source, "source")
+        berlin_sessions(pair.target, "target")
+        table = keyed_table(sa.Integer())
+        table.create(pair.source.engine)
+        ids = range(1, 1301)
+        first = [i for i in ids if i % 9 == 4]
+        edges = {1: SECOND_TWO_AM.start, 2: SECOND_TWO_AM.end - MICRO, 3: FIRST_TWO_AM.end - MICRO}
+        rows = [
+            {
+                "id": i,
+                "updated_at": edges.get(i, in_hour(FIRST_TWO_AM if i in first else SECOND_TWO_AM, i)),
+                "val": f"v{i}",
+            }
+            for i in ids
+        ]
+        insert(pair.source, table, rows)
+        config = table_config("keyed", chunk_size=50)
+        assert pair.sync(config, FIRST_TWO_AM).inserted == len(first) + 1  # and id 3, its last µs
+        assert pair.sync(config, SECOND_TWO_AM).inserted == len(ids) - len(first) - 1
+
+        c = table.c
+        update(pair.source, table, (c.id % 3 == 0) & (c.id != 3), updated_at=SECOND_TWO_AM.end - MICRO)
+        update(pair.source, table, c.id % 7 == 1, updated_at=THREE_AM.start, val="moved out")
+        on_the_change = [i for i in first if i % 2]
+        update(pair.source, table, c.id.in_(on_the_change), updated_at=SECOND_TWO_AM.start, val="moved in")
+        later = [i for i in first if not i % 2]
+        update(pair.source, table, c.id.in_(later), updated_at=SECOND_TWO_AM.start + MICRO, val="moved in")
+        delete(pair.source, table, (c.id % 13 == 6) & ~c.id.in_([*first, 3]))
+        insert(
+            pair.source,
+            table,
+            [{"id": i, "updated_at": in_hour(SECOND_TWO_AM, i)} for i in range(1301, 1341)],
+        )
+
+        converges_densely(pair, config, "keyed", KEYED_COLUMNS, window=SECOND_TWO_AM)
+        for window in (FIRST_TWO_AM, THREE_AM):
+            assert counts(pair.sync(config, window), *CHANGE_COUNTS) == NOTHING_CHANGED
+        assert_same_rows(pair, "keyed", "keyed", ["id"], KEYED_COLUMNS)
+
+
+WALL_PAIRS = [
+    ("sqlite", "sqlite"),
+    ("sqlite", "postgresql"),
+    ("postgresql", "postgresql"),
+    ("postgresql", "sqlite"),
+]
+
+
+@pytest.mark.parametrize(("source_kind", "target_kind"), WALL_PAIRS, ids=[f"{s}->{t}" for s, t in WALL_PAIRS])
+def test_wall_times_of_the_repeated_hour_take_the_dense_path(
+    make_db_url: MakeDbUrl, source_kind: str, target_kind: str
+) -> None:
+    """Wall times (SQLite text, PostgreSQL ``timestamp``) read in Berlin time: the second 02:00-03:00
+    window holds every wall time of that hour, from 02:00:00.000000 to 02:59:59.999999; rows moved to
+    03:00:00 (the next window) and in from 01:59:59.999999 travel densely and land exactly, and the
+    first 02:00 window (no wall time of its own) finds nothing to do."""
+    wall = sa.DateTime(timezone=False)
+    two, three = datetime(2026, 10, 25, 2), datetime(2026, 10, 25, 3)
+    before = Window.hour_starting(datetime(2026, 10, 24, 23, tzinfo=UTC))  # 01:00-02:00 in Berlin
+    for pair in open_pair(make_db_url, source_kind, target_kind):
+        table = keyed_table(sa.Integer(), wall)
+        table.create(pair.source.engine)
+        ids = range(1, 1301)
+        early = [i for i in ids if i % 9 == 4]
+        edges = {1: two, 2: three - MICRO}
+        walls = {i: two + (in_hour(W, i) - W.start) for i in ids} | {i: two - MICRO * i for i in early}
+        rows = [{"id": i, "updated_at": edges.get(i, walls[i]), "val": f"v{i}"} for i in ids]
+        insert(pair.source, table, rows)
+        config = table_config("keyed", chunk_size=50, naive_timezone=BERLIN)
+        assert pair.sync(config, before).inserted == len(early)
+        assert pair.sync(config, SECOND_TWO_AM).inserted == len(ids) - len(early)
+
+        c = table.c
+        update(pair.source, table, c.id % 3 == 0, updated_at=three - MICRO)
+        update(pair.source, table, c.id % 7 == 1, updated_at=three, val="moved out")
+        update(pair.source, table, c.id.in_(early), updated_at=two, val="moved in")
+        delete(pair.source, table, (c.id % 13 == 6) & ~c.id.in_(early))
+        insert(pair.source, table, [{"id": i, "updated_at": two + MICRO * i} for i in range(1301, 1341)])
+
+        converges_densely(pair, config, "keyed", KEYED_COLUMNS, window=SECOND_TWO_AM)
+        assert counts(pair.sync(config, FIRST_TWO_AM), *CHANGE_COUNTS, "source_rows") == {
+            **NOTHING_CHANGED,
+            "source_rows": 0,
+        }
+        for window in (before, THREE_AM):
+            assert counts(pair.sync(config, window), *CHANGE_COUNTS) == NOTHING_CHANGED
+        assert_same_rows(pair, "keyed", "keyed", ["id"], KEYED_COLUMNS)
+
+
+# -- NULLs, empty and odd values ----------------------------------------------------------------------
+JSON_NULL = sa.JSON.NULL  # the JSON document ``null``, not SQL NULL (the column maps None to SQL NULL)
+ODD_TEXT = [
+    None,
+    "",
+    " ",
+    "\\N",  # what text COPY reads as NULL
+    "\\",
+    "tab\there",
+    "line\nbreak\r\nand return",
+    "quote ' and \" and `",
+    "日本語 😀 עברית e\u0301",
+    "\u200b\ufeff",
+    "null",
+]
+VALUE_CYCLES: dict[str, list[Any]] = {
+    "txt": ODD_TEXT,
+    "note": [*ODD_TEXT[1:], None, "x" * 5000],
+    "qty": [None, 0, -1, 2**31 - 1, -(2**31)],
+    "amount": [None, Decimal("0.00"), Decimal("-9999999999.99"), Decimal("0.01")],
+    "ratio": [None, 0.0, -2.5, 1.7976931348623157e308, 0.1],
+    "flag": [None, True, False],
+    "doc": [None, JSON_NULL, {}, [], {"a": None, "b": [1, None, "x"]}, "text", 0, [None]],
+    "data": [None, b"", b"\x00", bytes(range(256))],
+    "day": [None, date(1970, 1, 1), date(2026, 2, 28), date(9999, 12, 31)],
+}
+VALUE_COLUMNS = ["id", "updated_at", *VALUE_CYCLES]
+
+
+def values_table() -> sa.Table:
+    return sa.Table(
+        "vals",
+        sa.MetaData(),
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("updated_at", TS, nullable=False),
+        sa.Column("txt", sa.String(100)),
+        sa.Column("note", sa.Text),
+        sa.Column("qty", sa.Integer),
+        sa.Column("amount", sa.Numeric(12, 2)),
+        sa.Column("ratio", sa.Float(53).with_variant(mysql.DOUBLE(asdecimal=False), "mysql", "mariadb")),
+        sa.Column("flag", sa.Boolean),
+        sa.Column("doc", sa.JSON(none_as_null=True)),
+        sa.Column("data", sa.LargeBinary().with_variant(mysql.LONGBLOB(), "mysql", "mariadb")),
+        sa.Column("day", sa.Date),
+    )
+
+
+def value_row(i: int, turn: int, updated_at: datetime) -> dict[str, Any]:
+    """Row ``i``'s values: each column's cycle shifted by ``turn``, so an update turns NULL into a
+    value, a value into NULL, JSON ``null`` into SQL NULL, an empty string into another."""
+    row = {column: cycle[(i + turn) % len(cycle)] for column, cycle in VALUE_CYCLES.items()}
+    return {"id": i, "updated_at": updated_at, **row}
+
+
+def sql_nulls(side: Side, column: str) -> set[int]:
+    """Keys whose ``column`` is SQL NULL (not JSON ``null``, which the driver reads as None too)."""
+    table = reflect(side, "vals")
+    with side.engine.connect() as conn:
+        return set(conn.execute(sa.select(table.c.id).where(table.c[column].is_(None))).scalars())
+
+
+def test_nulls_empty_and_odd_values_in_every_column_take_the_dense_path(pair: Pair) -> None:
+    """SQL NULL in every nullable column, empty strings and bytes, text that COPY or a driver could
+    misread (``\\N``, backslashes, tabs, line breaks, quotes, zero-width and combining characters),
+    and JSON ``null`` beside SQL NULL: rows updated between all of these travel densely and arrive as
+    they are; a JSON ``null`` stays a document and SQL NULL stays NULL."""
+    table = values_table()
+    table.create(pair.source.engine)
+    ids = range(1, 1201)
+    insert(pair.source, table, [value_row(i, 0, stamp(W, i)) for i in ids])
+    config = table_config("vals", chunk_size=50)
+    assert pair.sync(config).inserted == len(ids)
+
+    with pair.source.engine.begin() as conn:
+        for i in ids:
+            if i % 3 == 0 or i % 5 == 0:
+                row = {k: storable(pair.source, v) for k, v in value_row(i, 1, at(W, 3599.5)).items()}
+                conn.execute(table.update().where(table.c.id == i).values(row))
+    delete(pair.source, table, table.c.id % 11 == 4)
+    insert(pair.source, table, [value_row(i, 2, stamp(W, i)) for i in range(1201, 1261)])
+
+    converges_densely(pair, config, "vals", VALUE_COLUMNS, json_columns=["doc"])
+    for column in VALUE_CYCLES:
+        if column != "doc":
+            assert sql_nulls(pair.target, column) == sql_nulls(pair.source, column), column
+    # SQL NULL stays NULL. JSON null is read as None by every driver, so the rows that travel as
+    # Python values write it as SQL NULL, and the comparisons read both alike (Adapter.json_text);
+    # MySQL's printed text into PostgreSQL keeps the document. Either way nothing else turns NULL.
+    source_nulls, target_nulls = sql_nulls(pair.source, "doc"), sql_nulls(pair.target, "doc")
+    assert source_nulls <= target_nulls
+    json_nulls = {i for i in [*ids, *range(1201, 1261)] if _doc_is_json_null(i)}
+    assert target_nulls - source_nulls <= json_nulls
+
+
+def _doc_is_json_null(i: int) -> bool:
+    """Whether the source's current row ``i`` holds the JSON document ``null`` (by how it was written)."""
+    if i % 11 == 4 and i <= 1200:
+        return False  # deleted
+    turn = 2 if i > 1200 else 1 if i % 3 == 0 or i % 5 == 0 else 0
+    return value_row(i, turn, W.start)["doc"] is JSON_NULL

@@ -9,11 +9,12 @@ application wrote; every row lands once in its true UTC hour, or is counted and 
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
 
 import pytest
 import sqlalchemy as sa
 
-from sync_pipeline.engine.diff.window import Window, clocks_go_back
+from sync_pipeline.engine.diff.window import Window, clocks_go_back, in_zone
 from sync_pipeline.engine.verify import verify_partition
 from sync_pipeline.errors import SchemaError
 from sync_pipeline_tests.conftest import MakeDbUrl
@@ -220,3 +221,18 @@ def test_a_sqlite_date_alone_lands_at_its_midnight(
     assert stored[1][1] == datetime(2026, 11, 30, tzinfo=UTC)
     assert counts(pair.sync(config, hour), "inserted", "updated", "deleted") == NOTHING_CHANGED
     assert verify_partition(config, pair.source.url, pair.target.url, hour).in_sync
+
+
+def test_a_wall_time_is_read_as_postgresql_reads_it_around_summer_time() -> None:
+    """Naive wall times become instants as PostgreSQL's ``timezone(zone, ts)`` makes them, so that a
+    SQLite side (and values converted in Python) agree with a PostgreSQL side to the microsecond: the
+    repeated 02:30 of Berlin's autumn is the later instant (01:30 UTC, in the window that holds the
+    wall time), the skipped 02:30 of spring takes the offset before the gap, other times are plain."""
+    berlin = ZoneInfo("Europe/Berlin")
+    assert in_zone(datetime(2026, 10, 25, 2, 30), berlin) == datetime(2026, 10, 25, 1, 30, tzinfo=UTC)
+    assert in_zone(datetime(2026, 10, 25, 1, 59, 59), berlin) == datetime(
+        2026, 10, 24, 23, 59, 59, tzinfo=UTC
+    )
+    assert in_zone(datetime(2026, 10, 25, 3, 0), berlin) == datetime(2026, 10, 25, 2, 0, tzinfo=UTC)
+    assert in_zone(datetime(2026, 3, 29, 2, 30), berlin) == datetime(2026, 3, 29, 1, 30, tzinfo=UTC)
+    assert in_zone(datetime(2026, 11, 30, 8, 5), ZoneInfo("UTC")) == datetime(2026, 11, 30, 8, 5, tzinfo=UTC)

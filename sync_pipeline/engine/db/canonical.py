@@ -31,6 +31,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from sync_pipeline.engine.db.dialects import Adapter
 from sync_pipeline.engine.db.float_bits import float_bits
 from sync_pipeline.engine.db.schema import Family, family_of
+from sync_pipeline.engine.diff.window import in_zone
 
 NULL_TEXT = "\\N"  # how NULL enters a row's text; concat_ws alone would skip NULLs and let columns shift
 
@@ -120,7 +121,7 @@ def python_text(family: Family, *, zone: str, divisor: int) -> Callable[[Any], s
         if family is Family.TIMESTAMP:
             moment = datetime.fromisoformat(value) if isinstance(value, str) else value
             if moment.tzinfo is None:
-                moment = moment.replace(tzinfo=tz)
+                moment = in_zone(moment, tz)
             delta = moment - _EPOCH
             micros = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
             return str(micros // divisor)

@@ -19,6 +19,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from sync_pipeline.engine.db.schema import Family
+from sync_pipeline.engine.diff.window import in_zone
 from sync_pipeline.errors import DataError
 
 Converter = Callable[[Any], Any]
@@ -26,9 +27,9 @@ Converter = Callable[[Any], Any]
 
 def _instant(value: Any, source_zone: ZoneInfo) -> datetime:
     if isinstance(value, datetime):
-        return (value if value.tzinfo else value.replace(tzinfo=source_zone)).astimezone(UTC)
+        return (value if value.tzinfo else in_zone(value, source_zone)).astimezone(UTC)
     if isinstance(value, date):
-        return datetime.combine(value, time(), tzinfo=source_zone).astimezone(UTC)
+        return in_zone(datetime.combine(value, time()), source_zone).astimezone(UTC)
     if isinstance(value, str):
         return _instant(datetime.fromisoformat(value), source_zone)
     raise TypeError(f"cannot read {type(value).__name__} as a timestamp")

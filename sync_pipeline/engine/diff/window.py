@@ -65,6 +65,24 @@ class Window:
         return f"[{self.start.isoformat()}, {self.end.isoformat()})"
 
 
+def in_zone(wall: datetime, zone: ZoneInfo) -> datetime:
+    """The instant (in UTC) a naive wall time of ``zone`` stands for, read as PostgreSQL reads it.
+
+    A wall time of the hour that happens twice (clocks going back) is the later instant, in the
+    offset that prevails after the change; one the clocks skip (going forward) takes the offset
+    before the gap. Python's default (``fold=0``) takes the earlier instant of a repeated hour:
+    SQLite's and PostgreSQL's sides then saw one row an hour apart, and the key merge counted it
+    newer in the target (or changed) on every run. The later instant is also the one in the window
+    that holds the wall time: the second 02:00-03:00 of Berlin is 01:00-02:00 UTC.
+    """
+    first, second = wall.replace(tzinfo=zone, fold=0), wall.replace(tzinfo=zone, fold=1)
+    early, late = first.utcoffset(), second.utcoffset()
+    assert early is not None
+    assert late is not None
+    # In UTC: Python never calls a time of a repeated hour equal to one of another zone (PEP 495).
+    return (second if early > late else first).astimezone(UTC)
+
+
 # How far ahead repeated wall times are looked for: the zone database's rules repeat yearly, so a
 # zone whose clocks go back at all does so within any year of this horizon.
 _HORIZON = datetime(2100, 1, 1, tzinfo=UTC)

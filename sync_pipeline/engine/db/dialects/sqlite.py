@@ -26,7 +26,7 @@ from sync_pipeline.engine.db.dialects.base import Adapter
 from sync_pipeline.engine.db.float_bits import float_bits
 from sync_pipeline.engine.diff.mixhash import mix62
 from sync_pipeline.engine.diff.segments import HASH_MODULUS
-from sync_pipeline.engine.diff.window import Window
+from sync_pipeline.engine.diff.window import Window, in_zone
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 BEGIN_OPTION = "sync_pipeline_sqlite_begin"
@@ -48,7 +48,7 @@ def epoch_micros(value: object, zone: str, divisor: int) -> int | None:
     else:
         raise TypeError(f"not a timestamp: {type(value).__name__}")
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=_zone(zone))
+        moment = in_zone(moment, _zone(zone))
     delta = moment - _EPOCH
     micros = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
     return micros // divisor

@@ -82,6 +82,7 @@ tables:
                 "inserted": stats.inserted,
                 "updated": stats.updated,
                 "source_rows": stats.source_rows,
+                "rows_dense": stats.rows_dense,
                 "in_sync": in_sync,
             }
         )

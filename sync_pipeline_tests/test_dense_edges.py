@@ -26,6 +26,7 @@ from sqlalchemy.dialects import mysql
 from sync_pipeline.config import TableConfig
 from sync_pipeline.engine.diff.stats import SyncStats
 from sync_pipeline.engine.diff.window import Window
+from sync_pipeline.engine.sync import sync_partition
 from sync_pipeline.engine.verify import verify_partition
 from sync_pipeline_tests.conftest import MakeDbUrl
 from sync_pipeline_tests.helpers import (
@@ -50,6 +51,7 @@ from sync_pipeline_tests.helpers import (
     table_config,
     update,
 )
+from sync_pipeline_tests.test_memory import HOUR, STEP_BUDGET_KIB, _peak_kib
 
 ENGINES = ("postgresql", "mysql", "sqlite")
 ALL_PAIRS = [(s, t) for s in ENGINES for t in ENGINES]
@@ -465,3 +467,71 @@ def _doc_is_json_null(i: int) -> bool:
         return False  # deleted
     turn = 2 if i > 1200 else 1 if i % 3 == 0 or i % 5 == 0 else 0
     return value_row(i, turn, W.start)["doc"] is JSON_NULL
+
+
+# -- rows of a megabyte ---------------------------------------------------------------------------------
+WIDE_EVERY = 6  # one row in six is about 1 MB: 200 MB in a window of 1,200 rows
+_WIDE_ROWS = {
+    "postgresql": (
+        "CREATE TABLE wide (id bigint PRIMARY KEY, body text, data bytea, doc jsonb,"
+        " updated_at timestamptz NOT NULL)",
+        "INSERT INTO wide SELECT g,"
+        " repeat(chr(97 + mod(g, 26)), CASE WHEN mod(g, {every}) = 0 THEN {text} ELSE 20 END),"
+        " decode(repeat(lpad(to_hex(mod(g, 256)), 2, '0'),"
+        " CASE WHEN mod(g, {every}) = 0 THEN {data} ELSE 4 END), 'hex'), jsonb_build_object('n', g, 'note',"
+        " repeat('j', CASE WHEN mod(g, {every}) = 0 THEN {json} ELSE 3 END)),"
+        " timestamptz '{hour}' + g * interval '1 second' FROM generate_series(1, {rows}) AS g",
+        "UPDATE wide SET updated_at = updated_at + interval '1 second'",
+    ),
+    "mysql": (
+        "CREATE TABLE wide (id BIGINT PRIMARY KEY, body LONGTEXT, data LONGBLOB, doc JSON,"
+        " updated_at DATETIME(6) NOT NULL)",
+        "INSERT INTO wide SELECT seq,"
+        " REPEAT(CHAR(97 + MOD(seq, 26)), IF(MOD(seq, {every}) = 0, {text}, 20)),"
+        " REPEAT(UNHEX(LPAD(HEX(MOD(seq, 256)), 2, '0')), IF(MOD(seq, {every}) = 0, {data}, 4)),"
+        " JSON_OBJECT('n', seq, 'note', REPEAT('j', IF(MOD(seq, {every}) = 0, {json}, 3))),"
+        " TIMESTAMP '{hour}' + INTERVAL seq SECOND FROM seq_1_to_{rows}",
+        "UPDATE wide SET updated_at = updated_at + INTERVAL 1 SECOND",
+    ),
+}
+
+
+def _execute_on(url: str, *statements: str) -> None:
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    with engine.begin() as conn:
+        for statement in statements:
+            conn.exec_driver_sql(statement)
+    engine.dispose()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("source_kind", "target_kind"),
+    [("mysql", "postgresql"), ("postgresql", "mysql")],
+    ids=["mysql->postgresql", "postgresql->mysql"],
+)
+def test_rows_of_a_megabyte_on_the_dense_path_stay_within_the_step_budget(
+    make_db_url: MakeDbUrl, source_kind: str, target_kind: str
+) -> None:
+    """Every row of a 1,200-row window changed, one in six of about 1 MB (200 MB in all): the window's
+    rows travel densely (MariaDB's printed text into PostgreSQL's COPY; rows converted in batches
+    into MariaDB), and the step process (memory_probe.py, Dagster's code location included) peaks
+    under the 250 MiB budget of test_memory, bounded by the batch's bytes, not by the range. Then the
+    window verifies, and a second run writes nothing."""
+    source, target = make_db_url(source_kind, "wide_src"), make_db_url(target_kind, "wide_tgt")
+    create, seed, touch = _WIDE_ROWS[source_kind]
+    hour = HOUR if source_kind == "postgresql" else HOUR[:19].replace("T", " ")
+    sizes = {"text": 512 * 1024, "data": 256 * 1024, "json": 256 * 1024}
+    _execute_on(source, create, seed.format(every=WIDE_EVERY, hour=hour, rows=1200, **sizes))
+    first = _peak_kib(source, target, 100, "--table", "wide")
+    assert (first["inserted"], first["rows_dense"]) == (1200, 0)
+    _execute_on(source, touch)
+
+    changed = _peak_kib(source, target, 100, "--table", "wide")
+
+    assert changed["updated"] == 1200, changed
+    assert changed["rows_dense"] == 1200, changed
+    assert changed["peak_kib"] < STEP_BUDGET_KIB, f"{changed['peak_kib'] / 1024:.0f} MiB: {changed}"
+    config = table_config("wide", chunk_size=100)
+    assert verify_partition(config, source, target, W).in_sync
+    assert counts(sync_partition(config, source, target, W), *CHANGE_COUNTS) == NOTHING_CHANGED

@@ -269,11 +269,21 @@ def naive(source_url: str, target_url: str, **_: Any) -> Result:
 
 
 # -- sync_pipeline -----------------------------------------------------------------------------------
-def engine(source_url: str, target_url: str, chunk_size: int = 10_000, **_: Any) -> Result:
-    """One :func:`sync_partition` of the window, as a Dagster step runs it."""
+def engine(
+    source_url: str, target_url: str, chunk_size: int = 10_000, dense: bool = True, **_: Any
+) -> Result:
+    """One :func:`sync_partition` of the window, as a Dagster step runs it.
+
+    ``dense=False`` turns the dense-change path off (no range is ever estimated changed enough), so
+    the same window is measured with the key merge alone: the comparison of :mod:`benchmarks.dense`.
+    """
     from sync_pipeline.config import parse_config
+    from sync_pipeline.engine import sync
     from sync_pipeline.engine.diff.window import Window
     from sync_pipeline.engine.sync import sync_partition
+
+    if not dense:
+        sync.MIN_CHANGED_SHARE = float("inf")  # this child process only: a benchmark's switch
 
     table = parse_config(
         f"""

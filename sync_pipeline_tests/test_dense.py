@@ -14,15 +14,20 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 
 from sync_pipeline.engine.dense import MIN_CHANGED_SHARE, changed_share
 from sync_pipeline.engine.diff.segments import KeyRange
 from sync_pipeline.engine.diff.stats import SyncStats
 from sync_pipeline.engine.diff.window import Window
+from sync_pipeline.engine.plan import plan_sync
+from sync_pipeline.engine.writer import PartitionWriter
+from sync_pipeline.errors import DataError
 from sync_pipeline_tests.helpers import (
     CHANGE_COUNTS,
     NOTHING_CHANGED,
+    TS,
     W_AFTER,
     W_BEFORE,
     Pair,
@@ -164,3 +169,55 @@ def test_the_changed_share_is_estimated_from_narrow_probes() -> None:
     assert changed_share(lambda _: True, whole, 1.0) == 1.0
     assert changed_share(lambda _: False, whole, 1.0) == 0.0
     assert changed_share(lambda _: False, KeyRange(0, 100), 1.0) == 1.0  # too small to sample
+
+
+def test_a_repeated_key_in_a_dense_range_fails_and_writes_nothing(pair: Pair) -> None:
+    """A source without a unique key holding one key twice in a window changed everywhere: the dense
+    stage's unique key index refuses it, and the sync fails with a ``DataError`` naming the key,
+    leaving the target as it was."""
+    table = sa.Table(
+        "unkeyed",
+        sa.MetaData(),
+        sa.Column("id", sa.Integer),
+        sa.Column("updated_at", TS),
+        sa.Column("name", sa.String(100)),
+        sa.Column("qty", sa.Integer),
+    )
+    table.create(pair.source.engine)
+    insert(pair.source, table, rows(range(1, 3001), W))
+    config = table_config("unkeyed", chunk_size=50)
+    assert pair.sync(config).inserted == 3000
+    update(pair.source, table, table.c.id > 0, updated_at=at(W, 3599.5), name="updated")
+    insert(pair.source, table, [{"id": 1717, "updated_at": at(W, 3599.6), "name": "again", "qty": 1}])
+    before = fingerprint(pair.target, "unkeyed", ["id"])
+
+    with pytest.raises(DataError, match="duplicate key 1717"):
+        pair.sync(config)
+    assert fingerprint(pair.target, "unkeyed", ["id"]) == before
+
+
+def test_indexing_the_dense_stage_keeps_the_window_transaction_open(pair: Pair) -> None:
+    """MySQL and MariaDB commit the open transaction at a CREATE INDEX, a temporary table's too: the
+    dense stage's key index is declared with the table there, so a write the window's transaction
+    made before the stage was indexed is still rolled back with it (SPEC 4.4)."""
+    table = items_table()
+    table.create(pair.source.engine)
+    insert(pair.source, table, rows(range(1, 101), W))
+    config = table_config("items", chunk_size=50)
+    pair.sync(config)
+    plan = plan_sync(config, pair.source.engine, pair.target.engine, create_target=False)
+    assert plan.target is not None
+    before = fingerprint(pair.target, "items", ["id"])
+
+    with pair.target.engine.connect() as conn:
+        transaction = conn.begin()
+        conn.execute(sa.delete(plan.target.table).where(plan.target.table.c.id <= 10))
+        writer = PartitionWriter(conn, plan.target, plan.columns, W, None)
+        stage = writer.dense_stage()
+        conn.execute(
+            stage.insert(), [{"id": i, "updated_at": at(W, i), "name": "x", "qty": i} for i in (1, 2)]
+        )
+        writer.index_dense_stage()
+        transaction.rollback()
+
+    assert fingerprint(pair.target, "items", ["id"]) == before

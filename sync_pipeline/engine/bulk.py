@@ -287,12 +287,16 @@ class RangeLoader:
 def refuse_bad_keys(writer: PartitionWriter, source: TableSide, window: Window) -> None:
     """A NULL or repeated key among the rows staged by range fails the sync, naming the source table
     and its key columns, before anything is applied."""
-    for stage, staged in ((writer.ranges, writer.staged_ranges), (writer.dense, writer.staged_dense)):
-        if stage is not None and staged:
-            _refuse_bad_keys(writer, stage, source, window)
+    if writer.ranges is not None and writer.staged_ranges:
+        _refuse_bad_keys(writer, writer.ranges, source, window)
+    if writer.dense is not None and writer.staged_dense:
+        _refuse_bad_keys(writer, writer.dense, source, window, repeats=not writer.dense_keys_unique)
 
 
-def _refuse_bad_keys(writer: PartitionWriter, stage: sa.Table, source: TableSide, window: Window) -> None:
+def _refuse_bad_keys(
+    writer: PartitionWriter, stage: sa.Table, source: TableSide, window: Window, *, repeats: bool = True
+) -> None:
+    """NULL keys, and (``repeats``, unless a unique index already holds) repeated keys."""
     conn = writer.conn
     keys = [stage.c[k] for k in writer.target.key_columns]
     names = ", ".join(map(repr, source.key_columns))
@@ -304,6 +308,8 @@ def _refuse_bad_keys(writer: PartitionWriter, stage: sa.Table, source: TableSide
             f"{source.name} has {nulls} row(s) in the window {window} with a NULL in key column(s) "
             f"{names}; keys must be non-NULL"
         )
+    if not repeats:
+        return
     repeated = conn.execute(sa.select(*keys).group_by(*keys).having(sa.func.count() > 1).limit(5)).all()
     if repeated:
         shown = ", ".join(repr(row[0] if len(row) == 1 else tuple(row)) for row in repeated)

@@ -193,16 +193,20 @@ class _Sync:
                 self.window,
                 self.plan.soft_delete_column,
                 force_ranges=self.compare == "row",
+                timed=self._timed,
             )
             self._diff(target, writer)
             with self._timed("apply"):
-                refuse_bad_keys(writer, self.plan.source, self.window)
+                with self._timed("check_keys"):
+                    refuse_bad_keys(writer, self.plan.source, self.window)
                 writer.apply()
                 self._count_ranges(writer.range_counts, writer.dense_counts)
                 writer.close()
             wrote = bool(writer.staged_rows or writer.staged_keys or writer.staged_ranges)
             wrote = wrote or bool(writer.staged_dense)
             wrote = wrote or bool(self.stats.rows_direct)
+            applied = perf_counter()
+        self.stats.add_time("commit", perf_counter() - applied)  # leaving locked_window commits
         if not wrote:
             # Nothing was written: the window holds what the checksum (or the merge) just counted,
             # and the steady-state sync of an unchanged window costs no second scan of it.

@@ -151,8 +151,18 @@ class Adapter(ABC):
     temp_table_ddl: ClassVar[str] = "CREATE TEMPORARY TABLE {name} AS {select}"
     drop_temp_table_ddl: ClassVar[str] = "DROP TABLE IF EXISTS temp.{name}"
 
-    def create_stage(self, conn: sa.Connection, name: str, like: sa.Select[Any]) -> None:
-        """Create an empty session-private table with the columns (and exact types) of ``like``."""
+    # Whether a stage's index can be built after its rows are in, inside the window's transaction.
+    # MySQL and MariaDB commit the open transaction at any CREATE INDEX, a temporary table's too.
+    index_after_load: ClassVar[bool] = True
+
+    def create_stage(
+        self, conn: sa.Connection, name: str, like: sa.Select[Any], *, key: list[str] | None = None
+    ) -> None:
+        """Create an empty session-private table with the columns (and exact types) of ``like``.
+
+        ``key`` asks for an index on those columns from the start: only where the index cannot be
+        built after loading (:attr:`index_after_load`), and ignored elsewhere.
+        """
         self.drop_stage(conn, name)
         select = like.where(sa.false()).compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True})
         quoted = conn.dialect.identifier_preparer.quote(name)

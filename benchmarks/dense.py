@@ -10,7 +10,10 @@ deleted, moved and inserted), then, ``--repeat`` times, side by side, each in a 
 * ``merge``: the same with the dense-change path switched off (``methods.engine(dense=False)``):
   the key merge, what the window cost before that path.
 
-The two syncs alternate their order from one repeat to the next. The first run of each is checked
+* ``before`` (with ``--before DIR``): the default sync run from the code in ``DIR`` (an export of
+  an earlier commit, ``git archive``), so a change to the path is measured against what it changed.
+
+The syncs alternate their order from one repeat to the next. The first run of each is checked
 equal to the source, every column (:func:`benchmarks.workload.compare_window`). Every run is printed
 with the load average beside it and the sync's phase timings (its stats' ``timings``: stream into the
 stage, stage index, target-only anti-join, key check, counting join, upsert, commit), and written to
@@ -29,7 +32,9 @@ import argparse
 import json
 import os
 import shlex
+import subprocess
 import sys
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -58,7 +63,30 @@ def _database(url: str) -> str:
     return name
 
 
-def measure(servers: Servers, pair: str, rows: int, repeat: int, explain: bool) -> dict[str, Any]:
+def run_from(code: Path | None, method: str, params: dict[str, Any]) -> dict[str, Any]:
+    """:func:`~benchmarks.suite.run_child`, or the same child with the code of ``code`` imported."""
+    if code is None:
+        return run_child(method, params)
+    started = time.perf_counter()
+    completed = subprocess.run(  # noqa: S603 - our own interpreter and module, arguments we built
+        [sys.executable, "-m", "benchmarks.methods", method],
+        input=json.dumps(params),
+        cwd=code,
+        env={**os.environ, "PYTHONPATH": str(code)},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if completed.returncode != 0:
+        raise RuntimeError(f"{method} from {code} failed:\n{completed.stderr[-4000:]}")
+    result: dict[str, Any] = json.loads(completed.stdout.strip().splitlines()[-1])
+    result["process_seconds"] = round(time.perf_counter() - started, 4)
+    return result
+
+
+def measure(
+    servers: Servers, pair: str, rows: int, repeat: int, explain: bool, before: Path | None = None
+) -> dict[str, Any]:
     """Every run of one pair and size: the COPY, and both syncs on clones of the target."""
     kinds = PAIRS[pair]
     label = f"dense_{pair.replace('-', '')}_{rows}"
@@ -77,12 +105,13 @@ def measure(servers: Servers, pair: str, rows: int, repeat: int, explain: bool) 
             copy = run_child("limit_copy", {"source_url": source, "target_url": scratch})
             runs.append({"variant": "copy", "repeat": r, "seconds": copy["seconds"], "load": load})
             _log(f"{pair} N={rows:,} #{r} copy {copy['seconds']:.3f}s (load {load})")
-            for variant in VARIANTS if r % 2 == 0 else reversed(VARIANTS):
+            variants = [*VARIANTS, *(["before"] if before is not None else [])]
+            for variant in variants if r % 2 == 0 else reversed(variants):
                 target = servers.create(kinds[1], f"{label}_{variant}{r}", template=_database(template))
                 try:
                     load = _load()
-                    params = {"source_url": source, "target_url": target, "dense": variant == "dense"}
-                    result = run_child("engine", params)
+                    params = {"source_url": source, "target_url": target, "dense": variant != "merge"}
+                    result = run_from(before if variant == "before" else None, "engine", params)
                     detail = result["detail"]
                     equal = compare_window(source, target).equal if r == 0 else None
                     runs.append(
@@ -163,6 +192,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--pairs", default=",".join(PAIRS), help=f"comma-separated, of {', '.join(PAIRS)}")
     parser.add_argument("--explain", action="store_true", help="EXPLAIN ANALYZE the dense apply once")
+    parser.add_argument("--before", type=Path, help="also sync with the code exported to this directory")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "dense")
     add_server_arguments(parser)
     args = parser.parse_args(argv)
@@ -174,7 +204,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         for rows in (int(s) for s in args.sizes.split(",")):
             for pair in (p for p in args.pairs.split(",") if p):
-                results["measured"].append(measure(servers, pair, rows, args.repeat, args.explain))
+                measured = measure(servers, pair, rows, args.repeat, args.explain, args.before)
+                results["measured"].append(measured)
     finally:
         servers.drop_all()
         args.out.mkdir(parents=True, exist_ok=True)

@@ -25,11 +25,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
+import psycopg
 import sqlalchemy as sa
 
 from sync_pipeline.engine.bulk import RangeLoader, range_clause
 from sync_pipeline.engine.diff.merge import Key
 from sync_pipeline.engine.diff.segments import KeyRange
+from sync_pipeline.errors import DataError
 
 # When a range the descent hands over as densely changed is worth streaming whole. The descent
 # only knows that buckets differ, and a bucket of thousands of rows differs at 1.8% of rows changed
@@ -86,7 +88,17 @@ class DenseLoader:
         micros)`` of the target window's rows of ``krange`` whose key the source's window lacks."""
         stage = self.writer.dense_stage()
         with self.timed("stream_dense"):
-            written = self.loader.stage_range(source_conn, krange, stage)
+            try:
+                written = self.loader.stage_range(source_conn, krange, stage)
+            except (sa.exc.IntegrityError, psycopg.IntegrityError) as error:
+                # Only once the stage's unique key index holds (a later range): a key the source
+                # repeats. The window's transaction is lost; nothing was applied.
+                source = self.loader.source
+                raise DataError(
+                    f"{source.name} has a duplicate key in the window {self.window} (columns "
+                    f"{', '.join(map(repr, source.key_columns))}); the primary_key columns must be "
+                    f"unique in the source ({error})"
+                ) from error
         self.writer.staged_dense += written
         self.stats.ranges_dense += 1
         self.stats.rows_dense += written

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from benchmarks.dense import main as dense_main
 from benchmarks.suite import QUICK_SIZE, run_suite
 from benchmarks.workload import Comparison, Layout, _window_rows, build, compare_window, engine_for
 from sync_pipeline_tests.conftest import MYSQL_ADMIN_URL, PG_ADMIN_URL, _admin_engine
@@ -216,6 +217,34 @@ def test_recent_spread_makes_as_many_changes_and_the_descent_reads_only_their_ke
 # Enough rows that every pair's source spends some clock ticks (0.01 s): at 5,000 the minimum of
 # each component's CPU could be 0.00 on all of them.
 CAPACITY_ROWS = 20_000
+
+
+@pytest.mark.slow
+def test_dense_comparison_measures_both_paths_on_equal_windows(tmp_path: Path) -> None:
+    """``benchmarks.dense`` syncs the densely changed window with the dense-change path and without it
+    (the key merge), side by side with the COPY: both end equal to the source with the workload's
+    counts, only the first streams the window's rows, and ``--explain`` captures the upsert's plan."""
+    _admin_engine(PG_ADMIN_URL, "PostgreSQL").dispose()
+    layout = Layout(QUICK_SIZE, "dense")
+    servers = ["--pg-url", PG_ADMIN_URL, "--mysql-url", MYSQL_ADMIN_URL]
+    size = ["--sizes", str(QUICK_SIZE), "--repeat", "1", "--pairs", "pg-pg"]
+    dense_main([*size, "--explain", "--out", str(tmp_path), *servers])
+    (measured,) = json.loads((tmp_path / "dense.json").read_text())["measured"]
+    runs = {run["variant"]: run for run in measured["runs"]}
+    assert set(runs) == {"copy", "dense", "merge"}
+    expected = {
+        "inserted": layout.inserted,
+        "updated": layout.updated + layout.moved,
+        "deleted": layout.deleted,
+        "unchanged": layout.rows - layout.updated - layout.deleted - layout.moved,
+    }
+    for variant in ("dense", "merge"):
+        assert runs[variant]["equal"] is True, variant
+        assert runs[variant]["counts"] == expected, variant
+    assert runs["dense"]["rows_dense"] > 0
+    assert runs["merge"]["rows_dense"] == 0
+    assert "dense_upsert" in runs["dense"]["timings"]
+    assert "Insert on events" in (tmp_path / "explain.txt").read_text()
 
 
 @pytest.mark.slow

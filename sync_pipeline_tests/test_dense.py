@@ -197,6 +197,35 @@ def test_a_repeated_key_in_a_dense_range_fails_and_writes_nothing(pair: Pair) ->
     assert fingerprint(pair.target, "unkeyed", ["id"]) == before
 
 
+def test_a_repeated_key_in_a_later_dense_range_fails_and_writes_nothing(pair: Pair) -> None:
+    """The same, with the key repeated in the second of two densely changed ranges (an unchanged
+    stretch of keys between them): the stage's unique key index already holds when that range is
+    streamed, so the repetition surfaces as the COPY's (or insert's) unique violation; the sync
+    still fails with a ``DataError`` naming the table and its key columns (the key itself only where
+    the database's message names it), and the target stays as it was."""
+    repeated = 5555
+    table = sa.Table(
+        "unkeyed",
+        sa.MetaData(),
+        sa.Column("id", sa.Integer),
+        sa.Column("updated_at", TS),
+        sa.Column("name", sa.String(100)),
+        sa.Column("qty", sa.Integer),
+    )
+    table.create(pair.source.engine)
+    insert(pair.source, table, rows(range(1, 6001), W))
+    config = table_config("unkeyed", chunk_size=50)
+    assert pair.sync(config).inserted == 6000
+    changed = (table.c.id <= 2000) | (table.c.id > 4000)
+    update(pair.source, table, changed, updated_at=at(W, 3599.5), name="updated")
+    insert(pair.source, table, [{"id": repeated, "updated_at": at(W, 3599.6), "name": "again", "qty": 1}])
+    before = fingerprint(pair.target, "unkeyed", ["id"])
+
+    with pytest.raises(DataError, match=f"unkeyed.*duplicate key ({repeated} )?in the window"):
+        pair.sync(config)
+    assert fingerprint(pair.target, "unkeyed", ["id"]) == before
+
+
 def test_indexing_the_dense_stage_keeps_the_window_transaction_open(pair: Pair) -> None:
     """MySQL and MariaDB commit the open transaction at a CREATE INDEX, a temporary table's too: the
     dense stage's key index is declared with the table there, so a write the window's transaction

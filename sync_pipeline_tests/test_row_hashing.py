@@ -420,7 +420,9 @@ def test_wide_rows_compared_in_python_are_read_in_batches_bounded_in_bytes(
 
 
 # Documents a structural hash confuses easily, each pair one change: PostgreSQL's jsonb hash is the
-# same for every empty container; a record hash gives a NULL field what it gives [[]].
+# same for every empty container, and for a scalar and the array holding only it (``5`` and
+# ``[5]``: a scalar is stored as a one-element array); a record hash gives a NULL field what it
+# gives [[]].
 JSON_LOOKALIKES: list[tuple[Any, Any]] = [
     ({}, []),
     ([], {}),
@@ -430,6 +432,11 @@ JSON_LOOKALIKES: list[tuple[Any, Any]] = [
     ([], None),
     ([0], [[0]]),
     ({"a": []}, {"a": {}}),
+    (5, [5]),
+    (["a"], "a"),
+    ([None], None),
+    ([{}], [[]]),
+    ({"a": {"b": []}}, {"a": {"b": {}}}),
 ]
 
 

@@ -140,6 +140,63 @@ def test_intact_partition_costs_only_aggregates_on_postgresql(make_db_url: MakeD
     assert 0 < drift.keys_scanned < 3500
 
 
+def test_a_mariadb_datetime_synced_into_the_datetime6_target_verifies_in_sync(
+    make_db_url: MakeDbUrl,
+) -> None:
+    """MariaDB to MariaDB: the target the pipeline creates holds a source's DATETIME (whole seconds)
+    as DATETIME(6). Each side prints its own ("08:00:01" and "08:00:01.000000"), so the two are not
+    hashed as stored but through their canonical text: an intact partition verifies in sync (it
+    reported every row differing), and a timestamp changed by a second is still found (a
+    microsecond is not: the two compare at the source's precision, whole seconds)."""
+    source, target = make_db_url("mysql", "src"), make_db_url("mysql", "tgt")
+    _source(source, rows=50)
+    table = _table()
+    sync_partition(table, source, target, WINDOW)
+    verification = verify_partition(table, source, target, WINDOW)
+    assert verification.in_sync, verification
+    assert verification.keys_scanned == 0
+    _execute(target, "UPDATE events SET updated_at = updated_at + INTERVAL 1 SECOND WHERE id = 7")
+    assert verify_partition(table, source, target, WINDOW).rows_differing == 1
+
+
+@pytest.mark.parametrize("engine", ["postgresql", "mysql"])
+def test_an_intact_partition_opens_one_connection_a_side_and_leaves_none_open(
+    make_db_url: MakeDbUrl, engine: str
+) -> None:
+    """An intact partition is settled by one aggregate a side: no connection is opened for key
+    lookups or row fetches it does not need, none stays open after it, and the next verification
+    of the same databases reuses the engines (their dialects initialised), not their connections."""
+    source, target = make_db_url(engine, "src"), make_db_url(engine, "tgt")
+    _source(source, rows=300)
+    table = _table()
+    sync_partition(table, source, target, WINDOW)
+    connects: list[str] = []
+
+    def count(dbapi_connection: object, record: object) -> None:
+        connects.append("connect")
+
+    sa.event.listen(sa.pool.Pool, "connect", count)
+    try:
+        for _ in range(2):
+            assert verify_partition(table, source, target, WINDOW).in_sync
+    finally:
+        sa.event.remove(sa.pool.Pool, "connect", count)
+    assert len(connects) == 4  # two a verification: the plan's connection to each side, reused
+    names = [sa.make_url(url).database for url in (source, target)]
+    admin = sa.create_engine(source)
+    with admin.connect() as conn:
+        if engine == "postgresql":
+            mine = conn.execute(sa.text("SELECT pg_backend_pid()")).scalar_one()
+            query = "SELECT count(*) FROM pg_stat_activity WHERE datname IN (:a, :b) AND pid <> :mine"
+        else:
+            mine = conn.execute(sa.text("SELECT connection_id()")).scalar_one()
+            query = "SELECT count(*) FROM information_schema.processlist WHERE db IN (:a, :b) AND id <> :mine"
+        assert conn.execute(sa.text(query), {"a": names[0], "b": names[1], "mine": mine}).scalar_one() == 0
+    admin.dispose()
+    with open_engine(source) as first, open_engine(source) as second:
+        assert first is second
+
+
 @pytest.mark.parametrize("engine", ["sqlite", "postgresql", "mysql"])
 def test_sql_canonical_text_agrees_with_python(make_db_url: MakeDbUrl, engine: str) -> None:
     """The canonical text each engine computes in SQL hashes exactly like the Python reference, so

@@ -25,7 +25,7 @@ from functools import reduce
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql
+from sqlalchemy.dialects import mysql, postgresql
 from sqlalchemy.sql import operators
 from sqlalchemy.sql.elements import BinaryExpression, Cast, ColumnElement
 
@@ -76,9 +76,10 @@ def has_native_row_hash(dialect: str) -> bool:
 def native_part(dialect: str, source: sa.Column[Any], target: sa.Column[Any]) -> bool:
     """Whether a column of two tables of one engine can be hashed as stored, rather than as text.
 
-    Only between equal types (an ``int`` and a ``bigint`` hash alike on PostgreSQL, but a
-    ``timestamp(3)`` holds other values than a ``timestamp(6)``): PostgreSQL's integers, decimals,
-    texts and JSON are cast to one type first, so their declared width does not matter.
+    Only between equal types: PostgreSQL's integers, decimals, texts and JSON are cast to one type
+    first, so their declared width does not matter (an ``int`` and a ``bigint`` hash alike), and its
+    other values are hashed as stored. MariaDB/MySQL values are hashed as printed, so their types
+    must be declared alike to the fractional second (see :func:`_declared`).
     """
     family = family_of(source.type)
     if family is not family_of(target.type):
@@ -86,10 +87,21 @@ def native_part(dialect: str, source: sa.Column[Any], target: sa.Column[Any]) ->
     if dialect == "postgresql":
         if family in (Family.INTEGER, Family.DECIMAL, Family.TEXT, Family.JSON, Family.FLOAT):
             return True
+        # The stored value is hashed, whatever precision the type declares.
         return family in _PG_NATIVE and str(source.type) == str(target.type)
     if dialect == "mysql":
-        return family in _MYSQL_NATIVE and str(source.type) == str(target.type)
+        return family in _MYSQL_NATIVE and _declared(source) == _declared(target)
     return False
+
+
+_MYSQL = mysql.dialect()
+
+
+def _declared(column: sa.Column[Any]) -> str:
+    """A MariaDB/MySQL column's type as the engine declares it: its values are hashed as printed,
+    and DATETIME prints "08:00:01" where DATETIME(6) prints "08:00:01.000000". ``str(type)``, the
+    generic form, drops the fractional seconds: both are "DATETIME" there."""
+    return str(column.type.compile(dialect=_MYSQL))
 
 
 def stored_value(dialect: str, column: sa.Column[Any]) -> ColumnElement[Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 from decimal import Decimal
 
 import pytest
@@ -195,6 +196,37 @@ def test_an_intact_partition_opens_one_connection_a_side_and_leaves_none_open(
     admin.dispose()
     with open_engine(source) as first, open_engine(source) as second:
         assert first is second
+
+
+def test_a_process_forked_while_an_engine_is_kept_opens_its_own_connections(make_db_url: MakeDbUrl) -> None:
+    """Forked while a unit of work holds a kept engine (its pool holding a connection), the child
+    gets a fresh engine for the same URL, never the parent's socket; the parent's connection is
+    still good after the child's sessions end (SQLAlchemy's advice for ``os.fork()``)."""
+    url = make_db_url("postgresql", "src")
+    with open_engine(url) as engine:
+        with engine.connect() as conn:
+            parent_pid = conn.execute(sa.text("SELECT pg_backend_pid()")).scalar_one()
+        read, write = os.pipe()
+        child = os.fork()
+        if child == 0:  # pragma: no cover - the child reports through the pipe
+            code = 1
+            try:
+                with open_engine(url) as mine, mine.connect() as conn:
+                    pid = conn.execute(sa.text("SELECT pg_backend_pid()")).scalar_one()
+                os.write(write, f"{pid} {int(mine is engine)}".encode())
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(write)
+        _, status = os.waitpid(child, 0)
+        with os.fdopen(read) as pipe:
+            reported = pipe.read().split()
+        assert os.waitstatus_to_exitcode(status) == 0
+        child_pid, same_engine = int(reported[0]), reported[1]
+        assert same_engine == "0"
+        assert child_pid != parent_pid
+        with engine.connect() as conn:  # the parent's pooled connection, untouched by the child
+            assert conn.execute(sa.text("SELECT pg_backend_pid()")).scalar_one() == parent_pid
 
 
 @pytest.mark.parametrize("engine", ["sqlite", "postgresql", "mysql"])

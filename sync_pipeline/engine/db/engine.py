@@ -7,6 +7,7 @@ for the next sync of the same URL (:func:`open_engine`), without its connections
 
 from __future__ import annotations
 
+import os
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -84,6 +85,24 @@ _KEPT_BACKENDS = frozenset({"postgresql", "mysql", "mariadb"})
 _KEPT_MAX = 16  # distinct (URL, lock bound) pairs; the least recently used idle one goes first
 _kept: OrderedDict[tuple[str, float | None], _Kept] = OrderedDict()
 _kept_lock = threading.Lock()
+
+
+def _forget_kept_in_child() -> None:
+    """In a forked child, forget the parent's kept engines without closing their connections.
+
+    SQLAlchemy's advice for ``os.fork()``: a pool's connections belong to the process that opened
+    them, and the child disposes the pool with ``close=False`` so that it opens its own. A fork made
+    while a unit of work held a kept engine (or while another thread held the lock) must not hand
+    the child the parent's sockets or a lock nobody will release.
+    """
+    global _kept_lock
+    for kept in _kept.values():
+        kept.engine.dispose(close=False)
+    _kept.clear()
+    _kept_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_kept_in_child)
 
 
 @contextmanager

@@ -343,6 +343,34 @@ def test_an_hour_streamed_oldest_first_writes_only_its_own_rows(pair: Pair) -> N
     assert_same_rows(pair, "items", "items", ["id"], COLUMNS)
 
 
+def test_an_hour_above_every_target_key_creates_no_stage(pair: Pair) -> None:
+    """The first sync of an hour whose keys all lie above the target's largest (the hourly run, or a
+    backfill oldest first) writes its rows straight into the target: it creates no temporary stage
+    table, not even for the part below the target's largest key, which holds none of its rows
+    (into SQLite, whose rows are always staged, the one stage of rows that travel by range)."""
+    table = items_table()
+    table.create(pair.source.engine)
+    insert(pair.source, table, rows(range(1, 101), W_BEFORE))
+    insert(pair.source, table, rows(range(101, 3101), W))  # about 200 kB: several blocks of the pipe
+    config = table_config("items", chunk_size=50)
+    assert pair.sync(config, W_BEFORE).inserted == 100
+    created: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.lstrip().upper().startswith("CREATE TEMPORARY TABLE"):
+            created.append(statement.split()[3].strip('"`'))
+
+    sa.event.listen(sa.Engine, "before_cursor_execute", record)
+    try:
+        stats = pair.sync(config)
+    finally:
+        sa.event.remove(sa.Engine, "before_cursor_execute", record)
+
+    assert (stats.inserted, stats.rows_direct) == (3000, direct(pair, 3000))
+    assert created == (["sync_pipeline_stage_ranges"] if pair.target.kind == "sqlite" else [])
+    assert_same_rows(pair, "items", "items", ["id"], COLUMNS)
+
+
 @pytest.mark.parametrize(
     ("target_type", "alike"),
     [

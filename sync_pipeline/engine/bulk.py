@@ -26,6 +26,7 @@ under a kill too; memory holds one batch of rows, bounded in rows and bytes (or 
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -48,6 +49,14 @@ from sync_pipeline.errors import DataError
 log = logging.getLogger(__name__)
 
 Rows = list[tuple[Any, ...]]
+# Where streamed rows land: a table, or what creates the stage on the first row (a range that turns
+# out to hold no row, such as the keys below the target's largest in a backfill oldest first, then
+# costs no temporary table).
+Into = sa.Table | Callable[[], sa.Table]
+
+# Binary COPY output arrives one row a block; the rows are passed on in blocks of about this size,
+# so writing costs one call per block instead of one per row (both ends of the pipe take any split).
+_PIPE_BYTES = 64 * 1024
 
 
 class TargetGaps:
@@ -185,7 +194,7 @@ class RangeLoader:
             if direct and self._load_direct(source_conn, part):
                 continue
             with self.timed("stream"):
-                written = self._copy(source_conn, part, self.writer.range_stage())
+                written = self._copy(source_conn, part, self.writer.range_stage)
             self.writer.staged_ranges += written
             self.stats.rows_streamed += written
             self.stats.rows_fetched += written
@@ -228,8 +237,11 @@ class RangeLoader:
         return self._copy(source_conn, krange, into)
 
     # -- moving rows -------------------------------------------------------------------------------
-    def _copy(self, source_conn: sa.Connection, krange: KeyRange, into: sa.Table) -> int:
-        """Stream the window's rows of ``krange`` from the source into ``into``; how many."""
+    def _copy(self, source_conn: sa.Connection, krange: KeyRange, into: Into) -> int:
+        """Stream the window's rows of ``krange`` from the source into ``into``; how many.
+
+        ``into`` given as a callable is called only once the first row has been read.
+        """
         select = rows_select(self.source, self.window, krange, self.plan.columns)
         if self.target.adapter.name == "postgresql":
             if self._can_pass_through(source_conn):
@@ -242,9 +254,13 @@ class RangeLoader:
                 return _copy_text(self.conn, into, self._batches(source_conn, printed, checks))
             return _copy_rows(self.conn, into, self._converted(source_conn, select))
         written = 0
-        names = [column.name for column in into.columns]
+        table: sa.Table | None = None
         for rows in self._converted(source_conn, select):
-            self.conn.execute(into.insert(), [dict(zip(names, row, strict=True)) for row in rows])
+            if not rows:
+                continue
+            table = table if table is not None else _table(into)
+            names = [column.name for column in table.columns]
+            self.conn.execute(table.insert(), [dict(zip(names, row, strict=True)) for row in rows])
             written += len(rows)
         return written
 
@@ -365,6 +381,18 @@ def stored_alike(
     return _column_types(source_conn, source, columns) == _column_types(target_conn, target, columns)
 
 
+def _table(into: Into) -> sa.Table:
+    return into if isinstance(into, sa.Table) else into()
+
+
+def _nonempty(chunks: Iterator[Rows]) -> Iterator[Rows] | None:
+    """``chunks`` from their first row on, or ``None`` when there is none (nothing is created then)."""
+    for rows in chunks:
+        if rows:
+            return itertools.chain([rows], chunks)
+    return None
+
+
 def _driver(conn: sa.Connection) -> psycopg.Connection[Any]:
     driver = conn.connection.driver_connection
     assert isinstance(driver, psycopg.Connection)
@@ -408,23 +436,45 @@ def _copy_target(conn: sa.Connection, into: sa.Table) -> str:
     return f"COPY {preparer.format_table(into)} ({columns}) FROM STDIN (FORMAT BINARY)"
 
 
-def _pipe_binary(
-    source_conn: sa.Connection, conn: sa.Connection, select: sa.Select[Any], into: sa.Table
-) -> int:
-    """PostgreSQL to PostgreSQL: the source's binary COPY output, block by block, into the target's COPY."""
+def _pipe_binary(source_conn: sa.Connection, conn: sa.Connection, select: sa.Select[Any], into: Into) -> int:
+    """PostgreSQL to PostgreSQL: the source's binary COPY output, in blocks of about ``_PIPE_BYTES``,
+    into the target's COPY. An output with no row (header and trailer only) writes nothing."""
     query = _literal(select, source_conn)
-    with _driver(source_conn).cursor() as reader, _driver(conn).cursor() as writer:
-        with (
-            writer.copy(_copy_target(conn, into)) as sink,
-            reader.copy(f"COPY ({query}) TO STDOUT (FORMAT BINARY)") as stream,
-        ):
-            for block in stream:
-                sink.write(block)
-        return max(0, writer.rowcount)
+    with (
+        _driver(source_conn).cursor() as reader,
+        reader.copy(f"COPY ({query}) TO STDOUT (FORMAT BINARY)") as stream,
+    ):
+        blocks = iter(stream)
+        head = bytearray()
+        for block in blocks:
+            head += block
+            if len(head) >= _PIPE_BYTES:
+                break
+        else:
+            # The whole output is read: the source said how many rows it held.
+            if reader.rowcount == 0:
+                return 0
+        target = _table(into)
+        with _driver(conn).cursor() as writer:
+            with writer.copy(_copy_target(conn, target)) as sink:
+                sink.write(head)
+                buffer = bytearray()
+                for block in blocks:
+                    buffer += block
+                    if len(buffer) >= _PIPE_BYTES:
+                        sink.write(buffer)
+                        buffer = bytearray()
+                if buffer:
+                    sink.write(buffer)
+            return max(0, writer.rowcount)
 
 
-def _copy_rows(conn: sa.Connection, into: sa.Table, chunks: Iterator[Rows]) -> int:
+def _copy_rows(conn: sa.Connection, to: Into, rows_of: Iterator[Rows]) -> int:
     """Rows into a PostgreSQL table by one binary COPY (plain INSERTs for a type with no binary form)."""
+    chunks = _nonempty(rows_of)
+    if chunks is None:
+        return 0
+    into = _table(to)
     driver = _driver(conn)
     written = 0
     with driver.cursor() as cursor:
@@ -445,9 +495,13 @@ def _copy_rows(conn: sa.Connection, into: sa.Table, chunks: Iterator[Rows]) -> i
     return written
 
 
-def _copy_text(conn: sa.Connection, into: sa.Table, chunks: Iterator[Rows]) -> int:
+def _copy_text(conn: sa.Connection, to: Into, rows_of: Iterator[Rows]) -> int:
     """Rows of values as text (``None`` for NULL) into a PostgreSQL table by one text COPY: the server
     parses each value into its column's type."""
+    chunks = _nonempty(rows_of)
+    if chunks is None:
+        return 0
+    into = _table(to)
     written = 0
     preparer = conn.dialect.identifier_preparer
     columns = ", ".join(preparer.quote(column.name) for column in into.columns)

@@ -121,6 +121,23 @@ def _engines(
         yield source, target
 
 
+class _Connection:
+    """A connection of ``engine`` opened on the first call, closed with ``stack``.
+
+    Called only on the sync's own thread: the two sides' concurrent queries receive it opened.
+    """
+
+    def __init__(self, stack: ExitStack, engine: sa.Engine) -> None:
+        self._stack = stack
+        self._engine = engine
+        self._conn: sa.Connection | None = None
+
+    def __call__(self) -> sa.Connection:
+        if self._conn is None:
+            self._conn = self._stack.enter_context(self._engine.connect())
+        return self._conn
+
+
 class _Sync:
     def __init__(
         self,
@@ -245,8 +262,14 @@ class _Sync:
             if self.compare == "updated_at":
                 dense = DenseLoader(bulk)
         with ExitStack() as stack, ThreadPoolExecutor(2, thread_name_prefix="sync-side") as pool:
-            src_scan = stack.enter_context(self.source_engine.connect())
-            tgt_scan = stack.enter_context(self.target_engine.connect())
+            # Each connection opens when first used, on this thread: an unchanged window opens no
+            # lookup connection, and the first sync of an hour reads the source on one and probes the
+            # target on one (a connection is 5-10 ms of both servers' time, quiet, every hour of a
+            # backfill).
+            src_scan = _Connection(stack, self.source_engine)
+            src_fetch = _Connection(stack, self.source_engine)
+            tgt_scan = _Connection(stack, self.target_engine)
+            tgt_lookup = _Connection(stack, self.target_engine)
 
             def both(on_source: Callable[[], T], on_target: Callable[[], T]) -> tuple[T, T]:
                 future = pool.submit(on_target)
@@ -260,24 +283,22 @@ class _Sync:
                 # up or row to fetch, and no connection opened for them (5-10 ms each, quiet).
                 self._dry_run_target_rows()
                 return
-            src_fetch = stack.enter_context(self.source_engine.connect())
-            tgt_lookup = stack.enter_context(self.target_engine.connect())
             batch = KeyBatch()
             limit = source.batch_size(self.chunk_size)
             count_rows = not self.plan.hash_compare
-            flush = partial(self._flush, source=source, target=target, src_fetch=src_fetch,
-                            tgt_lookup=tgt_lookup, writer=writer)  # fmt: skip
+            flush = partial(self._flush, source=source, target=target, src_conn=src_fetch,
+                            tgt_conn=tgt_lookup, writer=writer)  # fmt: skip
             for krange, path in chain([first], ranges):
                 if path == "bulk" and bulk is not None:
                     streamed = self.stats.rows_streamed
-                    bulk.load(src_fetch, krange)
+                    bulk.load(src_fetch(), krange)
                     if count_rows or self.window_unhashed:
                         self.stats.source_rows += self.stats.rows_streamed - streamed
                     continue
                 if path == "dense" and dense is not None:
                     # Only the keys the target's window holds and the source's lacks are decided
                     # key by key, like the merge's target-only keys.
-                    for keys in dense.load(src_fetch, krange):
+                    for keys in dense.load(src_fetch(), krange):
                         batch.target_only.extend(keys)
                         if len(batch) >= limit:
                             for part in batch.split(limit):
@@ -288,8 +309,8 @@ class _Sync:
                 # servers and the comparison work at the same time. Closed on any error too: a
                 # half-read SQLite cursor would keep a read lock that blocks every later writer.
                 size, weight = self.chunk_size, self.config.chunk_bytes
-                src_stream = partial(source.key_stream, src_scan, self.window, krange, size, weight)
-                tgt_stream = partial(target.key_stream, tgt_scan, self.window, krange, size, weight)
+                src_stream = partial(source.key_stream, src_scan(), self.window, krange, size, weight)
+                tgt_stream = partial(target.key_stream, tgt_scan(), self.window, krange, size, weight)
                 with (
                     self._timed("merge"),
                     read_ahead(src_stream, "sync-source-keys") as src_chunks,
@@ -320,8 +341,8 @@ class _Sync:
         self,
         source: TableSide,
         target: TableSide,
-        src: sa.Connection,
-        tgt: sa.Connection,
+        src_conn: _Connection,
+        tgt_conn: _Connection,
         both: Both,
         bulk: bool,
         dense: bool,
@@ -330,6 +351,7 @@ class _Sync:
         the target holds none of the window's rows in it (``bulk``) or where the descent found it
         densely changed (``dense``), else by the key merge. Equal ranges are counted unchanged and
         skipped."""
+        tgt = tgt_conn()
         if bulk and window_is_empty(target, tgt, self.window):
             # The first sync of the hour: one index probe says there is nothing to compare with, and
             # the source's rows are counted as they stream instead of hashed first.
@@ -339,6 +361,7 @@ class _Sync:
         if not self.plan.hash_compare:
             yield KeyRange(), "merge"
             return
+        src = src_conn()
         with self._timed("checksum"):
             (src_sum, src_lo, src_hi), (tgt_sum, tgt_lo, tgt_hi) = both(
                 lambda: source.checksum(src, self.window), lambda: target.checksum(tgt, self.window)
@@ -393,12 +416,13 @@ class _Sync:
         *,
         source: TableSide,
         target: TableSide,
-        src_fetch: sa.Connection,
-        tgt_lookup: sa.Connection,
+        src_conn: _Connection,
+        tgt_conn: _Connection,
         writer: PartitionWriter | None,
     ) -> None:
         if not len(batch):
             return
+        src_fetch, tgt_lookup = src_conn(), tgt_conn()
         stats = self.stats
         source_only = [key for key, _ in batch.source_only]
         target_only = [key for key, _ in batch.target_only]

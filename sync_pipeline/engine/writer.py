@@ -92,8 +92,11 @@ class PartitionWriter:
         self.soft_delete_column = soft_delete_column
         self.force_ranges = force_ranges  # compare="row": the source is the truth for staged ranges too
         self.columns = columns + ([soft_delete_column] if soft_delete_column else [])
-        self.rows = self._stage_table(STAGE_ROWS, self.columns)
-        self.keys = self._stage_table(STAGE_KEYS, target.key_columns)
+        # Every stage is created on first use: the first sync of an hour (rows straight into the
+        # target) and an unchanged window write none, and each CREATE and DROP of a temporary table
+        # is a catalog write, a few milliseconds an hour of a backfill.
+        self._rows: sa.Table | None = None
+        self._keys: sa.Table | None = None
         self.forced: sa.Table | None = None
         self.ranges: sa.Table | None = None
         self.staged_rows = 0
@@ -114,18 +117,36 @@ class PartitionWriter:
             name, sa.MetaData(), *(sa.Column(c, bind_type(self.target.table.c[c].type)) for c in columns)
         )
 
+    @property
+    def rows(self) -> sa.Table:
+        """The stage of full rows to upsert (created on first use), in :attr:`columns` order."""
+        if self._rows is None:
+            self._rows = self._stage_table(STAGE_ROWS, self.columns)
+        return self._rows
+
+    @property
+    def keys(self) -> sa.Table:
+        """The stage of keys to delete (created on first use)."""
+        if self._keys is None:
+            self._keys = self._stage_table(STAGE_KEYS, self.target.key_columns)
+        return self._keys
+
     def with_soft_delete(self, rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
         """Rows in the synced columns' order, plus ``False`` for the soft-delete column if there is one."""
         return [(*row, False) for row in rows] if self.soft_delete_column else rows
 
     def stage_rows(self, rows: list[tuple[Any, ...]]) -> None:
         """Stage full rows (in the synced columns' order) to upsert."""
+        if not rows:
+            return
         rows = self.with_soft_delete(rows)
         self.adapter.copy_rows(self.conn, self.rows, rows)
         self.staged_rows += len(rows)
 
     def stage_deletes(self, keys: list[Key]) -> None:
         """Stage keys whose rows left the source: deleted, or marked deleted in soft mode."""
+        if not keys:
+            return
         rows = [key if isinstance(key, tuple) else (key,) for key in keys]
         self.adapter.copy_rows(self.conn, self.keys, rows)
         self.staged_keys += len(rows)
@@ -283,8 +304,8 @@ class PartitionWriter:
 
     def close(self) -> None:
         """Drop the stage tables (PostgreSQL drops them at commit already)."""
-        names = [STAGE_ROWS, STAGE_KEYS]
-        names += [t.name for t in (self.forced, self.ranges, self.dense) if t is not None]
+        stages = (self._rows, self._keys, self.forced, self.ranges, self.dense)
+        names = [t.name for t in stages if t is not None]
         for name in names:
             self.adapter.drop_stage(self.conn, name)
 

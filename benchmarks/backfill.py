@@ -80,8 +80,26 @@ def copy_floor(source_url: str, target_url: str, rows: int) -> dict[str, float]:
     return {"copy_s": round(seconds, 2)}
 
 
-def run_breakdown(home: Path, run_ids: list[str]) -> dict[str, Any]:
-    """From the runs' event logs: each run's span, its step's start, and each hour's interval and sync."""
+# The events of a run, in the order they happen, whose first occurrence splits launch -> run end.
+MILESTONES = (
+    "RUN_ENQUEUED",
+    "RUN_DEQUEUED",
+    "RUN_STARTING",
+    "RUN_START",
+    "STEP_START",
+    "ASSET_MATERIALIZATION",
+    "ASSET_CHECK_EVALUATION",
+    "RUN_SUCCESS",
+)
+
+
+def run_breakdown(home: Path, run_ids: list[str], launched_at: float | None = None) -> dict[str, Any]:
+    """From the runs' event logs: each run's span, its step's start, and each hour's interval and sync.
+
+    With ``launched_at``, each run's milestones (:data:`MILESTONES`) in seconds after the launch:
+    where the time from the launch to the first hour goes (the backfill daemon's tick, the queue,
+    the run worker, the step worker, the planner).
+    """
     from dagster import DagsterEventType, DagsterInstance
 
     runs = []
@@ -89,12 +107,15 @@ def run_breakdown(home: Path, run_ids: list[str]) -> dict[str, Any]:
     with DagsterInstance.from_config(str(home)) as instance:
         for run_id in run_ids:
             first: dict[str, float] = {}
+            last: dict[str, float] = {}
             last_t: float | None = None
+            record_of_run = instance.get_run_record_by_id(run_id)
             for record in instance.all_logs(run_id):
                 event = record.dagster_event
                 if event is None:
                     continue
                 first.setdefault(event.event_type.name, record.timestamp)
+                last[event.event_type.name] = record.timestamp
                 if event.event_type == DagsterEventType.STEP_START:
                     last_t = record.timestamp
                 if event.event_type == DagsterEventType.ASSET_MATERIALIZATION and last_t is not None:
@@ -113,13 +134,20 @@ def run_breakdown(home: Path, run_ids: list[str]) -> dict[str, Any]:
                     )
                     last_t = record.timestamp
             if "RUN_START" in first and "STEP_START" in first:
-                runs.append(
-                    {
-                        "run_id": run_id,
-                        "run_start_to_step_start_s": first["STEP_START"] - first["RUN_START"],
-                        "run_s": first.get("RUN_SUCCESS", first.get("RUN_FAILURE", 0.0)) - first["RUN_START"],
-                    }
-                )
+                entry: dict[str, Any] = {
+                    "run_id": run_id,
+                    "run_start_to_step_start_s": first["STEP_START"] - first["RUN_START"],
+                    "run_s": first.get("RUN_SUCCESS", first.get("RUN_FAILURE", 0.0)) - first["RUN_START"],
+                }
+                if launched_at is not None:
+                    after = (
+                        {"RUN_CREATED": record_of_run.create_timestamp.timestamp()} if record_of_run else {}
+                    )
+                    after.update({name: first[name] for name in MILESTONES if name in first})
+                    if "ASSET_MATERIALIZATION" in last:
+                        after["LAST_MATERIALIZATION"] = last["ASSET_MATERIALIZATION"]
+                    entry["after_launch_s"] = {k: round(v - launched_at, 2) for k, v in after.items()}
+                runs.append(entry)
     # The first interval of each run also holds the step's own start-up (forkserver, first child).
     return {
         "runs": runs,
@@ -195,8 +223,8 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
         with deployment(work, dbs, config) as deploy:
             params = {"partitionNames": keys, "assetSelection": [{"path": ["sync", TABLE]}]}
             load_at_launch = os.getloadavg()[0]
-            launched = deploy.graphql(LAUNCH_BACKFILL, params=params)["launchPartitionBackfill"]
             launched_at = time.time()
+            launched = deploy.graphql(LAUNCH_BACKFILL, params=params)["launchPartitionBackfill"]
             if launched["__typename"] != "LaunchBackfillSuccess":
                 raise RuntimeError(f"backfill not launched: {launched}")
             backfill_id = launched["backfillId"]
@@ -211,7 +239,7 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
             status = wait_for("the backfill", finished, args.timeout, deploy.check)
             load_at_end = os.getloadavg()[0]
             runs = deploy.graphql(RUNS_OF_BACKFILL, id=backfill_id)["partitionBackfillOrError"]["runs"]
-            breakdown = run_breakdown(deploy.home, [r["runId"] for r in runs])
+            breakdown = run_breakdown(deploy.home, [r["runId"] for r in runs], launched_at)
         ends = [r["endTime"] for r in runs if r["endTime"]]
         seconds = max(ends) - launched_at
         source = window_counts(dbs.url_text("source"), [TABLE], start, args.hours)
@@ -261,6 +289,12 @@ def markdown(r: dict[str, Any]) -> str:
             f"| {f(b['hour_interval_median_s'])} / {f(b['hour_sync_median_s'])} "
             f"({f(b.get('hour_plan_median_s'))} plan, {f(b.get('hour_plan_check_median_s'))} plan check) "
             f"| {r['floor']['copy_s']} | {r['vs_copy']}x | {r['targets_equal']} |",
+            "",
+            *(
+                f"run {i + 1}, seconds after the launch: "
+                + ", ".join(f"{k} {v}" for k, v in run.get("after_launch_s", {}).items())
+                for i, run in enumerate(b["runs"])
+            ),
             "",
         ]
     )

@@ -252,8 +252,9 @@ class DenseStreamPause:
 
     It wraps the engine's own methods for this test only (``monkeypatch`` undoes it), the way
     ``sync_child.py`` does for the kill tests: the range loader's entry for dense ranges marks the
-    stream, and psycopg's COPY writes count its rows (one block per row when PostgreSQL's binary
-    COPY is piped through, one row per ``write_row`` otherwise). Only the first attempt is held.
+    stream, and psycopg's COPY writes count its rows (one row per ``write_row``; PostgreSQL's binary
+    COPY is piped through in blocks of about 64 KiB, about a thousand rows of this table, so the
+    second block is held). Only the first attempt is held.
     """
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch, rows: int = 1_000) -> None:
@@ -272,14 +273,16 @@ class DenseStreamPause:
                 self._in_stream = False
 
         monkeypatch.setattr(RangeLoader, "stage_range", streamed)
-        monkeypatch.setattr(psycopg.Copy, "write", self._counting(psycopg.Copy.write))
-        monkeypatch.setattr(psycopg.Copy, "write_row", self._counting(psycopg.Copy.write_row))
+        monkeypatch.setattr(psycopg.Copy, "write", self._counting(psycopg.Copy.write, 2))
+        monkeypatch.setattr(psycopg.Copy, "write_row", self._counting(psycopg.Copy.write_row, rows))
 
-    def _counting(self, write: Callable[[psycopg.Copy, Any], None]) -> Callable[[psycopg.Copy, Any], None]:
+    def _counting(
+        self, write: Callable[[psycopg.Copy, Any], None], held_at: int
+    ) -> Callable[[psycopg.Copy, Any], None]:
         def counted(copy: psycopg.Copy, data: Any) -> None:
             if self._in_stream and not self.streaming.is_set():
                 self._written += 1
-                if self._written == self.rows:
+                if self._written == held_at:
                     self.streaming.set()
                     self.release.wait(WATCH_SECONDS)
             write(copy, data)

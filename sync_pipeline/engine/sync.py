@@ -28,7 +28,6 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, closing, contextmanager
 from functools import partial
-from itertools import chain
 from time import perf_counter
 from typing import Any, Literal, TypeVar
 
@@ -275,20 +274,14 @@ class _Sync:
                 future = pool.submit(on_target)
                 return on_source(), future.result()
 
-            paths = (bulk is not None, dense is not None)
-            ranges = self._ranges(source, target, src_scan, tgt_scan, both, *paths)
-            first = next(ranges, None)
-            if first is None:
-                # Unchanged (the steady state, and every verification that passes): no key to look
-                # up or row to fetch, and no connection opened for them (5-10 ms each, quiet).
-                self._dry_run_target_rows()
-                return
             batch = KeyBatch()
             limit = source.batch_size(self.chunk_size)
             count_rows = not self.plan.hash_compare
             flush = partial(self._flush, source=source, target=target, src_conn=src_fetch,
                             tgt_conn=tgt_lookup, writer=writer)  # fmt: skip
-            for krange, path in chain([first], ranges):
+            paths = (bulk is not None, dense is not None)
+            ranges = self._ranges(source, target, src_scan, tgt_scan, both, *paths)
+            for krange, path in ranges:
                 if path == "bulk" and bulk is not None:
                     streamed = self.stats.rows_streamed
                     bulk.load(src_fetch(), krange)
@@ -324,10 +317,6 @@ class _Sync:
                             batch = KeyBatch()
             for part in batch.split(limit):
                 flush(part)
-        self._dry_run_target_rows()
-
-    def _dry_run_target_rows(self) -> None:
-        """What a dry run's target window would hold after the sync it stands for."""
         if self.dry_run:
             self.stats.target_rows = (
                 self.stats.target_rows_before

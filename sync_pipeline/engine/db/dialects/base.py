@@ -154,6 +154,8 @@ class Adapter(ABC):
     # Whether a stage's index can be built after its rows are in, inside the window's transaction.
     # MySQL and MariaDB commit the open transaction at any CREATE INDEX, a temporary table's too.
     index_after_load: ClassVar[bool] = True
+    # Where it cannot (see above): the index's clause in ``temp_table_ddl``'s ``{index}``.
+    stage_index_ddl: ClassVar[str] = ""
 
     def create_stage(
         self, conn: sa.Connection, name: str, like: sa.Select[Any], *, key: list[str] | None = None
@@ -165,8 +167,11 @@ class Adapter(ABC):
         """
         self.drop_stage(conn, name)
         select = like.where(sa.false()).compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True})
-        quoted = conn.dialect.identifier_preparer.quote(name)
-        conn.exec_driver_sql(self.temp_table_ddl.format(name=quoted, select=select))
+        quote = conn.dialect.identifier_preparer.quote
+        index = ""
+        if key and not self.index_after_load:
+            index = self.stage_index_ddl.format(columns=", ".join(quote(column) for column in key))
+        conn.exec_driver_sql(self.temp_table_ddl.format(name=quote(name), select=select, index=index))
 
     def drop_stage(self, conn: sa.Connection, name: str) -> None:
         """Drop a stage table if this session has one; never touches a permanent table."""

@@ -185,20 +185,10 @@ class MySQLAdapter(Adapter):
 
     drop_temp_table_ddl: ClassVar[str] = "DROP TEMPORARY TABLE IF EXISTS {name}"
     index_after_load: ClassVar[bool] = False  # CREATE INDEX commits, even on a temporary table
-
-    def create_stage(
-        self, conn: sa.Connection, name: str, like: sa.Select[Any], *, key: list[str] | None = None
-    ) -> None:
-        """The stage, with the index on ``key`` declared in the same statement: a CREATE INDEX later
-        would commit the window's transaction half-way (CREATE TEMPORARY TABLE does not)."""
-        if not key:
-            super().create_stage(conn, name, like)
-            return
-        self.drop_stage(conn, name)
-        select = like.where(sa.false()).compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True})
-        quote = conn.dialect.identifier_preparer.quote
-        columns = ", ".join(quote(column) for column in key)
-        conn.exec_driver_sql(f"CREATE TEMPORARY TABLE {quote(name)} (KEY ({columns})) AS {select}")
+    # The stage's index declared in the same statement: a CREATE INDEX later would commit the
+    # window's transaction half-way (CREATE TEMPORARY TABLE does not).
+    temp_table_ddl: ClassVar[str] = "CREATE TEMPORARY TABLE {name} {index}AS {select}"
+    stage_index_ddl: ClassVar[str] = "(KEY ({columns})) "
 
     def merge_statement(
         self, target: sa.Table, stage: sa.FromClause, key_columns: list[str], ts_column: str

@@ -3,7 +3,7 @@
 The first sync of every hour finds the target's window empty; a descent may find key ranges whose
 rows are only in the source. Merging keys there would look every key up in the target and fetch every
 row back from the source by key lists, for nothing: every row of the range must be written anyway.
-Here the source's rows of such a range stream once, in key order, straight to the target's session
+Here the source's rows of such a range stream once straight to the target's session
 (PostgreSQL: binary COPY, byte for byte from a PostgreSQL source whose columns have the target's
 types; from MySQL/MariaDB, when every column's text is its exact value, the values as the source
 prints them into a text COPY; otherwise rows converted in Python, read through server-side or
@@ -15,10 +15,14 @@ Where they land depends on what they could meet in the target:
   auto-increment or time-ordered id) conflict with nothing: they go **directly into the target**, in
   a savepoint of the window's transaction. A row another session committed meanwhile with such a key
   fails the savepoint with a unique violation; it is rolled back and the range goes the other way.
+  They are read in the source's own order, not sorted by key: sorting a window stored out of key
+  order cost a PostgreSQL source three times the read, and bought the target nothing, since one of
+  its two indexes (key, ``updated_at``) takes its entries out of order either way (docs/capacity.md).
 * every other key may exist in another hour of the target (moved in), possibly newer: those rows go
   to a stage, and the apply counts (inserted, moved in, newer in the target) and upserts them
   set-based, under the upsert's never-overwrite-newer guard (:class:`~sync_pipeline.engine.writer.
-  PartitionWriter`).
+  PartitionWriter`). They are read in key order, so that the apply reads the stage back page after
+  page.
 
 Everything stays inside the window's one transaction, so the promises of a partition sync hold,
 under a kill too; memory holds one batch of rows, bounded in rows and bytes (or one COPY buffer).
@@ -134,17 +138,17 @@ def rows_select(
     krange: KeyRange,
     columns: list[str],
     selected: list[sa.ColumnElement[Any]] | None = None,
+    *,
+    ordered: bool = True,
 ) -> sa.Select[Any]:
     """The window's rows of a key range, ``columns`` in order (or the expressions ``selected`` of
-    them), in key order."""
-    order = [
-        side.adapter.ordered(column, is_string=family_of(column.type) is Family.TEXT) for column in side.keys
-    ]
-    return (
-        sa.select(*(selected if selected is not None else [side.table.c[name] for name in columns]))
-        .where(range_clause(side, window, krange))
-        .order_by(*order)
-    )
+    them), in key order unless not ``ordered`` (then in whatever order the source reads them)."""
+    values = selected if selected is not None else [side.table.c[name] for name in columns]
+    select = sa.select(*values).where(range_clause(side, window, krange))
+    if not ordered:
+        return select
+    text = Family.TEXT
+    return select.order_by(*(side.adapter.ordered(k, is_string=family_of(k.type) is text) for k in side.keys))
 
 
 class RangeLoader:
@@ -218,7 +222,7 @@ class RangeLoader:
         """Rows whose keys no target row holds, straight into the target, in a savepoint."""
         try:
             with self.timed("stream_direct"), self.conn.begin_nested():
-                written = self._copy(source_conn, krange, self.into_target)
+                written = self._copy(source_conn, krange, self.into_target, ordered=False)
         except (sa.exc.IntegrityError, psycopg.IntegrityError) as error:
             # Another session committed one of these keys since we looked (or the source repeats a
             # key): the savepoint is rolled back, and the range is staged and upserted instead.
@@ -237,12 +241,14 @@ class RangeLoader:
         return self._copy(source_conn, krange, into)
 
     # -- moving rows -------------------------------------------------------------------------------
-    def _copy(self, source_conn: sa.Connection, krange: KeyRange, into: Into) -> int:
+    def _copy(self, source_conn: sa.Connection, krange: KeyRange, into: Into, *, ordered: bool = True) -> int:
         """Stream the window's rows of ``krange`` from the source into ``into``; how many.
 
-        ``into`` given as a callable is called only once the first row has been read.
+        ``into`` given as a callable is called only once the first row has been read. A stage is
+        loaded in key order (``ordered``): the apply reads it back in that order, page after page,
+        to merge it with the target's primary key.
         """
-        select = rows_select(self.source, self.window, krange, self.plan.columns)
+        select = rows_select(self.source, self.window, krange, self.plan.columns, ordered=ordered)
         if self.target.adapter.name == "postgresql":
             if self._can_pass_through(source_conn):
                 return _pipe_binary(source_conn, self.conn, select, into)
@@ -250,7 +256,8 @@ class RangeLoader:
                 # Every value as the source prints it, checked, into a text COPY: no Python object
                 # is built for a value, none is converted (see values.exact_from_text).
                 selected, checks = self._printed
-                printed = rows_select(self.source, self.window, krange, self.plan.columns, selected)
+                columns = self.plan.columns
+                printed = rows_select(self.source, self.window, krange, columns, selected, ordered=ordered)
                 return _copy_text(self.conn, into, self._batches(source_conn, printed, checks))
             return _copy_rows(self.conn, into, self._converted(source_conn, select))
         written = 0

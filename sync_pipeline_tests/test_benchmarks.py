@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from benchmarks.dense import main as dense_main
+from benchmarks.read_order import main as read_order_main
 from benchmarks.suite import QUICK_SIZE, run_suite
 from benchmarks.workload import Comparison, Layout, _window_rows, build, compare_window, engine_for
 from sync_pipeline_tests.conftest import MYSQL_ADMIN_URL, PG_ADMIN_URL, _admin_engine
@@ -245,6 +246,23 @@ def test_dense_comparison_measures_both_paths_on_equal_windows(tmp_path: Path) -
     assert runs["merge"]["rows_dense"] == 0
     assert "dense_upsert" in runs["dense"]["timings"]
     assert "Insert on events" in (tmp_path / "explain.txt").read_text()
+
+
+@pytest.mark.slow
+def test_read_order_compares_a_key_ordered_read_with_the_sources_own(tmp_path: Path) -> None:
+    """``benchmarks.read_order`` syncs the new hour once with the source asked for key order and once
+    without, every row straight into the target both times; on a window whose keys are unrelated to
+    ``updated_at`` only the first writes them in key order, so each run measured the read it names."""
+    _admin_engine(PG_ADMIN_URL, "PostgreSQL").dispose()
+    servers = ["--pg-url", PG_ADMIN_URL, "--mysql-url", MYSQL_ADMIN_URL]
+    rows = 2000
+    only = ["--engines", "postgresql", "--cases", "random"]
+    read_order_main(["--rows", str(rows), "--repeat", "1", *only, "--out", str(tmp_path), *servers])
+    (result,) = json.loads((tmp_path / "read_order.json").read_text())
+    (ordered,), (unordered,) = result["runs"]["ordered"], result["runs"]["unordered"]
+    assert ordered["key_falls"] == 0
+    assert unordered["key_falls"] > rows // 4
+    assert min(ordered["wall"], unordered["wall"]) > 0
 
 
 @pytest.mark.slow

@@ -20,7 +20,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql, postgresql
 
-from sync_pipeline.engine.bulk import stored_alike
+from sync_pipeline.engine.db.dialects.postgresql_copy import stored_alike
 from sync_pipeline.engine.diff.window import Window
 from sync_pipeline.errors import DataError
 from sync_pipeline_tests.conftest import MakeDbUrl

@@ -30,15 +30,23 @@ under a kill too; memory holds one batch of rows, bounded in rows and bytes (or 
 
 from __future__ import annotations
 
-import itertools
 import logging
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import psycopg
 import sqlalchemy as sa
 
 from sync_pipeline.engine.db.dialects.mysql import MySQLAdapter
+from sync_pipeline.engine.db.dialects.postgresql_copy import (
+    INTEGRITY_ERRORS,
+    Into,
+    Rows,
+    copy_rows,
+    copy_text,
+    pipe_binary,
+    stored_alike,
+    table_of,
+)
 from sync_pipeline.engine.db.schema import Family, family_of
 from sync_pipeline.engine.db.side import TableSide
 from sync_pipeline.engine.db.values import Guarded, RowConverter, exact_from_text
@@ -51,16 +59,6 @@ from sync_pipeline.engine.writer import PartitionWriter, bind_type
 from sync_pipeline.errors import DataError
 
 log = logging.getLogger(__name__)
-
-Rows = list[tuple[Any, ...]]
-# Where streamed rows land: a table, or what creates the stage on the first row (a range that turns
-# out to hold no row, such as the keys below the target's largest in a backfill oldest first, then
-# costs no temporary table).
-Into = sa.Table | Callable[[], sa.Table]
-
-# Binary COPY output arrives one row a block; the rows are passed on in blocks of about this size,
-# so writing costs one call per block instead of one per row (both ends of the pipe take any split).
-_PIPE_BYTES = 64 * 1024
 
 
 class TargetGaps:
@@ -223,7 +221,7 @@ class RangeLoader:
         try:
             with self.timed("stream_direct"), self.conn.begin_nested():
                 written = self._copy(source_conn, krange, self.into_target, ordered=False)
-        except (sa.exc.IntegrityError, psycopg.IntegrityError) as error:
+        except INTEGRITY_ERRORS as error:
             # Another session committed one of these keys since we looked (or the source repeats a
             # key): the savepoint is rolled back, and the range is staged and upserted instead.
             log.info("direct load of %s %s conflicted, staging it: %s", self.target.name, krange, error)
@@ -251,21 +249,21 @@ class RangeLoader:
         select = rows_select(self.source, self.window, krange, self.plan.columns, ordered=ordered)
         if self.target.adapter.name == "postgresql":
             if self._can_pass_through(source_conn):
-                return _pipe_binary(source_conn, self.conn, select, into)
+                return pipe_binary(source_conn, self.conn, select, into)
             if self._printed is not None:
                 # Every value as the source prints it, checked, into a text COPY: no Python object
                 # is built for a value, none is converted (see values.exact_from_text).
                 selected, checks = self._printed
                 columns = self.plan.columns
                 printed = rows_select(self.source, self.window, krange, columns, selected, ordered=ordered)
-                return _copy_text(self.conn, into, self._batches(source_conn, printed, checks))
-            return _copy_rows(self.conn, into, self._converted(source_conn, select))
+                return copy_text(self.conn, into, self._batches(source_conn, printed, checks))
+            return copy_rows(self.conn, into, self._converted(source_conn, select))
         written = 0
         table: sa.Table | None = None
         for rows in self._converted(source_conn, select):
             if not rows:
                 continue
-            table = table if table is not None else _table(into)
+            table = table if table is not None else table_of(into)
             names = [column.name for column in table.columns]
             self.conn.execute(table.insert(), [dict(zip(names, row, strict=True)) for row in rows])
             written += len(rows)
@@ -374,151 +372,6 @@ def _printed_columns(plan: SyncPlan) -> tuple[list[sa.ColumnElement[Any]], RowCo
 def _max_key(side: TableSide, conn: sa.Connection) -> Any:
     """The largest key of the whole table (any hour, soft-deleted rows included), or ``None``."""
     return conn.execute(sa.select(sa.func.max(side.keys[0]))).scalar()
-
-
-def stored_alike(
-    source_conn: sa.Connection,
-    source: sa.Table,
-    target_conn: sa.Connection,
-    target: sa.Table,
-    columns: list[str],
-) -> bool:
-    """Whether two PostgreSQL tables store ``columns`` alike: same types, typmods included, so one's
-    binary COPY output is the other's input unchanged."""
-    return _column_types(source_conn, source, columns) == _column_types(target_conn, target, columns)
-
-
-def _table(into: Into) -> sa.Table:
-    return into if isinstance(into, sa.Table) else into()
-
-
-def _nonempty(chunks: Iterator[Rows]) -> Iterator[Rows] | None:
-    """``chunks`` from their first row on, or ``None`` when there is none (nothing is created then)."""
-    for rows in chunks:
-        if rows:
-            return itertools.chain([rows], chunks)
-    return None
-
-
-def _driver(conn: sa.Connection) -> psycopg.Connection[Any]:
-    driver = conn.connection.driver_connection
-    assert isinstance(driver, psycopg.Connection)
-    return driver
-
-
-# timestamp, timestamptz, time, timetz: with no precision declared they keep microseconds, as (6) does.
-_MICROSECOND_TYPES = frozenset({1114, 1184, 1083, 1266})
-
-
-def _column_types(conn: sa.Connection, table: sa.Table, columns: list[str]) -> list[tuple[Any, ...]]:
-    """Each column's type OID and what its typmod says (length, precision, scale), as the server
-    describes a query of them.
-
-    A time type's undeclared precision is its (6): the stored values are the same microseconds, and
-    a target created as ``timestamptz(6)`` from a plain ``timestamptz`` source must not cost every
-    row a trip through Python.
-    """
-    select = sa.select(*(table.c[c] for c in columns)).limit(0)
-    with _driver(conn).cursor() as cursor:
-        cursor.execute(_literal(select, conn))
-        return [
-            (
-                d.type_code,
-                d.display_size,
-                6 if d.precision is None and d.type_code in _MICROSECOND_TYPES else d.precision,
-                d.scale,
-            )
-            for d in cursor.description or ()
-        ]
-
-
-def _literal(select: sa.Select[Any], conn: sa.Connection) -> str:
-    """A statement as text with its values inlined: COPY takes no parameters."""
-    return str(select.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
-
-
-def _copy_target(conn: sa.Connection, into: sa.Table) -> str:
-    preparer = conn.dialect.identifier_preparer
-    columns = ", ".join(preparer.quote(column.name) for column in into.columns)
-    return f"COPY {preparer.format_table(into)} ({columns}) FROM STDIN (FORMAT BINARY)"
-
-
-def _pipe_binary(source_conn: sa.Connection, conn: sa.Connection, select: sa.Select[Any], into: Into) -> int:
-    """PostgreSQL to PostgreSQL: the source's binary COPY output, in blocks of about ``_PIPE_BYTES``,
-    into the target's COPY. An output with no row (header and trailer only) writes nothing."""
-    query = _literal(select, source_conn)
-    with (
-        _driver(source_conn).cursor() as reader,
-        reader.copy(f"COPY ({query}) TO STDOUT (FORMAT BINARY)") as stream,
-    ):
-        blocks = iter(stream)
-        head = bytearray()
-        for block in blocks:
-            head += block
-            if len(head) >= _PIPE_BYTES:
-                break
-        else:
-            # The whole output is read: the source said how many rows it held.
-            if reader.rowcount == 0:
-                return 0
-        target = _table(into)
-        with _driver(conn).cursor() as writer:
-            with writer.copy(_copy_target(conn, target)) as sink:
-                sink.write(head)
-                buffer = bytearray()
-                for block in blocks:
-                    buffer += block
-                    if len(buffer) >= _PIPE_BYTES:
-                        sink.write(buffer)
-                        buffer = bytearray()
-                if buffer:
-                    sink.write(buffer)
-            return max(0, writer.rowcount)
-
-
-def _copy_rows(conn: sa.Connection, to: Into, rows_of: Iterator[Rows]) -> int:
-    """Rows into a PostgreSQL table by one binary COPY (plain INSERTs for a type with no binary form)."""
-    chunks = _nonempty(rows_of)
-    if chunks is None:
-        return 0
-    into = _table(to)
-    driver = _driver(conn)
-    written = 0
-    with driver.cursor() as cursor:
-        cursor.execute(_literal(sa.select(*into.columns).select_from(into).limit(0), conn))
-        oids = [d.type_code for d in cursor.description or ()]
-        if not all(driver.adapters.types.get(oid) for oid in oids):
-            names = [column.name for column in into.columns]
-            for rows in chunks:
-                conn.execute(into.insert(), [dict(zip(names, row, strict=True)) for row in rows])
-                written += len(rows)
-            return written
-        with cursor.copy(_copy_target(conn, into)) as copy:
-            copy.set_types(oids)
-            for rows in chunks:
-                for row in rows:
-                    copy.write_row(row)
-                written += len(rows)
-    return written
-
-
-def _copy_text(conn: sa.Connection, to: Into, rows_of: Iterator[Rows]) -> int:
-    """Rows of values as text (``None`` for NULL) into a PostgreSQL table by one text COPY: the server
-    parses each value into its column's type."""
-    chunks = _nonempty(rows_of)
-    if chunks is None:
-        return 0
-    into = _table(to)
-    written = 0
-    preparer = conn.dialect.identifier_preparer
-    columns = ", ".join(preparer.quote(column.name) for column in into.columns)
-    statement = f"COPY {preparer.format_table(into)} ({columns}) FROM STDIN"
-    with _driver(conn).cursor() as cursor, cursor.copy(statement) as copy:
-        for rows in chunks:
-            for row in rows:
-                copy.write_row(row)
-            written += len(rows)
-    return written
 
 
 def _reset_after_copy(source_conn: sa.Connection) -> None:

@@ -25,10 +25,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-import psycopg
 import sqlalchemy as sa
 
 from sync_pipeline.engine.bulk import RangeLoader, range_clause
+from sync_pipeline.engine.db.dialects.postgresql_copy import INTEGRITY_ERRORS
 from sync_pipeline.engine.diff.merge import Key
 from sync_pipeline.engine.diff.segments import KeyRange
 from sync_pipeline.errors import DataError
@@ -90,7 +90,7 @@ class DenseLoader:
         with self.timed("stream_dense"):
             try:
                 written = self.loader.stage_range(source_conn, krange, stage)
-            except (sa.exc.IntegrityError, psycopg.IntegrityError) as error:
+            except INTEGRITY_ERRORS as error:
                 # Only once the stage's unique key index holds (a later range): a key the source
                 # repeats. The window's transaction is lost; nothing was applied.
                 source = self.loader.source

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 from typing import Any, ClassVar
 
-import psycopg
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import BIT, DOUBLE_PRECISION, JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -13,6 +12,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.sql.elements import ColumnElement
 
 from sync_pipeline.engine.db.dialects.base import Adapter
+from sync_pipeline.engine.db.dialects.postgresql_copy import copy_rows
 from sync_pipeline.engine.db.float_bits import NAN_BITS
 
 _LOCK_NOT_AVAILABLE = "55P03"
@@ -99,24 +99,7 @@ class PostgresAdapter(Adapter):
 
     def copy_rows(self, conn: sa.Connection, stage: sa.Table, rows: list[tuple[Any, ...]]) -> None:
         """Binary COPY into the stage table: the fastest way into PostgreSQL, typed by the stage's OIDs."""
-        if not rows:
-            return
-        driver = conn.connection.driver_connection
-        assert isinstance(driver, psycopg.Connection)
-        preparer = conn.dialect.identifier_preparer
-        columns = ", ".join(preparer.quote(column.name) for column in stage.columns)
-        table = preparer.quote(stage.name)
-        with driver.cursor() as cursor:
-            cursor.execute(f"SELECT {columns} FROM {table} LIMIT 0")
-            oids = [d.type_code for d in cursor.description or ()]
-            if not all(driver.adapters.types.get(oid) for oid in oids):
-                # A type psycopg cannot dump in binary (an enum, a domain): plain INSERTs still work.
-                super().copy_rows(conn, stage, rows)
-                return
-            with cursor.copy(f"COPY {table} ({columns}) FROM STDIN (FORMAT BINARY)") as copy:
-                copy.set_types(oids)
-                for row in rows:
-                    copy.write_row(row)
+        copy_rows(conn, stage, iter([rows]))
 
     def merge_statement(
         self, target: sa.Table, stage: sa.FromClause, key_columns: list[str], ts_column: str

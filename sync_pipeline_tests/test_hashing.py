@@ -103,6 +103,47 @@ def test_every_engine_computes_the_reference_hash(engine: str, make_db_url: Make
     assert int(total) % HASH_MODULUS == sum(expected) % HASH_MODULUS
 
 
+# Instants whose micros are awkward: before 1970 with a fraction (whole seconds floor below it), the
+# epoch itself, a second's last microsecond, and the ends of the years a DATETIME holds.
+EDGE_INSTANTS = [
+    datetime(1000, 1, 1, tzinfo=UTC),
+    datetime(1969, 12, 31, 23, 59, 59, 500_000, tzinfo=UTC),
+    datetime(1969, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC),
+    EPOCH,
+    datetime(1970, 1, 1, 0, 0, 0, 1, tzinfo=UTC),
+    datetime(2026, 11, 30, 8, 59, 59, 999_999, tzinfo=UTC),
+    datetime(9999, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC),
+]
+
+
+@pytest.mark.parametrize("divisor", [1, 1000])
+@pytest.mark.parametrize("engine", ["postgresql", "mysql", "sqlite"])
+def test_every_engine_reads_a_timestamp_as_the_same_micros(
+    engine: str, divisor: int, make_db_url: MakeDbUrl
+) -> None:
+    """The micros each engine's SQL computes from a stored timestamp (the input of the mix, and what
+    the key merge compares) are Python's, in units of the divisor floored: before 1970 and after."""
+    url = make_db_url(engine, "micros")
+    column_type = mysql.DATETIME(fsp=6) if engine == "mysql" else sa.DateTime(timezone=engine == "postgresql")
+    with open_engine(url) as db, db.connect() as conn:
+        adapter = adapter_for(db.dialect.name)
+        naive = adapter.is_naive(column_type)
+        table = sa.Table(
+            "stamps",
+            sa.MetaData(),
+            sa.Column("n", sa.Integer, primary_key=True, autoincrement=False),
+            sa.Column("at", column_type, nullable=False),
+        )
+        table.create(conn)
+        stored = [at.replace(tzinfo=None) if naive else at for at in EDGE_INSTANTS]
+        conn.execute(table.insert(), [{"n": i, "at": at} for i, at in enumerate(stored)])
+        micros = adapter.epoch_micros(table.c.at, naive=naive, zone="UTC", divisor=divisor)
+        in_sql = [int(m) for m in conn.execute(sa.select(micros).order_by(table.c.n)).scalars()]
+        conn.rollback()
+    expected = [((at - EPOCH) // timedelta(microseconds=1)) // divisor for at in EDGE_INSTANTS]
+    assert in_sql == expected
+
+
 # -- Two tables on the same engine: the engine's own hash ---------------------------------------------
 # The updated_at column of each kind at microsecond precision: an instant, and a wall time.
 TIMESTAMP_TYPES: dict[tuple[str, bool], sa.types.TypeEngine[datetime]] = {

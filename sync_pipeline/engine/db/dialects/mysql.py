@@ -43,6 +43,10 @@ _preferred_tls: ssl.SSLContext | None = None
 _preferred_tls_lock = threading.Lock()
 
 
+# TO_SECONDS of 1970-01-01 00:00:00.
+_EPOCH_TO_SECONDS = 62_167_219_200
+
+
 class _Connection(pymysql.connections.Connection):  # type: ignore[misc]
     """PyMySQL's connection, with the TLS context of its PREFERRED mode built once per process.
 
@@ -102,9 +106,12 @@ class MySQLAdapter(Adapter):
         # DATETIME is naive (read in `zone`); TIMESTAMP is stored in UTC and shown in the session's
         # zone, which is UTC here. CONVERT_TZ with a named zone needs the server's time zone tables.
         instant = sa.func.convert_tz(column, zone, "+00:00") if naive and zone != "UTC" else column
-        micros: ColumnElement[Any] = sa.func.timestampdiff(
-            sa.literal_column("MICROSECOND"), sa.literal("1970-01-01 00:00:00"), instant
-        )
+        # Whole seconds since year 0 (TO_SECONDS drops the fraction: a floor, every such count being
+        # positive) and the microseconds: the same integer as TIMESTAMPDIFF(MICROSECOND, epoch, ...),
+        # for about a quarter less of MariaDB's CPU in the range hash, which reads the micros six
+        # times a row (1.13 against 1.47 s for 1M rows, BENCHMARKS.md).
+        seconds = sa.func.to_seconds(instant, type_=sa.BigInteger) - _EPOCH_TO_SECONDS
+        micros: ColumnElement[Any] = seconds * 1_000_000 + sa.func.microsecond(instant, type_=sa.BigInteger)
         if divisor > 1:
             micros = sa.func.floor(micros / divisor)
         return sa.cast(micros, mysql.BIGINT)

@@ -146,7 +146,7 @@ def python_text(family: Family, *, zone: str, divisor: int) -> Callable[[Any], s
             if parsed is None:
                 # The JSON literal null: the sync writes it as SQL NULL (drivers read both as None).
                 return NULL_TEXT
-            return json.dumps(parsed, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+            return _CANONICAL_JSON.encode(parsed)
         if family is Family.UUID:
             return str(value if isinstance(value, uuid.UUID) else uuid.UUID(str(value)))
         if isinstance(value, datetime | date | time):
@@ -154,6 +154,11 @@ def python_text(family: Family, *, zone: str, divisor: int) -> Callable[[Any], s
         return str(value)
 
     return text
+
+
+# json.dumps with options builds an encoder per call: a twentieth of comparing JSON rows in Python.
+# An encoder keeps no state between calls (each encode makes its own), so one serves every thread.
+_CANONICAL_JSON = json.JSONEncoder(sort_keys=True, ensure_ascii=False, separators=(",", ":"))
 
 
 def _json_number(text: str) -> int | float:

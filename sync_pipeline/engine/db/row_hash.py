@@ -30,7 +30,7 @@ from sqlalchemy.sql import operators
 from sqlalchemy.sql.elements import BinaryExpression, Cast, ColumnElement
 
 from sync_pipeline.engine.db.canonical import NULL_TEXT
-from sync_pipeline.engine.db.dialects.sqlite import hash60
+from sync_pipeline.engine.db.dialects.sqlite import as_text, hash60_text
 from sync_pipeline.engine.db.schema import Family, family_of
 from sync_pipeline.engine.diff.merge import Key
 from sync_pipeline.engine.settings import DEFAULT_CHUNK_BYTES
@@ -271,9 +271,12 @@ def python_fingerprints(
             chunk: list[tuple[Key, int]] = []
             weight = 0
             for row in rows:
-                printed = [*row[head], *(text(v) for text, v in zip(texts, row[first:], strict=True))]
-                weight += sum(map(len, printed)) + _ROW_OVERHEAD
-                chunk.append((row[0] if n == 1 else tuple(row[:n]), hash60(*printed)))
+                # Joined once: its length sizes the batches, its md5 is the row's hash (hash60's text).
+                joined = "|".join(
+                    [*map(as_text, row[head]), *(text(v) for text, v in zip(texts, row[first:], strict=True))]
+                )
+                weight += len(joined) + _ROW_OVERHEAD
+                chunk.append((row[0] if n == 1 else tuple(row[:n]), hash60_text(joined)))
             yield chunk
             per_row = max(1, weight // len(rows))
             size = max(1, min(chunk_size, budget // per_row))

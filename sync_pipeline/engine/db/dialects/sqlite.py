@@ -56,8 +56,19 @@ def epoch_micros(value: object, zone: str, divisor: int) -> int | None:
 
 def hash60(*parts: object) -> int:
     """First 15 hex digits of md5 of the parts joined by ``|``: PostgreSQL's and MySQL's formula."""
-    text = "|".join("" if p is None else p.decode() if isinstance(p, bytes) else str(p) for p in parts)
-    return int(hashlib.md5(text.encode(), usedforsecurity=False).hexdigest()[:15], 16)
+    return hash60_text("|".join(map(as_text, parts)))
+
+
+def as_text(part: object) -> str:
+    """A part of a row's text as hashed: NULL is empty, bytes are UTF-8."""
+    return "" if part is None else part.decode() if isinstance(part, bytes) else str(part)
+
+
+def hash60_text(text: str) -> int:
+    """:func:`hash60` of an already joined text: md5's first 60 bits, read from its bytes (the first
+    15 hex digits are the first 8 bytes less their last 4 bits), with no hex text built."""
+    digest = hashlib.md5(text.encode(), usedforsecurity=False).digest()
+    return int.from_bytes(digest[:8], "big") >> 4
 
 
 def _mix62_or_null(key: int | None, micros: int | None) -> int | None:

@@ -91,10 +91,11 @@ def literal(select: sa.Select[Any], conn: sa.Connection) -> str:
     return str(select.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
 
 
-def _copy_target(conn: sa.Connection, into: sa.Table) -> str:
+def _copy_target(conn: sa.Connection, into: sa.Table, *, binary: bool = True) -> str:
     preparer = conn.dialect.identifier_preparer
     columns = ", ".join(preparer.quote(column.name) for column in into.columns)
-    return f"COPY {preparer.format_table(into)} ({columns}) FROM STDIN (FORMAT BINARY)"
+    statement = f"COPY {preparer.format_table(into)} ({columns}) FROM STDIN"
+    return f"{statement} (FORMAT BINARY)" if binary else statement
 
 
 def pipe_binary(source_conn: sa.Connection, conn: sa.Connection, select: sa.Select[Any], into: Into) -> int:
@@ -164,9 +165,7 @@ def copy_text(conn: sa.Connection, to: Into, rows_of: Iterator[Rows]) -> int:
         return 0
     into = table_of(to)
     written = 0
-    preparer = conn.dialect.identifier_preparer
-    columns = ", ".join(preparer.quote(column.name) for column in into.columns)
-    statement = f"COPY {preparer.format_table(into)} ({columns}) FROM STDIN"
+    statement = _copy_target(conn, into, binary=False)
     with driver_connection(conn).cursor() as cursor, cursor.copy(statement) as copy:
         for rows in chunks:
             for row in rows:
